@@ -20,7 +20,7 @@ func runEtcd(args []string) int {
 	clientURL := fs.String("listen-client-url", "http://127.0.0.1:2379", "client URL to listen on and advertise")
 	peerURL := fs.String("listen-peer-url", "http://127.0.0.1:2380", "peer URL to listen on and advertise")
 	noFsync := fs.Bool("unsafe-no-fsync", true, "skip fsync (test clusters only)")
-	logLevel := fs.String("log-level", "warn", "log level")
+	logLevel := fs.String("log-level", "error", "log level")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

@@ -13,6 +13,7 @@ import (
 
 	"k8s.io/component-base/cli"
 	kubectlcmd "k8s.io/kubectl/pkg/cmd"
+	cmdutil "k8s.io/kubectl/pkg/cmd/util"
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
 )
@@ -45,7 +46,10 @@ func main() {
 	case "kubectl":
 		cmd := kubectlcmd.NewDefaultKubectlCommand()
 		cmd.SetArgs(args)
-		os.Exit(cli.RunNoErrOutput(cmd))
+		if err := cli.RunNoErrOutput(cmd); err != nil {
+			// kubectl prints its own errors this way and exits with the code it carries.
+			cmdutil.CheckErr(err)
+		}
 	default:
 		usage()
 	}

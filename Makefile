@@ -1,0 +1,67 @@
+# gastown-operator — run `make help` for the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CLUSTER_DIR ?= .local/cluster
+NAMESPACE ?= default
+export GASTOWN_CLUSTER_DIR := $(CLUSTER_DIR)
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $@
+
+.PHONY: setup
+setup: $(VENV)/.installed ## Create the virtualenv and install the project with dev tools.
+
+.PHONY: kube-bin
+kube-bin: ## Build (once, cached outside the repo) the local control-plane binary.
+	@bash hack/build-kube.sh
+
+.PHONY: cluster-up
+cluster-up: setup kube-bin ## Start a local control plane (etcd, kube-apiserver, controller-manager).
+	@$(VENV)/bin/gastown cluster up --dir $(CLUSTER_DIR)
+
+.PHONY: cluster-down
+cluster-down: setup ## Stop the local control plane started by cluster-up.
+	@$(VENV)/bin/gastown cluster down --dir $(CLUSTER_DIR)
+
+.PHONY: manifests
+manifests: setup ## Regenerate the CRDs (crds/ and the chart) from the pydantic models.
+	$(VENV)/bin/gastown crds crds charts/gastown/crds
+
+.PHONY: lint
+lint: setup ## ruff, mypy, import-linter contracts, generated files up to date.
+	$(VENV)/bin/ruff check operator tests bench hack
+	$(VENV)/bin/ruff format --check operator tests bench hack
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/gastown crds --check crds charts/gastown/crds
+
+.PHONY: test
+test: lint kube-bin ## Lint, then run every test (unit, integration, e2e) against a real local control plane.
+	$(VENV)/bin/pytest
+
+.PHONY: test-unit
+test-unit: setup ## Only the unit tests (no cluster needed).
+	$(VENV)/bin/pytest tests/unit
+
+.PHONY: bench
+bench: setup ## Run the benchmarks in bench/ and print the figures.
+	$(PY) bench/bench_reconcile.py
+
+.PHONY: run
+run: setup kube-bin ## Run the operator: on $$KUBECONFIG if set, else on a local control plane it starts.
+	@bash hack/run.sh
+
+.PHONY: clean
+clean: ## Remove local state (virtualenv, local cluster data, caches).
+	-$(VENV)/bin/gastown cluster down --dir $(CLUSTER_DIR) 2>/dev/null
+	rm -rf $(VENV) .local .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,82 @@
+"""The `gastown` command line: run the operator, manage the local control plane, generate CRDs."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_CLUSTER_DIR = Path(os.environ.get("GASTOWN_CLUSTER_DIR", ".local/cluster"))
+
+
+def _cluster_up(args: argparse.Namespace) -> int:
+    from gastown.devtools.controlplane import ControlPlane, ControlPlaneError
+
+    directory: Path = args.dir
+    if (directory / "state.json").exists():
+        existing = ControlPlane.load(directory)
+        if existing.pids:
+            print(f"a control plane is already running in {directory}; `gastown cluster down` first",
+                  file=sys.stderr)
+            return 1
+    plane = ControlPlane(directory=directory)
+    try:
+        plane.start(with_controller_manager=not args.no_controller_manager)
+    except ControlPlaneError as err:
+        print(f"gastown cluster up: {err}", file=sys.stderr)
+        return 1
+    print(f"control plane ready at {plane.server} in {plane.startup_seconds:.1f}s", file=sys.stderr)
+    print(f"export KUBECONFIG={plane.kubeconfig.resolve()}")
+    return 0
+
+
+def _cluster_down(args: argparse.Namespace) -> int:
+    from gastown.devtools.controlplane import ControlPlane
+
+    directory: Path = args.dir
+    if not (directory / "state.json").exists():
+        print(f"no control plane in {directory}", file=sys.stderr)
+        return 0
+    ControlPlane.load(directory).stop()
+    print("control plane stopped", file=sys.stderr)
+    return 0
+
+
+def _crds(args: argparse.Namespace) -> int:
+    from gastown import crdgen
+
+    return crdgen.main([*(["--check"] if args.check else []), *map(str, args.dirs)])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `gastown`."""
+    parser = argparse.ArgumentParser(prog="gastown", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    cluster = sub.add_parser("cluster", help="local control plane (development and tests)")
+    cluster_sub = cluster.add_subparsers(dest="action", required=True)
+    up = cluster_sub.add_parser("up", help="build if needed and start etcd, apiserver, KCM")
+    up.add_argument("--dir", type=Path, default=DEFAULT_CLUSTER_DIR)
+    up.add_argument("--no-controller-manager", action="store_true")
+    up.set_defaults(func=_cluster_up)
+    down = cluster_sub.add_parser("down", help="stop every process `up` started")
+    down.add_argument("--dir", type=Path, default=DEFAULT_CLUSTER_DIR)
+    down.set_defaults(func=_cluster_down)
+
+    crds = sub.add_parser("crds", help="write the CRDs generated from the models")
+    crds.add_argument("dirs", nargs="+", type=Path)
+    crds.add_argument("--check", action="store_true", help="fail if the files differ")
+    crds.set_defaults(func=_crds)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `gastown` console script."""
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

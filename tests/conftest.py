@@ -1,0 +1,61 @@
+"""Session fixtures: one real local control plane for every test that needs a cluster.
+
+The control plane is built (once, cached) and started on first use. If it cannot be built or
+started the tests that need it ERROR with the reason; they are never skipped. Set
+GASTOWN_TEST_KUBECONFIG (and GASTOWN_TEST_CA) to run against an already running control plane.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from gastown.devtools.controlplane import REPO_ROOT, ControlPlane
+from tests.support.api import Api, eventually
+
+CRD_DIR = REPO_ROOT / "crds"
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """A running control plane with our CRDs installed and Established."""
+    plane = ControlPlane(directory=tmp_path_factory.mktemp("control-plane"))
+    plane.start()
+    try:
+        plane.install_crds(CRD_DIR)
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="session")
+def api(control_plane: ControlPlane) -> Api:
+    """An admin client of the control plane."""
+    return Api.from_kubeconfig(control_plane.kubeconfig, control_plane.directory / "pki" / "ca.crt")
+
+
+@pytest.fixture
+def namespace(api: Api) -> Iterator[str]:
+    """A fresh namespace per test, deleted afterwards."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    created = api.call("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
+    assert created.status == 201, created.body
+    # The namespace's default ServiceAccount comes from kube-controller-manager; pods need it.
+    eventually(
+        lambda: api.call("GET", f"/api/v1/namespaces/{name}/serviceaccounts/default").status == 200,
+        30,
+        "the default ServiceAccount",
+    )
+    yield name
+    api.call("DELETE", f"/api/v1/namespaces/{name}")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Say where the control plane binary comes from."""
+    override = os.environ.get("GASTOWN_KUBE_BIN")
+    return f"control plane binary: {override or 'hack/build-kube.sh (cached)'}"
+
+

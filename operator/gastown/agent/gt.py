@@ -99,7 +99,11 @@ def cmd_done(args: argparse.Namespace, identity: Identity, channel: AgentChannel
     if identity.role is not AgentRole.POLECAT:
         raise GtError(f"gt done is for polecats and refineries, not a {identity.role.value}")
     git = _repo(identity)
-    branch, sha = push_work_branch(git)
+    try:
+        branch, sha = push_work_branch(git)
+    finally:
+        if git.credentials is not None:
+            git.credentials.cleanup()
     report = channel.append_report(
         ReportDraft(type=ReportType.DONE, bead=hook, branch=branch, summary=args.summary)
     )

@@ -49,10 +49,60 @@ def _crds(args: argparse.Namespace) -> int:
     return crdgen.main([*(["--check"] if args.check else []), *map(str, args.dirs)])
 
 
+def _run(args: argparse.Namespace) -> int:
+    import kopf
+
+    import gastown.handlers  # noqa: F401 - registers the handlers
+
+    if args.metrics_port:
+        os.environ["GASTOWN_METRICS_PORT"] = str(args.metrics_port)
+    kopf.configure(
+        verbose=args.verbose,
+        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
+        log_refkey="k8s",
+    )
+    namespaces = args.namespace or []
+    kopf.run(
+        standalone=not args.peering,
+        peering_name=args.peering or None,
+        namespaces=namespaces,
+        clusterwide=not namespaces,
+        liveness_endpoint=args.liveness or None,
+    )
+    return 0
+
+
+def _agent_run(args: argparse.Namespace) -> int:
+    from gastown.agent.main import main as agent_main
+
+    return agent_main(args.extra)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `gastown`."""
     parser = argparse.ArgumentParser(prog="gastown", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the operator against the current kubeconfig/cluster")
+    run.add_argument("-n", "--namespace", action="append",
+                     help="watch only this namespace (repeatable); default: all namespaces")
+    run.add_argument("--metrics-port", type=int,
+                     default=int(os.environ.get("GASTOWN_METRICS_PORT", "0") or 0),
+                     help="serve Prometheus /metrics on this port (0: off)")
+    run.add_argument("--liveness", default=os.environ.get("GASTOWN_LIVENESS", ""),
+                     help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument("--log-format", choices=["json", "plain"],
+                     default=os.environ.get("GASTOWN_LOG_FORMAT", "json"))
+    run.add_argument("--peering", default=os.environ.get("GASTOWN_PEERING", ""),
+                     help="kopf peering object name (default: standalone, one replica)")
+    run.add_argument("-v", "--verbose", action="store_true")
+    run.set_defaults(func=_run)
+
+    agent = sub.add_parser("agent", help="the in-pod agent runtime")
+    agent_sub = agent.add_subparsers(dest="action", required=True)
+    agent_run = agent_sub.add_parser("run", help="run this pod's agent (reads GASTOWN_* env)")
+    agent_run.add_argument("extra", nargs=argparse.REMAINDER)
+    agent_run.set_defaults(func=_agent_run)
 
     cluster = sub.add_parser("cluster", help="local control plane (development and tests)")
     cluster_sub = cluster.add_subparsers(dest="action", required=True)

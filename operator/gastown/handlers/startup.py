@@ -1,0 +1,42 @@
+"""Operator start-up: kopf settings under our own prefix, the API client, the store, metrics."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import kopf
+
+from gastown.kube import metrics
+from gastown.kube.client import Kube, connect
+from gastown.kube.store import Store
+
+PREFIX = "gastown.dev"
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Keep kopf's bookkeeping under gastown.dev and open our own client."""
+    settings.persistence.finalizer = f"{PREFIX}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING  # our own Events are explicit; no handler chatter
+    settings.watching.server_timeout = int(os.environ.get("GASTOWN_WATCH_TIMEOUT", "300"))
+    settings.watching.client_timeout = settings.watching.server_timeout + 30
+    settings.execution.max_workers = 4
+    memo.kube = Kube(await connect())
+    memo.store = Store()
+    port = int(os.environ.get("GASTOWN_METRICS_PORT", "0") or 0)
+    if port:
+        metrics.serve(port, os.environ.get("GASTOWN_METRICS_ADDRESS", "0.0.0.0"))  # noqa: S104
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    """Close the API client."""
+    kube: Kube | None = getattr(memo, "kube", None)
+    if kube is not None:
+        await kube.api.close()

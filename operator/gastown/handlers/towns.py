@@ -1,0 +1,25 @@
+"""One reconcile loop per Town, as a kopf daemon."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import kopf
+
+from gastown.kube.loop import LoopSettings, TownLoop
+from gastown.kube.prime import prime_town
+from gastown.model.common import GROUP, VERSION
+
+
+@kopf.daemon(GROUP, VERSION, "towns", cancellation_timeout=2.0)
+async def town_loop(
+    name: str, namespace: str, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
+) -> None:
+    """Prime the town's store once (one LIST per kind), then reconcile until the Town goes."""
+    await prime_town(memo.kube, memo.store, namespace, name)
+    settings = LoopSettings(
+        resync_seconds=float(os.environ.get("GASTOWN_RESYNC_SECONDS", "10")),
+    )
+    loop = TownLoop(memo.kube, memo.store, namespace, name, settings)
+    await loop.run(lambda: bool(stopped))

@@ -1,0 +1,260 @@
+"""Execute the reconciler's writes against the API server, safely.
+
+Semantics (see `gastown.reconcile.writes`):
+- state writes of each action run in order; a patch is sent only if its `expect` holds on the
+  object we hold, and it carries that object's resourceVersion, so the API server refuses it
+  (409) if anybody — a user, an agent, another pass — changed the object since: the write is
+  skipped and the next pass recomputes from fresh state. A user's change is never overwritten;
+- creates use deterministic names: "already exists" is success;
+- every object the API server returns is put into the store at once, so the next pass sees our
+  own writes even before the watch delivers them (no duplicate pods, agents, MRs or landings
+  under watch lag);
+- side effects run after all state writes, and only for actions whose state writes all held.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gastown.kube import labels, metrics
+from gastown.kube.client import ApiError, Conflict, Kube, NotFound
+from gastown.kube.events import build_event, post_event
+from gastown.kube.pods import build_identity, build_pod, owner_reference
+from gastown.kube.store import Store, TownStore
+from gastown.model.common import API_VERSION
+from gastown.reconcile.writes import (
+    CreateObject,
+    DeleteObject,
+    Emit,
+    PatchSpec,
+    PatchStatus,
+    PollPR,
+    StartPod,
+    StopPod,
+    Write,
+    expect_holds,
+)
+
+log = logging.getLogger(__name__)
+
+PRPoller = Callable[[TownStore, PollPR], Awaitable[dict[str, Any] | None]]
+
+
+class Lowerable(Protocol):
+    """A semantic action of the reconciler."""
+
+    def writes(self) -> tuple[Write, ...]:
+        """The writes that carry the action out."""
+        ...
+
+
+@dataclass
+class ApplyResult:
+    """What one apply did."""
+
+    writes: Counter[str] = field(default_factory=Counter)
+    conflicts: int = 0
+    side_effects_ok: int = 0
+    side_effects_failed: int = 0
+    events: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Applier:
+    """Applies the actions of one pass of one town."""
+
+    def __init__(self, kube: Kube, store: Store, town: TownStore, pr_poller: PRPoller | None = None) -> None:
+        self.kube = kube
+        self.store = store
+        self.town = town
+        self.ns = town.namespace
+        self.pr_poller = pr_poller
+        self.result = ApplyResult()
+
+    async def apply(self, actions: Sequence[Lowerable]) -> ApplyResult:
+        """Apply every action's state writes, then side effects, then Events."""
+        effects: list[StartPod | StopPod | PollPR] = []
+        emits: list[Emit] = []
+        for action in actions:
+            action_effects: list[StartPod | StopPod | PollPR] = []
+            held = True
+            for write in action.writes():
+                if isinstance(write, Emit):
+                    emits.append(write)
+                elif isinstance(write, StartPod | StopPod | PollPR):
+                    action_effects.append(write)
+                elif held:
+                    held = await self._state_write(write)
+            if held:
+                effects.extend(action_effects)
+            else:
+                self.result.conflicts += 1
+        for effect in effects:
+            await self._side_effect(effect)
+        for emit in emits:
+            await self._emit(emit)
+        return self.result
+
+    # -- state writes ----------------------------------------------------------------------
+
+    async def _state_write(self, write: CreateObject | PatchStatus | PatchSpec | DeleteObject) -> bool:
+        try:
+            if isinstance(write, CreateObject):
+                await self._create(write)
+            elif isinstance(write, PatchStatus | PatchSpec):
+                return await self._patch(write)
+            else:
+                await self._delete(write)
+        except Conflict:
+            return False
+        except ApiError as err:
+            metrics.API_ERRORS.labels(str(err.status)).inc()
+            self.result.errors.append(f"{type(write).__name__} {write.kind} {write.name}: {err}")
+            log.warning("write failed: %s %s %s: %s", type(write).__name__, write.kind, write.name, err)
+            return False
+        return True
+
+    def _count(self, kind: str) -> None:
+        self.result.writes[kind] += 1
+        metrics.API_WRITES.labels(self.town.name, kind).inc()
+
+    async def _create(self, write: CreateObject) -> None:
+        metadata: dict[str, Any] = {
+            "name": write.name,
+            "labels": {**labels.common(self.town.name), **dict(write.labels)},
+        }
+        if write.owner is not None:
+            owner_kind, owner_name = write.owner
+            uid = self.town.uids.get((str(owner_kind), owner_name))
+            if uid:
+                metadata["ownerReferences"] = [owner_reference(str(owner_kind), owner_name, uid)]
+        body = {"apiVersion": API_VERSION, "kind": str(write.kind), "metadata": metadata,
+                "spec": dict(write.spec)}
+        try:
+            created = await self.kube.create(str(write.kind), self.ns, body)
+            self._count(str(write.kind))
+        except Conflict:
+            # Deterministic name: it already exists (a retry, or a pass before a restart).
+            created = await self.kube.get(str(write.kind), self.ns, write.name)
+        self.store.observe(str(write.kind), created)
+        if write.status:
+            rv = created["metadata"]["resourceVersion"]
+            patched = await self.kube.patch(
+                str(write.kind), self.ns, write.name,
+                {"metadata": {"resourceVersion": rv}, "status": dict(write.status)}, status=True,
+            )
+            self._count(str(write.kind))
+            self.store.observe(str(write.kind), patched)
+
+    async def _patch(self, write: PatchStatus | PatchSpec) -> bool:
+        kind = str(write.kind)
+        held = self.town.get(kind, write.name)
+        if held is None:
+            return False
+        part = held.status if isinstance(write, PatchStatus) else held.spec
+        if not expect_holds(part, write.expect):
+            return False
+        section = "status" if isinstance(write, PatchStatus) else "spec"
+        patch = {"metadata": {"resourceVersion": held.metadata.resource_version},
+                 section: dict(write.patch)}
+        try:
+            result = await self.kube.patch(
+                kind, self.ns, write.name, patch, status=isinstance(write, PatchStatus)
+            )
+        except NotFound:
+            return False
+        self._count(kind)
+        self.store.observe(kind, result)
+        return True
+
+    async def _delete(self, write: DeleteObject) -> None:
+        try:
+            await self.kube.delete(str(write.kind), self.ns, write.name)
+            self._count(str(write.kind))
+        except NotFound:
+            pass
+        self.store.observe(
+            str(write.kind),
+            {"metadata": {"name": write.name, "namespace": self.ns},
+             "spec": {"town": self.town.name}},
+            deleted=True,
+        )
+
+    # -- side effects ----------------------------------------------------------------------
+
+    async def _side_effect(self, effect: StartPod | StopPod | PollPR) -> None:
+        try:
+            if isinstance(effect, StartPod):
+                await self._start_pod(effect)
+            elif isinstance(effect, StopPod):
+                await self._stop_pod(effect)
+            else:
+                await self._poll_pr(effect)
+        except ApiError as err:
+            metrics.API_ERRORS.labels(str(err.status)).inc()
+            self.result.side_effects_failed += 1
+            metrics.SIDE_EFFECTS.labels(self.town.name, "failed").inc()
+            self.result.errors.append(f"{type(effect).__name__}: {err}")
+            log.warning("side effect failed: %s: %s", type(effect).__name__, err)
+            return
+        self.result.side_effects_ok += 1
+        metrics.SIDE_EFFECTS.labels(self.town.name, "ok").inc()
+
+    async def _start_pod(self, effect: StartPod) -> None:
+        town = self.town.town
+        agent = self.town.objects["Agent"].get(effect.agent)
+        uid = self.town.uids.get(("Agent", effect.agent))
+        if town is None or agent is None or not uid:
+            raise NotFound(404, f"agent {effect.agent} is not known yet")
+        started = time.monotonic()
+        if not town.spec.agent.service_account_name:
+            for kind, body in build_identity(town, agent, uid, self.ns):
+                try:
+                    await self.kube.create_core(kind, self.ns, body)
+                    self._count(kind)
+                except Conflict:
+                    pass
+        pod = build_pod(town, agent, uid, effect.generation, effect.bead)
+        try:
+            created = await self.kube.create_pod(self.ns, pod)
+            self._count("Pod")
+        except Conflict:
+            return  # this generation's pod exists already: never a second one
+        self.store.observe("Pod", created)
+        metrics.DISPATCH_LATENCY.labels(self.town.name).observe(time.monotonic() - started)
+
+    async def _stop_pod(self, effect: StopPod) -> None:
+        grace = self.town.town.spec.agent.termination_grace_seconds if self.town.town else 30
+        try:
+            await self.kube.delete_pod(self.ns, effect.pod, grace)
+            self._count("Pod")
+        except NotFound:
+            return
+
+    async def _poll_pr(self, effect: PollPR) -> None:
+        if self.pr_poller is None:
+            return
+        patch = await self.pr_poller(self.town, effect)
+        if patch is None:
+            return
+        held = self.town.get("Bead", effect.bead)
+        if held is None:
+            return
+        result = await self.kube.patch(
+            "Bead", self.ns, effect.bead,
+            {"metadata": {"resourceVersion": held.metadata.resource_version}, "status": patch},
+            status=True,
+        )
+        self._count("Bead")
+        self.store.observe("Bead", result)
+
+    async def _emit(self, emit: Emit) -> None:
+        uid = self.town.uids.get((str(emit.kind), emit.name), "")
+        event = build_event(self.ns, str(emit.kind), emit.name, uid, emit.type, emit.reason, emit.message)
+        if await post_event(self.kube, event):
+            self.result.events += 1

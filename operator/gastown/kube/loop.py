@@ -1,0 +1,178 @@
+"""The per-town reconcile loop: wake, snapshot, reconcile, apply, side effects, invariants, status.
+
+One loop runs per Town (a kopf daemon). It wakes on any watch event of the town's objects
+(debounced by a few tens of milliseconds, so a burst becomes one pass) and on a safety-net
+interval, which keeps it level-triggered: a missed event delays work, never loses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from gastown.kube import metrics
+from gastown.kube.apply import Applier, ApplyResult, PRPoller
+from gastown.kube.client import ApiError, Conflict, Kube
+from gastown.kube.status import build_town_status, semantic
+from gastown.kube.store import Store, TownStore
+from gastown.model import TownMode
+from gastown.model.town import PassMetrics, TownStatus, Violation
+from gastown.reconcile import check_invariants, reconcile
+from gastown.reconcile.actions import Action
+from gastown.reconcile.writes import Emit, Kind
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """Timing of the loop."""
+
+    debounce_seconds: float = 0.03
+    resync_seconds: float = 10.0
+
+
+@dataclass
+class PassReport:
+    """What one pass did (for tests, logs and status)."""
+
+    actions: Counter[str]
+    result: ApplyResult
+    violations: list[Violation]
+    status_written: bool
+    duration_ms: int
+
+
+class TownLoop:
+    """Reconciles one town until stopped."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        store: Store,
+        namespace: str,
+        name: str,
+        settings: LoopSettings | None = None,
+        pr_poller: PRPoller | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.kube = kube
+        self.store = store
+        self.town: TownStore = store.town(namespace, name)
+        self.settings = settings or LoopSettings()
+        self.pr_poller = pr_poller
+        self.clock = clock
+        self._reported_violations: set[tuple[str, str]] = set()
+
+    async def run(self, stopped: Callable[[], bool]) -> None:
+        """Run passes until `stopped()` is true; a failing pass is logged and retried."""
+        self.town.wake.set()
+        while not stopped():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.town.wake.wait(), self.settings.resync_seconds)
+            if stopped():
+                return
+            await asyncio.sleep(self.settings.debounce_seconds)  # gather a burst of events
+            self.town.wake.clear()
+            try:
+                report = await self.pass_once()
+            except ApiError as err:
+                log.warning("pass of town %s failed: %s", self.town.name, err,
+                            extra={"town": self.town.name})
+                self.town.wake.set()
+                await asyncio.sleep(1.0)
+                continue
+            if report is not None and sum(report.actions.values()):
+                # Our own writes are already in the store: go again at once until quiet.
+                self.town.wake.set()
+
+    async def pass_once(self) -> PassReport | None:
+        """One reconcile pass."""
+        snapshot = self.town.snapshot()
+        if snapshot is None:
+            return None
+        started = time.perf_counter()
+        now = self.clock()
+        actions: Sequence[Action] = reconcile(snapshot, now)
+        counts = Counter(type(action).__name__ for action in actions)
+        for kind, number in counts.items():
+            metrics.ACTIONS.labels(self.town.name, kind).inc(number)
+        shadow = snapshot.town.spec.mode is TownMode.SHADOW
+        applier = Applier(self.kube, self.store, self.town, self.pr_poller)
+        if shadow:
+            result = ApplyResult()
+            planned = [action.describe() for action in actions]
+        else:
+            result = await applier.apply(actions)
+            planned = []
+        after = self.town.snapshot() or snapshot
+        violations = check_invariants(after)
+        metrics.VIOLATIONS.labels(self.town.name).set(len(violations))
+        await self._emit_new_violations(applier, violations)
+        duration_ms = int((time.perf_counter() - started) * 1000)
+        metrics.PASS_SECONDS.labels(self.town.name).observe(duration_ms / 1000)
+        last_pass = PassMetrics(
+            finished_at=self.clock(),
+            duration_ms=duration_ms,
+            facts_applied=counts.get("MarkReportsApplied", 0),
+            actions=dict(sorted(counts.items())),
+            side_effects_ok=result.side_effects_ok,
+            side_effects_failed=result.side_effects_failed,
+            violations=len(violations),
+        )
+        status = build_town_status(after, violations, last_pass, planned, self.clock())
+        written = await self._write_status(status, force=bool(actions) and not shadow)
+        self._export_gauges(status)
+        if actions or written:
+            log.info(
+                "pass: %d actions, %d writes, %d conflicts, %d violations, %d ms",
+                len(actions), sum(result.writes.values()), result.conflicts, len(violations),
+                duration_ms, extra={"town": self.town.name},
+            )
+        return PassReport(counts, result, violations, written, duration_ms)
+
+    async def _write_status(self, status: TownStatus, force: bool) -> bool:
+        town = self.town.town
+        if town is None:
+            return False
+        if not force and semantic(status) == semantic(town.status):
+            return False
+        patch = {
+            "metadata": {"resourceVersion": town.metadata.resource_version},
+            "status": status.model_dump(mode="json", by_alias=True, exclude_none=True),
+        }
+        try:
+            result = await self.kube.patch("Town", self.town.namespace, town.name, patch, status=True)
+        except Conflict:
+            self.town.wake.set()  # someone else wrote it; recompute on the fresh object
+            return False
+        metrics.API_WRITES.labels(self.town.name, "Town").inc()
+        self.store.observe("Town", result)
+        return True
+
+    async def _emit_new_violations(self, applier: Applier, violations: Sequence[Violation]) -> None:
+        """One Warning Event per violation when it first appears (not on every pass)."""
+        current = {(v.code, v.subject) for v in violations}
+        for violation in violations:
+            if (violation.code, violation.subject) not in self._reported_violations:
+                await applier._emit(  # noqa: SLF001 - shared event path
+                    Emit(kind=Kind.TOWN, name=self.town.name, type="Warning",
+                         reason="InvariantViolation",
+                         message=f"{violation.code}: {violation.message}")
+                )
+        self._reported_violations = current
+
+    def _export_gauges(self, status: TownStatus) -> None:
+        name = self.town.name
+        for phase, value in status.beads.model_dump(by_alias=True).items():
+            metrics.BEADS.labels(name, phase).set(value)
+        for phase, value in status.agents.model_dump(by_alias=True).items():
+            metrics.AGENTS.labels(name, phase).set(value)
+        for rig, length in status.queue.items():
+            metrics.QUEUE.labels(name, rig).set(length)

@@ -1,0 +1,218 @@
+"""Pure builders of agent Pods and of each agent's own identity (ServiceAccount + RBAC).
+
+Every agent dispatch generation gets exactly one Pod with a deterministic name, so creating it
+twice is harmless. The Pod runs `gastown agent run` with the agent's identity in its
+environment; credentials reach it only through Secret references; it runs under restricted pod
+security (non-root, no privilege escalation, RuntimeDefault seccomp, all capabilities dropped,
+read-only root filesystem with emptyDirs for the workspace and /tmp).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gastown.kube import labels
+from gastown.model import Agent, Town
+from gastown.model.common import API_VERSION, GROUP
+from gastown.model.enums import AgentRole, MergeStrategy
+from gastown.model.town import Rig
+from gastown.reconcile.names import dns_name, pod_name
+
+WORKSPACE = "/workspace"
+GIT_CREDENTIALS_DIR = "/var/run/gastown/git"
+PR_TOKEN_DIR = "/var/run/gastown/pr"
+AGENT_UID = 1000
+
+
+def identity_name(agent: str) -> str:
+    """Name of an agent's ServiceAccount, Role and RoleBinding."""
+    return dns_name("gastown-agent", agent)
+
+
+def owner_reference(kind: str, name: str, uid: str) -> dict[str, Any]:
+    """A controller owner reference to one of our objects."""
+    return {
+        "apiVersion": API_VERSION, "kind": kind, "name": name, "uid": uid,
+        "controller": True, "blockOwnerDeletion": True,
+    }
+
+
+def _rig(town: Town, name: str | None) -> Rig | None:
+    return next((rig for rig in town.spec.rigs if rig.name == name), None)
+
+
+def _env(town: Town, agent: Agent, generation: int, bead: str | None, rig: Rig | None) -> list[Any]:
+    env: list[dict[str, Any]] = [
+        {"name": "GASTOWN_TOWN", "value": town.name},
+        {"name": "GASTOWN_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "GASTOWN_AGENT", "value": agent.name},
+        {"name": "GASTOWN_ROLE", "value": agent.spec.role.value},
+        {"name": "GASTOWN_GENERATION", "value": str(generation)},
+        {"name": "GASTOWN_WORKDIR", "value": WORKSPACE},
+        {"name": "GASTOWN_POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "HOME", "value": f"{WORKSPACE}/.home"},
+    ]
+    if agent.spec.rig:
+        env.append({"name": "GASTOWN_RIG", "value": agent.spec.rig})
+    if bead:
+        env.append({"name": "GASTOWN_BEAD", "value": bead})
+    if rig and rig.credentials_secret:
+        env.append({"name": "GASTOWN_GIT_CREDENTIALS_DIR", "value": GIT_CREDENTIALS_DIR})
+    if _needs_pr_token(agent, rig):
+        env.append({"name": "GASTOWN_PR_TOKEN_FILE", "value": f"{PR_TOKEN_DIR}/token"})
+    env.extend({"name": var.name, "value": var.value} for var in town.spec.agent.env)
+    env.extend(
+        {
+            "name": var.name,
+            "valueFrom": {
+                "secretKeyRef": {"name": var.secret_key_ref.name, "key": var.secret_key_ref.key}
+            },
+        }
+        for var in town.spec.agent.secret_env
+    )
+    return env
+
+
+def _needs_pr_token(agent: Agent, rig: Rig | None) -> bool:
+    return bool(
+        agent.spec.role is AgentRole.REFINERY
+        and rig is not None
+        and rig.merge_strategy is MergeStrategy.PR
+        and rig.pull_requests is not None
+    )
+
+
+def _volumes(agent: Agent, rig: Rig | None) -> tuple[list[Any], list[Any]]:
+    volumes: list[dict[str, Any]] = [
+        {"name": "workspace", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "workspace", "mountPath": WORKSPACE},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    if rig and rig.credentials_secret:
+        volumes.append(
+            {"name": "git-credentials",
+             "secret": {"secretName": rig.credentials_secret, "defaultMode": 0o400}}
+        )
+        mounts.append({"name": "git-credentials", "mountPath": GIT_CREDENTIALS_DIR, "readOnly": True})
+    if _needs_pr_token(agent, rig) and rig and rig.pull_requests:
+        ref = rig.pull_requests.token_secret
+        volumes.append(
+            {"name": "pr-token", "secret": {
+                "secretName": ref.name, "defaultMode": 0o400,
+                "items": [{"key": ref.key, "path": "token"}],
+            }}
+        )
+        mounts.append({"name": "pr-token", "mountPath": PR_TOKEN_DIR, "readOnly": True})
+    return volumes, mounts
+
+
+def _resources(town: Town) -> dict[str, Any]:
+    resources = town.spec.agent.resources
+    return resources.to_api() if resources else {}
+
+
+def build_pod(
+    town: Town, agent: Agent, agent_uid: str, generation: int, bead: str | None
+) -> dict[str, Any]:
+    """The Pod of one dispatch generation of an agent."""
+    rig = _rig(town, agent.spec.rig)
+    volumes, mounts = _volumes(agent, rig)
+    runtime = town.spec.agent
+    pod_labels = {
+        **labels.common(town.name),
+        labels.COMPONENT: "agent",
+        labels.AGENT: agent.name,
+        labels.ROLE: agent.spec.role.value,
+        labels.GENERATION: str(generation),
+    }
+    if agent.spec.rig:
+        pod_labels[labels.RIG] = agent.spec.rig
+    if bead:
+        pod_labels[labels.BEAD] = bead
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": runtime.service_account_name or identity_name(agent.name),
+        "automountServiceAccountToken": True,
+        "terminationGracePeriodSeconds": runtime.termination_grace_seconds,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": AGENT_UID,
+            "runAsGroup": AGENT_UID,
+            "fsGroup": AGENT_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [
+            {
+                "name": "agent",
+                "image": runtime.image,
+                "imagePullPolicy": runtime.image_pull_policy,
+                "command": ["gastown", "agent", "run"],
+                "workingDir": WORKSPACE,
+                "env": _env(town, agent, generation, bead, rig),
+                "resources": _resources(town),
+                "volumeMounts": mounts,
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "runAsNonRoot": True,
+                    "capabilities": {"drop": ["ALL"]},
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+            }
+        ],
+        "volumes": volumes,
+    }
+    if runtime.node_selector:
+        spec["nodeSelector"] = dict(runtime.node_selector)
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod_name(agent.name, generation),
+            "labels": pod_labels,
+            "ownerReferences": [owner_reference("Agent", agent.name, agent_uid)],
+        },
+        "spec": spec,
+    }
+
+
+def build_identity(
+    town: Town, agent: Agent, agent_uid: str, namespace: str
+) -> list[tuple[str, dict[str, Any]]]:
+    """ServiceAccount, Role and RoleBinding that let an agent's pod write only its own Agent.
+
+    The Role names the Agent in `resourceNames`, so the pod's token can read and patch the status
+    of that one Agent and nothing else of its kind; it may read beads and convoys (its work) and
+    its own Town (rig settings). It cannot read Secrets: credentials arrive as mounted volumes.
+    """
+    name = identity_name(agent.name)
+    meta_labels = {**labels.common(town.name), labels.AGENT: agent.name, labels.COMPONENT: "agent"}
+    owner = [owner_reference("Agent", agent.name, agent_uid)]
+    metadata = {"name": name, "labels": meta_labels, "ownerReferences": owner}
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": metadata,
+        "rules": [
+            {"apiGroups": [GROUP], "resources": ["agents"], "resourceNames": [agent.name],
+             "verbs": ["get", "watch"]},
+            {"apiGroups": [GROUP], "resources": ["agents/status"], "resourceNames": [agent.name],
+             "verbs": ["get", "patch", "update"]},
+            {"apiGroups": [GROUP], "resources": ["towns"], "resourceNames": [town.name],
+             "verbs": ["get"]},
+            {"apiGroups": [GROUP], "resources": ["beads", "convoys"], "verbs": ["get"]},
+        ],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": metadata,
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+    }
+    account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata}
+    return [("ServiceAccount", account), ("Role", role), ("RoleBinding", binding)]

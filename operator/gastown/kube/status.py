@@ -1,0 +1,145 @@
+"""The Town's status: counts, conditions and last-pass metrics, computed from a snapshot.
+
+Pure functions; the loop writes the result only when it differs from what is on the Town
+(ignoring the last pass's timing), so an idle town costs zero API writes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from gastown.model import AgentRole, BeadPhase, BeadType, Condition, ConditionStatus, TownMode
+from gastown.model.town import (
+    AgentCounts,
+    PassMetrics,
+    PhaseCounts,
+    TownStatus,
+    Violation,
+)
+from gastown.reconcile.snapshot import Snapshot
+
+READY = "Ready"
+PROGRESSING = "Progressing"
+DEGRADED = "Degraded"
+
+
+def bead_counts(snapshot: Snapshot) -> PhaseCounts:
+    """Work beads (issues and rework) by phase; merge requests are counted as queue."""
+    counts = Counter(
+        bead.status.phase
+        for bead in snapshot.beads.values()
+        if bead.spec.type in (BeadType.ISSUE, BeadType.REWORK)
+    )
+    return PhaseCounts(
+        open=counts[BeadPhase.OPEN],
+        in_progress=counts[BeadPhase.IN_PROGRESS],
+        in_review=counts[BeadPhase.IN_REVIEW],
+        closed=counts[BeadPhase.CLOSED],
+        failed=counts[BeadPhase.FAILED],
+    )
+
+
+def agent_counts(snapshot: Snapshot) -> AgentCounts:
+    """Agents (all roles) by phase."""
+    counts = Counter(agent.status.phase.value for agent in snapshot.agents.values())
+    return AgentCounts(idle=counts["idle"], working=counts["working"], stalled=counts["stalled"])
+
+
+def queue_lengths(snapshot: Snapshot) -> dict[str, int]:
+    """Open or in-review merge requests per rig."""
+    queue: Counter[str] = Counter()
+    for bead in snapshot.beads.values():
+        if bead.spec.type is BeadType.MERGE_REQUEST and not bead.status.phase.terminal:
+            queue[bead.spec.rig or ""] += 1
+    return {rig: queue[rig] for rig in sorted(queue)}
+
+
+def _condition(
+    previous: Sequence[Condition], type_: str, status: bool, reason: str, message: str,
+    generation: int | None, now: datetime,
+) -> Condition:
+    value = ConditionStatus.TRUE if status else ConditionStatus.FALSE
+    old = next((c for c in previous if c.type == type_), None)
+    since = old.last_transition_time if old is not None and old.status == value else now
+    return Condition(
+        type=type_, status=value, reason=reason, message=message,
+        observed_generation=generation, last_transition_time=since,
+    )
+
+
+def summary_line(snapshot: Snapshot, beads: PhaseCounts, violations: Sequence[Violation]) -> str:
+    """One line for `kubectl get town`."""
+    town = snapshot.town
+    if town.status.circuit_breaker.open:
+        return "dispatch paused: circuit breaker open"
+    if violations:
+        return f"{len(violations)} invariant violation(s): {violations[0].code}"
+    if town.spec.mode is not TownMode.ACTIVE:
+        return f"{town.spec.mode.value}: no new dispatch" if town.spec.mode is not TownMode.SHADOW \
+            else "shadow: planning only, nothing applied"
+    busy = beads.open + beads.in_progress + beads.in_review
+    if busy == 0:
+        return "idle"
+    return f"{beads.in_progress} working, {beads.in_review} in review, {beads.open} waiting"
+
+
+def build_town_status(
+    snapshot: Snapshot,
+    violations: Sequence[Violation],
+    last_pass: PassMetrics,
+    planned: Sequence[str],
+    now: datetime,
+) -> TownStatus:
+    """The Town status after one pass."""
+    town = snapshot.town
+    generation = town.metadata.generation
+    previous = town.status.conditions
+    beads = bead_counts(snapshot)
+    breaker = town.status.circuit_breaker
+    degraded_reason, degraded_message = "AsExpected", "no invariant violations"
+    if breaker.open:
+        degraded_reason = "CircuitBreakerOpen"
+        degraded_message = f"{breaker.recent_failures} dispatch failures: new dispatch paused"
+    elif violations:
+        degraded_reason = "InvariantViolations"
+        degraded_message = "; ".join(f"{v.code}: {v.message}" for v in violations[:3])
+    degraded = degraded_reason != "AsExpected"
+    busy = beads.open + beads.in_progress + beads.in_review
+    working_agents = sum(
+        1 for a in snapshot.agents.values() if a.spec.hook and a.spec.role is not AgentRole.MAYOR
+    )
+    mode = town.spec.mode
+    if mode is TownMode.ACTIVE:
+        progressing = (busy > 0, "Working" if busy else "Idle",
+                       f"{beads.in_progress} in progress, {working_agents} agents hooked" if busy
+                       else "no open work")
+    else:
+        progressing = (False, mode.value.capitalize(), f"mode is {mode.value}")
+    conditions = [
+        _condition(previous, READY, not degraded, "Reconciled" if not degraded else degraded_reason,
+                   "the town is reconciled" if not degraded else degraded_message, generation, now),
+        _condition(previous, PROGRESSING, progressing[0], progressing[1], progressing[2],
+                   generation, now),
+        _condition(previous, DEGRADED, degraded, degraded_reason, degraded_message, generation, now),
+    ]
+    return TownStatus(
+        observed_generation=generation,
+        conditions=conditions,
+        summary=summary_line(snapshot, beads, violations),
+        beads=beads,
+        agents=agent_counts(snapshot),
+        queue=queue_lengths(snapshot),
+        last_pass=last_pass,
+        violations=list(violations)[:50],
+        circuit_breaker=breaker,
+        planned_actions=list(planned)[:50],
+    )
+
+
+def semantic(status: TownStatus) -> dict[str, Any]:
+    """The parts of a status whose change is worth a write (not the last pass's timing)."""
+    data = status.model_dump(mode="json", by_alias=True, exclude={"last_pass"})
+    return data

@@ -1,0 +1,211 @@
+"""In-memory indices of each town's objects.
+
+Fed by two sources: watch events (via the kopf handlers) and the objects the API server returns
+to our own writes. An object is replaced only by a version at least as new as the one held
+(resourceVersions of one etcd are increasing integers), so a lagging watch event never makes
+the store forget a write we already made — the "expectations" of ReplicaSets, without a
+separate ledger. A pass reads a snapshot of the store and makes no LIST calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from gastown.kube import labels
+from gastown.model import Agent, Bead, Convoy, Town
+from gastown.model.resources import Resource
+from gastown.reconcile.snapshot import PodView, Snapshot
+
+log = logging.getLogger(__name__)
+
+MODELS: dict[str, type[Resource[Any, Any]]] = {
+    "Town": Town, "Bead": Bead, "Convoy": Convoy, "Agent": Agent,
+}
+
+
+def _rv(obj: Mapping[str, Any]) -> int:
+    try:
+        return int(obj.get("metadata", {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+def _time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def pod_view(pod: Mapping[str, Any]) -> PodView | None:
+    """The reconciler's view of an agent Pod, or None if it is not one of ours."""
+    meta = pod.get("metadata", {})
+    pod_labels = meta.get("labels") or {}
+    agent = pod_labels.get(labels.AGENT)
+    if not agent:
+        return None
+    status = pod.get("status") or {}
+    phase = status.get("phase") or "Pending"
+    reason, exit_code, started, finished = _container_state(status)
+    return PodView(
+        name=meta["name"],
+        agent=agent,
+        generation=int(pod_labels.get(labels.GENERATION, "0") or 0),
+        bead=pod_labels.get(labels.BEAD) or None,
+        phase=phase,
+        reason=reason or status.get("reason"),
+        exit_code=exit_code,
+        created_at=_time(meta.get("creationTimestamp")) or datetime.now(UTC),
+        started_at=started or _time(status.get("startTime")),
+        finished_at=finished,
+        deleting=bool(meta.get("deletionTimestamp")),
+    )
+
+
+def _container_state(
+    status: Mapping[str, Any],
+) -> tuple[str | None, int | None, datetime | None, datetime | None]:
+    """Reason, exit code, start and finish time of the first container."""
+    for container in status.get("containerStatuses") or []:
+        state = container.get("state") or {}
+        if "terminated" in state:
+            term = state["terminated"]
+            return (
+                term.get("reason"),
+                term.get("exitCode"),
+                _time(term.get("startedAt")),
+                _time(term.get("finishedAt")),
+            )
+        if "waiting" in state:
+            return (state["waiting"].get("reason"), None, None, None)
+        if "running" in state:
+            return (None, None, _time(state["running"].get("startedAt")), None)
+    return (None, None, None, None)
+
+
+@dataclass
+class TownStore:
+    """Everything known about one town (namespace + name)."""
+
+    namespace: str
+    name: str
+    town: Town | None = None
+    town_raw: dict[str, Any] | None = None
+    objects: dict[str, dict[str, Resource[Any, Any]]] = field(
+        default_factory=lambda: {"Bead": {}, "Convoy": {}, "Agent": {}}
+    )
+    raw_versions: dict[tuple[str, str], int] = field(default_factory=dict)
+    uids: dict[tuple[str, str], str] = field(default_factory=dict)
+    pods: dict[str, PodView] = field(default_factory=dict)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    invalid: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def snapshot(self) -> Snapshot | None:
+        """A consistent snapshot for one pass (shallow copies; models are immutable)."""
+        if self.town is None:
+            return None
+        return Snapshot(
+            town=self.town,
+            beads=dict(self.objects["Bead"]),  # type: ignore[arg-type]
+            convoys=dict(self.objects["Convoy"]),  # type: ignore[arg-type]
+            agents=dict(self.objects["Agent"]),  # type: ignore[arg-type]
+            pods=dict(self.pods),
+        )
+
+    def get(self, kind: str, name: str) -> Resource[Any, Any] | None:
+        """The held object of a kind, if any."""
+        if kind == "Town":
+            return self.town if self.town and self.town.name == name else None
+        return self.objects[kind].get(name)
+
+    def resource_version(self, kind: str, name: str) -> str | None:
+        """resourceVersion of the held object."""
+        held = self.get(kind, name)
+        return held.metadata.resource_version if held else None
+
+
+class Store:
+    """All towns the operator watches, keyed by (namespace, town name)."""
+
+    def __init__(self) -> None:
+        self.towns: dict[tuple[str, str], TownStore] = {}
+
+    def town(self, namespace: str, name: str) -> TownStore:
+        """The store of one town (created empty on first use)."""
+        key = (namespace, name)
+        if key not in self.towns:
+            self.towns[key] = TownStore(namespace=namespace, name=name)
+        return self.towns[key]
+
+    def observe(self, kind: str, obj: Mapping[str, Any], deleted: bool = False) -> TownStore | None:
+        """Record a watched or written object; returns the town it belongs to, woken."""
+        meta = obj.get("metadata", {})
+        namespace = meta.get("namespace", "")
+        if kind == "Pod":
+            return self._observe_pod(namespace, obj, deleted)
+        town_name = meta.get("name") if kind == "Town" else (obj.get("spec") or {}).get("town")
+        if not town_name:
+            return None
+        store = self.town(namespace, town_name)
+        name = meta["name"]
+        key = (kind, name)
+        if deleted:
+            self._forget(store, kind, name)
+        elif _rv(obj) >= store.raw_versions.get(key, 0):
+            self._remember(store, kind, obj)
+        store.wake.set()
+        return store
+
+    def _remember(self, store: TownStore, kind: str, obj: Mapping[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        try:
+            parsed = MODELS[kind].from_api(dict(obj))
+        except ValidationError as err:
+            # The API server validated it, so this is version skew; keep the old copy.
+            store.invalid[(kind, name)] = str(err).splitlines()[0]
+            log.warning("cannot parse %s %s: %s", kind, name, store.invalid[(kind, name)])
+            return
+        store.invalid.pop((kind, name), None)
+        store.raw_versions[(kind, name)] = _rv(obj)
+        store.uids[(kind, name)] = obj["metadata"].get("uid", "")
+        if kind == "Town":
+            store.town = parsed  # type: ignore[assignment]
+            store.town_raw = dict(obj)
+        else:
+            store.objects[kind][name] = parsed
+
+    def _forget(self, store: TownStore, kind: str, name: str) -> None:
+        store.raw_versions.pop((kind, name), None)
+        store.uids.pop((kind, name), None)
+        if kind == "Town":
+            store.town = None
+            store.town_raw = None
+        else:
+            store.objects[kind].pop(name, None)
+
+    def _observe_pod(
+        self, namespace: str, obj: Mapping[str, Any], deleted: bool
+    ) -> TownStore | None:
+        town_name = (obj.get("metadata", {}).get("labels") or {}).get(labels.TOWN)
+        view = pod_view(obj)
+        if not town_name or view is None:
+            return None
+        store = self.town(namespace, town_name)
+        key = ("Pod", view.name)
+        if deleted:
+            store.pods.pop(view.name, None)
+            store.raw_versions.pop(key, None)
+        elif _rv(obj) >= store.raw_versions.get(key, 0):
+            store.pods[view.name] = view
+            store.raw_versions[key] = _rv(obj)
+            store.uids[key] = obj["metadata"].get("uid", "")
+        store.wake.set()
+        return store

@@ -1,0 +1,157 @@
+"""Agent liveness and hygiene: pod observations, heartbeat loss and restore, hook repair, pods.
+
+The mayor (if present) is never treated as a worker: it is skipped by every rule here.
+"""
+
+from __future__ import annotations
+
+from gastown.model import Agent, AgentPhase, AgentRole, BeadPhase
+from gastown.reconcile.actions import WARNING, AnnotateBead, StopAgentPod, UpdateAgent
+from gastown.reconcile.context import Pass
+from gastown.reconcile.facts import Session, classify_session, current_heartbeat
+from gastown.reconcile.ops import release_agent, retry_or_fail
+from gastown.reconcile.retries import failure_record
+from gastown.reconcile.writes import Kind
+
+
+def is_worker(agent: Agent) -> bool:
+    """Polecats and refineries are workers; the mayor is not."""
+    return agent.spec.role is not AgentRole.MAYOR
+
+
+def apply_session_facts(ctx: Pass) -> None:
+    """Turn pod observations of working agents into state: ended, lost or healthy."""
+    for name in sorted(ctx.snap.agents):
+        agent = ctx.snap.agents[name]
+        if not is_worker(agent) or not ctx.free(Kind.AGENT, name):
+            continue
+        if agent.status.phase is AgentPhase.WORKING and agent.spec.hook is not None:
+            _observe_working(ctx, agent)
+        elif agent.status.phase is AgentPhase.IDLE and agent.spec.hook is not None:
+            _maybe_restore(ctx, agent)
+
+
+def _observe_working(ctx: Pass, agent: Agent) -> None:
+    pod = ctx.index.pod(agent.name, agent.spec.generation)
+    session = classify_session(ctx, agent, pod)
+    bead = ctx.snap.beads.get(agent.spec.hook or "")
+    if session.state is Session.ENDED:
+        # The session is over without a report (a report would have been applied first): the
+        # attempt failed. Release the agent and let the bead be retried with backoff.
+        release_agent(ctx, agent, session.reason, stop_pod=True, event=WARNING)
+        if bead is not None and ctx.free(Kind.BEAD, bead.name) and _holds(ctx, agent, bead.name):
+            retry_or_fail(
+                ctx, bead, session.reason, f"{agent.name} generation {agent.spec.generation}"
+            )
+    elif session.state is Session.LOST:
+        # No sign of life, but the pod may still be running: keep the hook so that a late
+        # heartbeat can restore the agent; the re-dispatch rule starts a new generation after
+        # the cooldown and backoff otherwise.
+        ctx.add(
+            UpdateAgent(
+                agent=agent.name,
+                generation=agent.spec.generation,
+                hook=agent.spec.hook,
+                from_phase=AgentPhase.WORKING,
+                to_phase=AgentPhase.IDLE,
+                now=ctx.now,
+                reason=session.reason,
+                message=f"no heartbeat for generation {agent.spec.generation}",
+                event=WARNING,
+            ),
+            (Kind.AGENT, agent.name),
+        )
+        if bead is not None and ctx.free(Kind.BEAD, bead.name) and _holds(ctx, agent, bead.name):
+            ctx.add(
+                AnnotateBead(
+                    bead=bead.name,
+                    set=failure_record(ctx, session.reason, f"{agent.name} lost"),
+                    expect={"attempts": bead.status.attempts, "assignee": agent.name},
+                    reason=session.reason,
+                ),
+                (Kind.BEAD, bead.name),
+            )
+
+
+def _holds(ctx: Pass, agent: Agent, bead_name: str) -> bool:
+    bead = ctx.snap.beads.get(bead_name)
+    return (
+        bead is not None
+        and bead.status.assignee == agent.name
+        and ctx.phase(bead) is BeadPhase.IN_PROGRESS
+    )
+
+
+def _maybe_restore(ctx: Pass, agent: Agent) -> None:
+    """A heartbeat newer than the idling restores a wrongly idled agent (same generation)."""
+    pod = ctx.index.pod(agent.name, agent.spec.generation)
+    beat = current_heartbeat(agent)
+    since = agent.status.phase_since
+    if pod is None or not pod.live or pod.phase != "Running" or beat is None or since is None:
+        return
+    if beat <= since or ctx.older_than(beat, ctx.policy.agents.heartbeat_timeout_seconds):
+        return
+    if not _holds(ctx, agent, agent.spec.hook or ""):
+        return
+    ctx.add(
+        UpdateAgent(
+            agent=agent.name,
+            generation=agent.spec.generation,
+            hook=agent.spec.hook,
+            from_phase=AgentPhase.IDLE,
+            to_phase=AgentPhase.WORKING,
+            now=ctx.now,
+            reason="HeartbeatResumed",
+            event="Normal",
+        ),
+        (Kind.AGENT, agent.name),
+    )
+
+
+def repair_hooks(ctx: Pass) -> None:
+    """Unhook agents whose bead is missing, terminal, or assigned to someone else."""
+    for name in sorted(ctx.snap.agents):
+        agent = ctx.snap.agents[name]
+        hook = agent.spec.hook
+        if hook is None or not is_worker(agent) or not ctx.free(Kind.AGENT, name):
+            continue
+        bead = ctx.snap.beads.get(hook)
+        if bead is None:
+            reason = "HookedBeadMissing"
+        elif ctx.phase(bead).terminal:
+            reason = "HookedBeadTerminal"
+        elif ctx.phase(bead) is not BeadPhase.IN_PROGRESS or ctx.assignee(bead) != name:
+            reason = "HookMismatch"
+        else:
+            continue
+        release_agent(ctx, agent, reason, f"hook {hook} released", stop_pod=True)
+
+
+def clean_pods(ctx: Pass) -> None:
+    """Stop pods that belong to no current session (no invariant allows them to live)."""
+    for pod_name in sorted(ctx.snap.pods):
+        pod = ctx.snap.pods[pod_name]
+        if pod.deleting or not ctx.free(Kind.POD, pod_name):
+            continue
+        agent = ctx.snap.agents.get(pod.agent)
+        reason = _pod_verdict(ctx, agent, pod.generation, pod.finished)
+        if reason is not None:
+            ctx.add(StopAgentPod(pod=pod_name, reason=reason), (Kind.POD, pod_name))
+
+
+def _pod_verdict(ctx: Pass, agent: Agent | None, generation: int, finished: bool) -> str | None:
+    if agent is None:
+        return "AgentMissing"
+    if not is_worker(agent):
+        return None
+    if generation < agent.spec.generation:
+        return "OldGeneration"
+    if generation > agent.spec.generation:
+        return None  # created by a dispatch the agent index has not caught up with
+    if agent.spec.hook is None:
+        # Judged on the snapshot, not this pass's plan: a runtime that has just reported gets
+        # until the next pass to exit on its own.
+        return "SessionOver"
+    if finished and agent.status.phase is not AgentPhase.WORKING:
+        return "SessionOver"
+    return None

@@ -1,0 +1,365 @@
+"""Work items: polecat reports, lazy assignment of ready beads, re-dispatch and repairs.
+
+Ready means: an issue or rework bead, open, unassigned, not cancelled, every dependency closed
+(merged), not in a staged convoy, its rig known, its backoff over. Ready beads are served by
+aged priority (priority rank plus one rank per hour of waiting, so nothing starves), then age.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from gastown.model import (
+    Agent,
+    AgentPhase,
+    AgentRole,
+    Bead,
+    BeadPhase,
+    BeadType,
+    Report,
+    ReportType,
+)
+from gastown.reconcile import names
+from gastown.reconcile.actions import (
+    WARNING,
+    AnnotateBead,
+    CreateMergeRequest,
+    DispatchAgent,
+    labels_for,
+    merge_request_spec,
+)
+from gastown.reconcile.capacity import measure, next_polecat
+from gastown.reconcile.context import Pass, aware
+from gastown.reconcile.convoys import in_staged_convoy, target_branch
+from gastown.reconcile.dag import Hold, Readiness
+from gastown.reconcile.ops import (
+    MAX_ATTEMPTS,
+    escalate,
+    mark_applied,
+    release_agent,
+    retry_or_fail,
+    transition,
+)
+from gastown.reconcile.retries import attempts_exhausted, backoff_over
+from gastown.reconcile.writes import Kind
+
+DISPATCHABLE = (BeadType.ISSUE, BeadType.REWORK)
+AGING_SECONDS = 3600  # one priority rank gained per hour of waiting: no starvation
+
+
+# --- facts: polecat reports --------------------------------------------------------------------
+
+
+def apply_polecat_report(ctx: Pass, agent: Agent, report: Report) -> None:
+    """Apply one current-generation report of a polecat (done, failed, exited, escalate)."""
+    hook = agent.spec.hook
+    bead = ctx.snap.beads.get(hook) if hook is not None else None
+    relevant = (
+        bead is not None
+        and (report.bead is None or report.bead == hook)
+        and ctx.phase(bead) is BeadPhase.IN_PROGRESS
+        and bead.status.assignee == agent.name
+        and ctx.free(Kind.BEAD, bead.name)
+    )
+    if report.type is ReportType.ESCALATE:
+        escalate(
+            ctx,
+            agent.name,
+            f"r{report.seq}",
+            f"{agent.name} asks for help" + (f" on {hook}" if hook else ""),
+            report.message or report.summary or "The agent escalated without details.",
+        )
+    elif not relevant or bead is None:
+        pass  # a report about work the agent no longer holds: dropped, but marked applied
+    elif report.type is ReportType.DONE:
+        _done(ctx, agent, bead, report)
+    elif report.type in (ReportType.FAILED, ReportType.EXITED):
+        reason = "AgentFailed" if report.type is ReportType.FAILED else "AgentExited"
+        release_agent(ctx, agent, reason, report.message or "", event=WARNING)
+        retry_or_fail(ctx, bead, reason, report.message or "")
+    mark_applied(ctx, agent, report.seq)
+
+
+def _done(ctx: Pass, agent: Agent, bead: Bead, report: Report) -> None:
+    if bead.spec.type is BeadType.REWORK:
+        # Rework continues the branch under review: no new merge request; closing it unblocks
+        # the merge request, which the refinery then re-reviews.
+        branch = report.branch or (bead.spec.rework.branch if bead.spec.rework else None)
+        release_agent(ctx, agent, "WorkDone")
+        transition(
+            ctx,
+            bead,
+            BeadPhase.CLOSED,
+            "ReworkDone",
+            report.summary or "",
+            set={"assignee": None, "branch": branch, "summary": report.summary},
+        )
+        return
+    if not report.branch:
+        release_agent(ctx, agent, "DoneWithoutBranch", event=WARNING)
+        retry_or_fail(ctx, bead, "DoneWithoutBranch", "the agent reported done without a branch")
+        return
+    _submit_for_review(ctx, agent, bead, report.branch, report.summary)
+
+
+def _submit_for_review(
+    ctx: Pass, agent: Agent, bead: Bead, branch: str, summary: str | None
+) -> None:
+    """Create the merge request of this attempt and move the bead to in_review."""
+    rig = bead.spec.rig or ""
+    mr_name = names.merge_request_name(bead.name, max(bead.status.attempts, 1))
+    target = target_branch(ctx, bead)
+    spec = merge_request_spec(
+        town=ctx.town.name,
+        rig=rig,
+        source=bead.name,
+        branch=branch,
+        target=target,
+        title=f"Review: {bead.spec.title}",
+        description=summary or "",
+        priority=bead.spec.priority.value,
+    )
+    if mr_name not in ctx.snap.beads:
+        ctx.add(
+            CreateMergeRequest(
+                town=ctx.town.name,
+                bead=mr_name,
+                spec=spec,
+                owner=(Kind.BEAD, bead.name),
+                labels=labels_for(ctx.town.name, source=bead.name),
+                reason="ReviewRequested",
+                message=f"{branch} -> {target}",
+            ),
+            (Kind.BEAD, mr_name),
+        )
+    release_agent(ctx, agent, "WorkDone")
+    transition(
+        ctx,
+        bead,
+        BeadPhase.IN_REVIEW,
+        "ReviewRequested",
+        f"{mr_name}: {branch} -> {target}",
+        set={"assignee": None, "branch": branch, "summary": summary, "mergeRequest": mr_name},
+    )
+
+
+# --- rules -------------------------------------------------------------------------------------
+
+
+def repair_beads(ctx: Pass) -> None:
+    """Stale assignees, lost agents, and the in_review safety net."""
+    lost_after = ctx.policy.agents.lost_agent_timeout_seconds
+    for name in sorted(ctx.snap.beads):
+        bead = ctx.snap.beads[name]
+        if not ctx.free(Kind.BEAD, name) or bead.spec.type not in DISPATCHABLE:
+            continue
+        phase = ctx.phase(bead)
+        if phase is BeadPhase.OPEN and bead.status.assignee is not None:
+            if not ctx.hooked_to(name):
+                ctx.add(
+                    AnnotateBead(
+                        bead=name,
+                        set={"assignee": None},
+                        expect={"phase": "open", "assignee": bead.status.assignee},
+                        reason="StaleAssignee",
+                    ),
+                    (Kind.BEAD, name),
+                )
+        elif phase is BeadPhase.IN_PROGRESS:
+            if not ctx.hooked_to(name) and ctx.older_than(bead.status.phase_since, lost_after):
+                retry_or_fail(ctx, bead, "AgentLost", "no agent holds this bead")
+        elif phase is BeadPhase.IN_REVIEW:
+            _review_safety_net(ctx, bead, lost_after)
+
+
+def _review_safety_net(ctx: Pass, bead: Bead, lost_after: int) -> None:
+    mrs = [ctx.snap.beads[m] for m in ctx.index.merge_requests_by_source.get(bead.name, ())]
+    if not mrs:
+        if ctx.older_than(bead.status.phase_since, lost_after):
+            retry_or_fail(ctx, bead, "MergeRequestMissing", "in review without a merge request")
+        return
+    phases = [ctx.phase(m) for m in mrs]
+    if not all(p.terminal for p in phases):
+        return
+    if any(p is BeadPhase.CLOSED for p in phases):
+        transition(
+            ctx, bead, BeadPhase.CLOSED, "Merged", "merged (safety net)", set={"assignee": None}
+        )
+    else:
+        retry_or_fail(ctx, bead, "ReviewFailed", "every merge request failed")
+
+
+def redispatch_polecats(ctx: Pass) -> None:
+    """Re-dispatch idle or stalled polecats still hooked to an in_progress bead."""
+    cooldown = ctx.policy.agents.redispatch_cooldown_seconds
+    for name in sorted(ctx.snap.agents):
+        agent = ctx.snap.agents[name]
+        if agent.spec.role is not AgentRole.POLECAT:
+            continue
+        bead = hooked_in_progress(ctx, agent)
+        if bead is None:
+            continue
+        if attempts_exhausted(ctx, bead):
+            release_agent(ctx, agent, MAX_ATTEMPTS, stop_pod=True, event=WARNING)
+            retry_or_fail(ctx, bead, MAX_ATTEMPTS)
+            continue
+        if (
+            ctx.dispatch_allowed
+            and backoff_over(ctx, bead)
+            and ctx.older_than(agent.status.phase_since, cooldown)
+        ):
+            dispatch(ctx, agent.name, agent, bead, rig=agent.spec.rig or "", role="polecat")
+
+
+def hooked_in_progress(ctx: Pass, agent: Agent) -> Bead | None:
+    """The bead of an idle/stalled agent that still holds an in_progress bead, else None."""
+    if (
+        agent.status.phase is AgentPhase.WORKING
+        or agent.spec.hook is None
+        or agent.metadata.deletion_timestamp is not None
+        or not ctx.free(Kind.AGENT, agent.name)
+    ):
+        return None
+    bead = ctx.snap.beads.get(agent.spec.hook)
+    if (
+        bead is None
+        or bead.spec.cancel
+        or ctx.phase(bead) is not BeadPhase.IN_PROGRESS
+        or bead.status.assignee != agent.name
+        or not ctx.free(Kind.BEAD, bead.name)
+    ):
+        return None
+    return bead
+
+
+def dispatch(
+    ctx: Pass, agent_name: str, agent: Agent | None, bead: Bead, *, rig: str, role: str
+) -> None:
+    """Dispatch `bead` to an existing agent (new generation) or to a new agent."""
+    generation = (agent.spec.generation if agent is not None else 0) + 1
+    action = DispatchAgent(
+        town=ctx.town.name,
+        agent=agent_name,
+        role=role,
+        rig=rig,
+        create=agent is None,
+        generation=generation,
+        old_hook=agent.spec.hook if agent is not None else None,
+        old_phase=agent.status.phase if agent is not None else AgentPhase.IDLE,
+        bead=bead.name,
+        bead_phase=bead.status.phase,
+        bead_assignee=bead.status.assignee,
+        attempts=bead.status.attempts,
+        review=bead.spec.type is BeadType.MERGE_REQUEST,
+        now=ctx.now,
+        reason="Dispatched",
+    )
+    ctx.plan_hook(agent_name, bead.name)
+    ctx.plan_phase(bead.name, BeadPhase.IN_PROGRESS)
+    ctx.plan_assignee(bead.name, agent_name)
+    ctx.add(action, (Kind.AGENT, agent_name), (Kind.BEAD, bead.name))
+
+
+# --- lazy assignment ---------------------------------------------------------------------------
+
+
+def _candidates(ctx: Pass) -> Iterator[Bead]:
+    for bead in ctx.snap.beads.values():
+        if (
+            bead.spec.type in DISPATCHABLE
+            and bead.status.phase is BeadPhase.OPEN
+            and bead.status.assignee is None
+            and not bead.spec.cancel
+            and bead.metadata.deletion_timestamp is None
+            and ctx.free(Kind.BEAD, bead.name)
+            and ctx.phase(bead) is BeadPhase.OPEN
+        ):
+            yield bead
+
+
+def _surface(ctx: Pass, bead: Bead, reason: str, message: str) -> None:
+    """Say once, on the bead, why it is held (a write only when the reason changes)."""
+    if bead.status.reason == reason:
+        return
+    ctx.add(
+        AnnotateBead(
+            bead=bead.name,
+            set={"reason": reason, "message": message},
+            expect={"phase": "open"},
+            reason=reason,
+            message=message,
+            event=WARNING,
+        ),
+        (Kind.BEAD, bead.name),
+    )
+
+
+def ready_beads(ctx: Pass, readiness: Readiness) -> list[Bead]:
+    """Beads that may be dispatched now, most urgent first; surfaces holds as a side job."""
+    ready: list[Bead] = []
+    for bead in _candidates(ctx):
+        if bead.spec.rig is None or bead.spec.rig not in ctx.index.rigs:
+            _surface(ctx, bead, "UnknownRig", f"rig {bead.spec.rig!r} is not in the town")
+            continue
+        hold = readiness.hold(bead)
+        if hold is not None:
+            if hold is not Hold.WAITING:
+                _surface(ctx, bead, hold.value, _hold_message(hold, bead))
+            continue
+        if in_staged_convoy(ctx, bead):
+            continue
+        if attempts_exhausted(ctx, bead):
+            retry_or_fail(ctx, bead, MAX_ATTEMPTS)
+            continue
+        if not backoff_over(ctx, bead):
+            continue
+        ready.append(bead)
+    ready.sort(key=lambda b: _urgency(ctx, b))
+    return ready
+
+
+def _hold_message(hold: Hold, bead: Bead) -> str:
+    deps = ", ".join(bead.spec.depends_on)[:900]
+    return {
+        Hold.MISSING: f"a dependency does not exist: {deps}",
+        Hold.FAILED: f"a dependency failed; held until it is resolved: {deps}",
+        Hold.CYCLE: f"the dependencies form a cycle: {deps}",
+    }.get(hold, deps)
+
+
+def _urgency(ctx: Pass, bead: Bead) -> tuple[float, datetime, str]:
+    created = aware(bead.metadata.creation_timestamp or ctx.now)
+    waited = max(0.0, (ctx.now - created).total_seconds())
+    rank = bead.spec.priority.rank + waited / AGING_SECONDS
+    return (-rank, created, bead.name)
+
+
+def assign_ready_beads(ctx: Pass) -> None:
+    """Lazy assignment: give ready beads a polecat, within the per-rig and town caps."""
+    readiness = ctx.readiness
+    ready = ready_beads(ctx, readiness)
+    if not ready or not ctx.dispatch_allowed:
+        return
+    cap = measure(ctx)
+    for bead in ready:
+        rig = bead.spec.rig or ""
+        if not cap.available(rig):
+            continue
+        name, create = next_polecat(ctx, cap, rig)
+        cap.take(rig)
+        dispatch(
+            ctx, name, None if create else ctx.snap.agents[name], bead, rig=rig, role="polecat"
+        )
+
+
+def readiness_summary(ctx: Pass) -> dict[str, Any]:
+    """Counts of held beads by reason (for the Town summary)."""
+    readiness = ctx.readiness
+    counts: dict[str, int] = {}
+    for bead in _candidates(ctx):
+        hold = readiness.hold(bead)
+        if hold is not None:
+            counts[hold.value] = counts.get(hold.value, 0) + 1
+    return counts

@@ -1,0 +1,136 @@
+"""The state of one pass: the snapshot, `now`, the plan so far and what it has claimed.
+
+Rules run in a fixed order over the same snapshot. Two rules must never write the same object in
+one pass (their compare-and-set preconditions would make the second one conflict, and partial
+application is harder to reason about), so every action claims the objects it writes and later
+rules skip claimed objects; the next pass sees the result and continues. Bead phase changes are
+also recorded as a small overlay, so that rules that aggregate (convoy progress, readiness of
+dependents, the per-rig review queue) see this pass's decisions and do not lag a pass behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+from gastown.model import Agent, Bead, BeadPhase, Town, TownMode, TownPolicy
+from gastown.reconcile.actions import Action
+from gastown.reconcile.dag import Readiness
+from gastown.reconcile.snapshot import Index, Snapshot
+from gastown.reconcile.writes import Kind
+
+Ref = tuple[Kind, str]
+
+
+def aware(moment: datetime) -> datetime:
+    """Treat naive datetimes as UTC so that all comparisons are between aware datetimes."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+class Pass:
+    """Mutable bookkeeping of one `reconcile` call; never outlives it."""
+
+    def __init__(self, snap: Snapshot, now: datetime) -> None:
+        self.snap = snap
+        self.now = aware(now)
+        self.town: Town = snap.town
+        self.policy: TownPolicy = snap.town.spec.policy
+        self.index: Index = snap.index
+        self.actions: list[Action] = []
+        self._claimed: set[Ref] = set()
+        self._phase: dict[str, BeadPhase] = {}
+        self._assignee: dict[str, str | None] = {}
+        self._hook: dict[str, str | None] = {}
+        self.dispatch_blocked_reason: str | None = None
+        self._readiness: Readiness | None = None
+
+    @property
+    def readiness(self) -> Readiness:
+        """Dependency readiness, built on first use (it sees this pass's phase overlay)."""
+        if self._readiness is None:
+            self._readiness = Readiness(self.snap.beads, self.phase_of)
+        return self._readiness
+
+    # --- time -------------------------------------------------------------------------------
+
+    def age(self, moment: datetime | None) -> float | None:
+        """Seconds since `moment` (negative if it lies in the future); None if unknown."""
+        if moment is None:
+            return None
+        return (self.now - aware(moment)).total_seconds()
+
+    def older_than(self, moment: datetime | None, seconds: float) -> bool:
+        """True if `moment` is known and more than `seconds` ago."""
+        age = self.age(moment)
+        return age is not None and age > seconds
+
+    def within(self, moment: datetime | None, seconds: float) -> bool:
+        """True if `moment` is known and at most `seconds` ago (and not in the future)."""
+        age = self.age(moment)
+        return age is not None and 0 <= age <= seconds
+
+    def since(self, seconds: float) -> datetime:
+        """The moment `seconds` before now."""
+        return self.now - timedelta(seconds=seconds)
+
+    # --- claims and the plan ------------------------------------------------------------------
+
+    def free(self, kind: Kind, name: str) -> bool:
+        """True if no earlier action of this pass writes the object."""
+        return (kind, name) not in self._claimed
+
+    def all_free(self, refs: Iterable[Ref]) -> bool:
+        """True if none of the objects is claimed yet."""
+        return not any(ref in self._claimed for ref in refs)
+
+    def add(self, action: Action, *claims: Ref) -> None:
+        """Append an action to the plan and claim the objects it writes."""
+        self.actions.append(action)
+        self._claimed.update(claims)
+
+    def plan_phase(self, bead: str, phase: BeadPhase) -> None:
+        """Record that this pass moves a bead to `phase`."""
+        self._phase[bead] = phase
+
+    def plan_assignee(self, bead: str, agent: str | None) -> None:
+        """Record that this pass changes a bead's assignee."""
+        self._assignee[bead] = agent
+
+    def plan_hook(self, agent: str, bead: str | None) -> None:
+        """Record that this pass changes an agent's hook."""
+        self._hook[agent] = bead
+
+    def phase(self, bead: Bead) -> BeadPhase:
+        """The bead's phase after this pass's decisions so far."""
+        return self._phase.get(bead.name, bead.status.phase)
+
+    def phase_of(self, name: str) -> BeadPhase | None:
+        """Phase of a bead by name, or None if it does not exist."""
+        bead = self.snap.beads.get(name)
+        return None if bead is None else self.phase(bead)
+
+    def assignee(self, bead: Bead) -> str | None:
+        """The bead's assignee after this pass's decisions so far."""
+        return self._assignee.get(bead.name, bead.status.assignee)
+
+    def hook(self, agent: Agent) -> str | None:
+        """The agent's hook after this pass's decisions so far."""
+        return self._hook.get(agent.name, agent.spec.hook)
+
+    def hooked_to(self, bead: str) -> list[str]:
+        """Agents hooked to a bead after this pass's decisions so far."""
+        result = [
+            name for name in self.index.hooked.get(bead, ()) if self._hook.get(name, bead) == bead
+        ]
+        result.extend(a for a, b in self._hook.items() if b == bead and a not in result)
+        return result
+
+    # --- town-wide switches ------------------------------------------------------------------
+
+    @property
+    def dispatch_allowed(self) -> bool:
+        """New dispatch happens only in active/shadow mode with the circuit breaker closed."""
+        mode = self.town.spec.mode
+        if mode in (TownMode.PAUSED, TownMode.DRAINING):
+            return False
+        return self.dispatch_blocked_reason is None

@@ -1,0 +1,272 @@
+"""Convoys: materialised tasks, progress n/m, and the two merge modes.
+
+review-and-merge: every bead merges into the rig's default branch; the convoy has landed when
+all of its beads are closed. review-then-land: beads merge into the convoy's feature branch
+`convoy/<slug>/<id8>/head`; when all are closed the convoy becomes ReadyToLand (written first),
+and on a later pass exactly one landing merge request is created from the feature branch into
+the default branch. Landing attempts are capped, with an exponential cooldown, ending in a failed
+convoy. A convoy whose beads failed (or are held forever behind a failure) never lands: it fails
+once nothing in it can progress any more. Staged convoys dispatch nothing until started.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gastown.model import Bead, BeadPhase, BeadType, Convoy, ConvoyMergeMode, ConvoyPhase
+from gastown.reconcile import names
+from gastown.reconcile.actions import NORMAL, WARNING, CreateLandingMR, CreateTaskBead, UpdateConvoy
+from gastown.reconcile.context import Pass
+from gastown.reconcile.dag import cyclic_nodes
+from gastown.reconcile.writes import Kind, iso
+
+TERMINAL = (ConvoyPhase.LANDED, ConvoyPhase.FAILED)
+# A landing MR recorded in status but not visible in the snapshot is re-created (same name, so
+# harmless) only after this long, to ride out watch lag without churn.
+LANDING_RECREATE_SECONDS = 60
+
+
+def convoy_of(ctx: Pass, bead: Bead) -> Convoy | None:
+    """The convoy a bead belongs to, if any."""
+    name = ctx.index.convoy_of.get(bead.name)
+    return ctx.snap.convoys.get(name) if name is not None else None
+
+
+def in_staged_convoy(ctx: Pass, bead: Bead) -> bool:
+    """True if the bead belongs to a convoy that has not been started."""
+    convoy = convoy_of(ctx, bead)
+    return convoy is not None and convoy.spec.staged
+
+
+def feature_branch(convoy: Convoy) -> str:
+    """The feature branch of a review-then-land convoy."""
+    return names.feature_branch(convoy.name, convoy.metadata.uid)
+
+
+def target_branch(ctx: Pass, bead: Bead) -> str:
+    """Where a bead's work merges: its convoy's feature branch, or the rig default branch."""
+    convoy = convoy_of(ctx, bead)
+    if convoy is not None and convoy.spec.merge_mode is ConvoyMergeMode.REVIEW_THEN_LAND:
+        return feature_branch(convoy)
+    rig = ctx.index.rigs.get(bead.spec.rig or "")
+    return rig.default_branch if rig is not None else "main"
+
+
+def task_cycle(convoy: Convoy) -> set[str]:
+    """Task keys on (or behind) a dependency cycle."""
+    graph = {t.key: [d for d in t.depends_on if d != t.key] for t in convoy.spec.tasks}
+    return cyclic_nodes(graph)
+
+
+def member_names(ctx: Pass, convoy: Convoy) -> list[str]:
+    """Every bead of the convoy: materialised tasks (existing or not yet) and listed beads."""
+    result = [names.task_bead_name(convoy.name, t.key) for t in convoy.spec.tasks]
+    seen = set(result)
+    for name in [*convoy.spec.beads, *ctx.index.members.get(convoy.name, ())]:
+        if name not in seen:
+            seen.add(name)
+            result.append(name)
+    return result
+
+
+def reconcile_convoys(ctx: Pass) -> None:
+    """Materialise tasks, then bring each convoy's status and landing up to date."""
+    for name in sorted(ctx.snap.convoys):
+        convoy = ctx.snap.convoys[name]
+        if not ctx.free(Kind.CONVOY, name) or convoy.metadata.deletion_timestamp is not None:
+            continue
+        cycle = task_cycle(convoy)
+        if convoy.status.phase not in TERMINAL and not cycle:
+            _materialise(ctx, convoy)
+        desired, expect_phase = _desired_status(ctx, convoy, cycle)
+        _write_status(ctx, convoy, desired, expect_phase)
+
+
+def _materialise(ctx: Pass, convoy: Convoy) -> None:
+    for task in convoy.spec.tasks:
+        bead = names.task_bead_name(convoy.name, task.key)
+        if bead in ctx.snap.beads or not ctx.free(Kind.BEAD, bead):
+            continue
+        spec: dict[str, Any] = {
+            "town": ctx.town.name,
+            "rig": task.rig or convoy.spec.rig,
+            "type": BeadType.ISSUE.value,
+            "title": task.title,
+            "description": task.description,
+            "priority": task.priority.value,
+            "dependsOn": [names.task_bead_name(convoy.name, d) for d in task.depends_on],
+            "convoy": convoy.name,
+        }
+        ctx.add(
+            CreateTaskBead(
+                town=ctx.town.name,
+                bead=bead,
+                spec=spec,
+                owner=(Kind.CONVOY, convoy.name),
+                reason="TaskMaterialised",
+                message=f"task {task.key} of convoy {convoy.name}",
+            ),
+            (Kind.BEAD, bead),
+        )
+
+
+def _counts(ctx: Pass, convoy: Convoy) -> tuple[int, int, int, bool]:
+    """(total, closed, failed, settled): settled means nothing in the convoy can progress."""
+    members = member_names(ctx, convoy)
+    closed = failed = 0
+    settled = True
+    for name in members:
+        phase = ctx.phase_of(name)
+        if phase is BeadPhase.CLOSED:
+            closed += 1
+        elif phase is BeadPhase.FAILED:
+            failed += 1
+        elif phase is None or not ctx.readiness.doomed(name):
+            settled = False
+    return len(members), closed, failed, settled
+
+
+def _desired_status(
+    ctx: Pass, convoy: Convoy, cycle: set[str]
+) -> tuple[dict[str, Any], ConvoyPhase | None]:
+    """The status fields the convoy should have, and the phase it must still be in."""
+    status = convoy.status
+    total, closed, failed, settled = _counts(ctx, convoy)
+    desired: dict[str, Any] = {
+        "total": total,
+        "closed": closed,
+        "failed": failed,
+        "progress": f"{closed}/{total}",
+    }
+    rtl = convoy.spec.merge_mode is ConvoyMergeMode.REVIEW_THEN_LAND
+    if rtl:
+        desired["featureBranch"] = feature_branch(convoy)
+    if not convoy.spec.staged and status.started_at is None:
+        desired["startedAt"] = ctx.now  # the "convoy started" fact, recorded once
+    if status.phase in TERMINAL:
+        return desired, status.phase
+    if cycle:
+        desired.update(
+            phase=ConvoyPhase.FAILED,
+            reason="DependencyCycle",
+            message=f"tasks form a dependency cycle: {', '.join(sorted(cycle))}",
+        )
+    elif convoy.spec.staged:
+        desired.update(phase=ConvoyPhase.STAGED, reason="Staged")
+    elif total > 0 and closed == total:
+        if rtl:
+            _landing(ctx, convoy, desired)
+        else:
+            desired.update(phase=ConvoyPhase.LANDED, reason="AllMerged", landedAt=ctx.now)
+    elif total > 0 and settled and failed + (total - closed - failed) > 0:
+        desired.update(
+            phase=ConvoyPhase.FAILED,
+            reason="MemberFailed",
+            message=f"{failed} of {total} beads failed; the convoy will not land",
+        )
+    else:
+        desired.update(phase=ConvoyPhase.IN_PROGRESS, reason="InProgress")
+    return desired, status.phase
+
+
+def _landing(ctx: Pass, convoy: Convoy, desired: dict[str, Any]) -> None:
+    """Two-phase landing: ReadyToLand first, then exactly one landing MR per attempt."""
+    status = convoy.status
+    if status.phase not in (ConvoyPhase.READY_TO_LAND, ConvoyPhase.LANDING):
+        desired.update(phase=ConvoyPhase.READY_TO_LAND, reason="AllMerged")
+        return
+    landing = status.landing
+    policy = ctx.policy.landing
+    mr = ctx.snap.beads.get(landing.merge_request or "")
+    if landing.merge_request is None:
+        _create_landing(ctx, convoy, landing.attempts + 1)
+        desired["phase"] = ConvoyPhase.LANDING
+        return
+    desired["phase"] = status.phase
+    if mr is None:
+        if ctx.older_than(landing.last_attempt_at, LANDING_RECREATE_SECONDS):
+            _create_landing(ctx, convoy, max(landing.attempts, 1))
+        return
+    phase = ctx.phase(mr)
+    if phase is BeadPhase.CLOSED:
+        commit = mr.status.review.merge_commit if mr.status.review else None
+        desired.update(phase=ConvoyPhase.LANDED, reason="Landed", landedAt=ctx.now)
+        desired["landing"] = {"mergeCommit": commit} if commit else {}
+    elif phase is BeadPhase.FAILED:
+        if landing.attempts >= policy.max_attempts:
+            desired.update(
+                phase=ConvoyPhase.FAILED,
+                reason="LandingFailed",
+                message=f"{landing.attempts} landing attempts failed; last {mr.name}",
+            )
+            return
+        cooldown = policy.cooldown_seconds * 2 ** max(landing.attempts - 1, 0)
+        if not ctx.older_than(mr.status.phase_since, cooldown - 1e-9):
+            return
+        _create_landing(ctx, convoy, landing.attempts + 1)
+
+
+def _create_landing(ctx: Pass, convoy: Convoy, attempt: int) -> None:
+    rig = ctx.index.rigs.get(convoy.spec.rig)
+    ctx.add(
+        CreateLandingMR(
+            town=ctx.town.name,
+            convoy=convoy.name,
+            attempt=attempt,
+            rig=convoy.spec.rig,
+            feature_branch=feature_branch(convoy),
+            target_branch=rig.default_branch if rig is not None else "main",
+            old_phase=convoy.status.phase,
+            now=ctx.now,
+            reason="Landing",
+        ),
+        (Kind.CONVOY, convoy.name),
+        (Kind.BEAD, names.landing_name(convoy.name, attempt)),
+    )
+
+
+def _write_status(
+    ctx: Pass, convoy: Convoy, desired: dict[str, Any], expect_phase: ConvoyPhase | None
+) -> None:
+    """Patch only the fields that differ (an idle town costs no writes)."""
+    if not ctx.free(Kind.CONVOY, convoy.name):
+        return  # a landing MR was just created; its action already writes the status
+    current = convoy.status
+    patch: dict[str, Any] = {}
+    for key, value in desired.items():
+        if key == "landing":
+            if value and current.landing.merge_commit != value.get("mergeCommit"):
+                patch[key] = value
+            continue
+        attr = _ATTRS.get(key, key)
+        have = getattr(current, attr)
+        if have != value:
+            patch[key] = iso(value) if key in ("startedAt", "landedAt") else _plain(value)
+    if not patch:
+        return
+    new_phase = desired.get("phase")
+    event = None
+    if "phase" in patch:
+        event = WARNING if new_phase is ConvoyPhase.FAILED else NORMAL
+    ctx.add(
+        UpdateConvoy(
+            convoy=convoy.name,
+            set=patch,
+            expect={"phase": None if expect_phase is None else expect_phase.value},
+            reason=str(desired.get("reason") or "Progress"),
+            message=str(desired.get("message") or desired["progress"]),
+            event=event,
+        ),
+        (Kind.CONVOY, convoy.name),
+    )
+
+
+_ATTRS = {
+    "featureBranch": "feature_branch",
+    "startedAt": "started_at",
+    "landedAt": "landed_at",
+}
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, ConvoyPhase) else value

@@ -1,0 +1,175 @@
+"""Invariants checked after every pass, each with a stable CamelCase code and a human message.
+
+They are written so that legitimate states never trip them: MRs waiting on a pull request do not
+count as direct reviews, and the mayor is not a worker.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+
+from gastown.model import AgentPhase, AgentRole, BeadPhase, BeadType, Violation
+from gastown.reconcile.context import Pass
+from gastown.reconcile.convoys import member_names
+from gastown.reconcile.snapshot import Snapshot
+
+DUPLICATE_HOOK = "DuplicateHook"
+AGENT_ON_MANY_BEADS = "AgentOnMultipleBeads"
+WORKING_WITHOUT_HOOK = "WorkingWithoutHook"
+WORKING_WITHOUT_POD = "WorkingWithoutPod"
+CONCURRENT_DIRECT_REVIEWS = "ConcurrentDirectReviews"
+REVIEW_WITHOUT_MR = "ReviewWithoutMergeRequest"
+CONVOY_PROGRESS = "ConvoyProgressMismatch"
+ORPHAN_POD = "OrphanPod"
+HOOK_ON_TERMINAL = "HookOnTerminalBead"
+HOOK_ON_MISSING = "HookOnMissingBead"
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def check_invariants(snapshot: Snapshot, now: datetime | None = None) -> list[Violation]:
+    """All violations in the snapshot; time-dependent checks run only when `now` is given."""
+    ctx = Pass(snapshot, now or _EPOCH)
+    found: list[Violation] = []
+    found += _hooks(ctx)
+    found += _workers(ctx, timed=now is not None)
+    found += _reviews(ctx)
+    found += _convoys(ctx)
+    found += _pods(ctx)
+    return found
+
+
+def _v(code: str, subject: str, message: str) -> Violation:
+    return Violation(code=code, subject=subject[:253], message=message[:1024])
+
+
+def _hooks(ctx: Pass) -> list[Violation]:
+    found: list[Violation] = []
+    for bead, agents in sorted(ctx.index.hooked.items()):
+        if len(agents) > 1:
+            found.append(
+                _v(
+                    DUPLICATE_HOOK,
+                    bead,
+                    f"bead {bead} has {len(agents)} agents hooked: {', '.join(agents)}",
+                )
+            )
+    holders = Counter(
+        b.status.assignee
+        for b in ctx.snap.beads.values()
+        if b.status.phase is BeadPhase.IN_PROGRESS and b.status.assignee is not None
+    )
+    for agent, count in sorted(holders.items()):
+        if agent is not None and count > 1:
+            found.append(
+                _v(
+                    AGENT_ON_MANY_BEADS,
+                    agent,
+                    f"agent {agent} is the assignee of {count} in_progress beads",
+                )
+            )
+    return found
+
+
+def _workers(ctx: Pass, *, timed: bool) -> list[Violation]:
+    found: list[Violation] = []
+    grace = ctx.policy.agents.startup_grace_seconds
+    for name in sorted(ctx.snap.agents):
+        agent = ctx.snap.agents[name]
+        if agent.spec.role is AgentRole.MAYOR:
+            continue
+        hook = agent.spec.hook
+        if hook is not None:
+            bead = ctx.snap.beads.get(hook)
+            if bead is None:
+                found.append(_v(HOOK_ON_MISSING, name, f"agent {name} is hooked to missing {hook}"))
+            elif bead.status.phase.terminal:
+                found.append(
+                    _v(
+                        HOOK_ON_TERMINAL,
+                        name,
+                        f"agent {name} is hooked to {bead.status.phase.value} {hook}",
+                    )
+                )
+        if agent.status.phase is not AgentPhase.WORKING:
+            continue
+        if hook is None:
+            found.append(_v(WORKING_WITHOUT_HOOK, name, f"working agent {name} has no hook"))
+        pod = ctx.index.pod(name, agent.spec.generation)
+        if timed and pod is None and ctx.older_than(agent.status.dispatched_at, grace):
+            found.append(
+                _v(
+                    WORKING_WITHOUT_POD,
+                    name,
+                    f"working agent {name} has no pod for generation {agent.spec.generation}",
+                )
+            )
+    return found
+
+
+def _reviews(ctx: Pass) -> list[Violation]:
+    found: list[Violation] = []
+    direct: Counter[str] = Counter()
+    live_mr_sources: set[str] = set()
+    for bead in ctx.snap.beads.values():
+        spec = bead.spec.merge_request
+        if bead.spec.type is not BeadType.MERGE_REQUEST or spec is None:
+            continue
+        if bead.status.phase in (BeadPhase.OPEN, BeadPhase.IN_PROGRESS):
+            live_mr_sources.add(spec.source_bead)
+        pr = bead.status.review.pr_url if bead.status.review is not None else None
+        if bead.status.phase is BeadPhase.IN_PROGRESS and pr is None:
+            direct[bead.spec.rig or ""] += 1
+    for rig, count in sorted(direct.items()):
+        if count > 1:
+            found.append(
+                _v(
+                    CONCURRENT_DIRECT_REVIEWS,
+                    rig,
+                    f"rig {rig} has {count} direct-merge reviews in progress",
+                )
+            )
+    for name in sorted(ctx.snap.beads):
+        bead = ctx.snap.beads[name]
+        if bead.status.phase is BeadPhase.IN_REVIEW and name not in live_mr_sources:
+            found.append(
+                _v(
+                    REVIEW_WITHOUT_MR,
+                    name,
+                    f"bead {name} is in_review without an open merge request",
+                )
+            )
+    return found
+
+
+def _convoys(ctx: Pass) -> list[Violation]:
+    found: list[Violation] = []
+    for name in sorted(ctx.snap.convoys):
+        convoy = ctx.snap.convoys[name]
+        if convoy.status.observed_generation is None and convoy.status.phase is None:
+            continue  # never reconciled yet: nothing has been claimed about it
+        members = member_names(ctx, convoy)
+        phases = [ctx.snap.beads[m].status.phase for m in members if m in ctx.snap.beads]
+        closed = sum(p is BeadPhase.CLOSED for p in phases)
+        failed = sum(p is BeadPhase.FAILED for p in phases)
+        status = convoy.status
+        if (status.total, status.closed, status.failed) != (len(members), closed, failed):
+            found.append(
+                _v(
+                    CONVOY_PROGRESS,
+                    name,
+                    f"convoy {name} says {status.closed}/{status.total} closed, "
+                    f"{status.failed} failed; members say {closed}/{len(members)}, "
+                    f"{failed}",
+                )
+            )
+    return found
+
+
+def _pods(ctx: Pass) -> list[Violation]:
+    return [
+        _v(ORPHAN_POD, pod.name, f"pod {pod.name} runs for missing agent {pod.agent}")
+        for pod in sorted(ctx.snap.pods.values(), key=lambda p: p.name)
+        if pod.live and pod.agent not in ctx.snap.agents
+    ]

@@ -1,0 +1,103 @@
+"""The input of a pass: one town and everything that belongs to it, plus derived indices.
+
+The adapter fills only the five fields of `Snapshot`; the indices are computed lazily, once per
+snapshot, in a single linear sweep each, so a pass over 10,000 beads stays cheap.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+
+from gastown.model import Agent, AgentRole, Bead, BeadType, Convoy, Rig, Town
+
+
+@dataclass(frozen=True)
+class PodView:
+    """What the core needs to know about one agent pod (built by the adapter from a Pod)."""
+
+    name: str
+    agent: str
+    generation: int
+    bead: str | None
+    phase: str  # "Pending" | "Running" | "Succeeded" | "Failed" | "Unknown"
+    reason: str | None  # e.g. "OOMKilled", "ErrImagePull", "ImagePullBackOff", "Error"
+    exit_code: int | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    deleting: bool
+
+    @property
+    def finished(self) -> bool:
+        """The pod's containers have terminated."""
+        return self.phase in ("Succeeded", "Failed")
+
+    @property
+    def live(self) -> bool:
+        """The pod may still be running code (not terminated, not being deleted)."""
+        return not self.finished and not self.deleting
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One town and all of its beads, convoys, agents and agent pods, as of one moment."""
+
+    town: Town
+    beads: Mapping[str, Bead]
+    convoys: Mapping[str, Convoy]
+    agents: Mapping[str, Agent]
+    pods: Mapping[str, PodView]
+
+    @cached_property
+    def index(self) -> Index:
+        """Derived lookups, built once per snapshot."""
+        return Index(self)
+
+
+class Index:
+    """Reverse lookups over a snapshot (who is hooked to what, members of convoys, ...)."""
+
+    def __init__(self, snap: Snapshot) -> None:
+        self.rigs: dict[str, Rig] = {rig.name: rig for rig in snap.town.spec.rigs}
+        self.hooked: dict[str, list[str]] = defaultdict(list)
+        self.refineries: dict[str, str] = {}
+        self.polecats_by_rig: dict[str, list[str]] = defaultdict(list)
+        for name in sorted(snap.agents):
+            agent = snap.agents[name]
+            if agent.spec.hook is not None:
+                self.hooked[agent.spec.hook].append(name)
+            if agent.spec.role is AgentRole.POLECAT and agent.spec.rig is not None:
+                self.polecats_by_rig[agent.spec.rig].append(name)
+            elif agent.spec.role is AgentRole.REFINERY and agent.spec.rig is not None:
+                # A rig has one refinery; if two exist (a race), the first name wins.
+                self.refineries.setdefault(agent.spec.rig, name)
+        self.pods_by_agent: dict[str, list[PodView]] = defaultdict(list)
+        for pod in snap.pods.values():
+            self.pods_by_agent[pod.agent].append(pod)
+        self.merge_requests_by_source: dict[str, list[str]] = defaultdict(list)
+        self.members: dict[str, list[str]] = defaultdict(list)
+        self.convoy_of: dict[str, str] = {}
+        for name, bead in snap.beads.items():
+            mr = bead.spec.merge_request
+            if bead.spec.type is BeadType.MERGE_REQUEST and mr is not None:
+                self.merge_requests_by_source[mr.source_bead].append(name)
+            elif bead.spec.convoy is not None and bead.spec.type is BeadType.ISSUE:
+                self.members[bead.spec.convoy].append(name)
+                self.convoy_of[name] = bead.spec.convoy
+        for cname in sorted(snap.convoys):
+            for bname in snap.convoys[cname].spec.beads:
+                if bname not in self.convoy_of:
+                    self.convoy_of[bname] = cname
+                if bname in snap.beads and bname not in self.members[cname]:
+                    self.members[cname].append(bname)
+
+    def pod(self, agent: str, generation: int) -> PodView | None:
+        """The pod of one dispatch generation of an agent, if it exists."""
+        for pod in self.pods_by_agent.get(agent, ()):
+            if pod.generation == generation:
+                return pod
+        return None

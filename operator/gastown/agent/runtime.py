@@ -1,0 +1,702 @@
+"""The in-pod runtime: prepare the workspace, run the coding agent, keep the Agent informed.
+
+`run(identity, channel)` is what an agent pod runs (`python -m gastown.agent`, or the lead's
+`gastown agent run`). It:
+
+1. checks that this process is still current (Agent spec.generation and hook match the identity;
+   otherwise it exits with EXIT_STALE without writing anything);
+2. prepares the workspace (clone, branch) for the hooked bead;
+3. polecat: runs the coding agent with the prompt on stdin; refinery: runs the direct merge (with
+   the coding agent as an optional reviewer) or opens a pull request;
+4. heartbeats the activity watermark every `heartbeat_seconds`;
+5. delivers each new nudge once (into the live session for streaming CLIs, otherwise by
+   restarting the CLI with the nudge and the last checkpoint in its prompt) and acknowledges it;
+6. on SIGTERM terminates the coding agent's process group (SIGTERM, then SIGKILL after a grace
+   period) and reports `exited`;
+7. ends with one final report when the coding agent did not write one itself: `exited` (exit
+   code 0 without `gt done`) or `failed` (non-zero exit, workspace or git failure), and for the
+   refinery the merge outcome (merged, conflict, gate-failed, request-changes, pr-opened).
+
+Exit codes: 0 finished (done/merged/...), the coding agent's code when it failed, 1 other
+failures, 3 stale (re-dispatched or unhooked), 143 stopped by SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shlex
+import signal
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from gastown.agent import identity as identity_mod
+from gastown.agent import workspace
+from gastown.agent.adapters import Adapter, Watermark, adapter_for
+from gastown.agent.channel import (
+    AgentChannel,
+    ChannelError,
+    NoHookError,
+    ReportDraft,
+    StaleGenerationError,
+    WorkOrder,
+    open_channel,
+    pending_nudges,
+    unwrap_checkpoint,
+    utcnow,
+)
+from gastown.agent.git import Credentials, GitError, redact
+from gastown.agent.identity import Identity, IdentityError
+from gastown.agent.prompt import ReviewContext, polecat_prompt, review_prompt
+from gastown.agent.providers import ProviderError, client_for, read_token
+from gastown.agent.refinery import (
+    MergeContext,
+    MergeResult,
+    ReviewVerdict,
+    merge_direct,
+    open_pull_request,
+)
+from gastown.agent.workspace import Workspace, WorkspaceError
+from gastown.model.agent import Report
+from gastown.model.enums import AgentRole, MergeStrategy, ReportType
+
+log = logging.getLogger("gastown.agent")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_STALE = 3
+EXIT_SIGTERM = 143
+OUTPUT_LIMIT = 16 * 1024 * 1024
+ECHO_LIMIT = 4000
+FINAL_TYPES = frozenset({ReportType.DONE, ReportType.REQUEST_CHANGES, ReportType.FAILED})
+
+
+@dataclass(frozen=True)
+class Options:
+    """Tunables; the defaults are the production values."""
+
+    stop_grace_seconds: float = 10.0
+    max_runtime_seconds: float = 6 * 3600.0
+    echo_output: bool = True
+    review_timeout_seconds: float = 3600.0
+
+
+@dataclass(frozen=True)
+class SessionEnd:
+    """How one run of the coding agent ended."""
+
+    kind: Literal["exited", "stopped", "stale", "timeout"]
+    exit_code: int | None
+
+
+class StaleError(Exception):
+    """This process is no longer the current dispatch of its Agent."""
+
+
+class Runtime:
+    """One agent process: state shared by the heartbeat, the session and the final report."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        channel: AgentChannel,
+        stop: asyncio.Event,
+        options: Options | None = None,
+    ) -> None:
+        self.identity = identity
+        self.channel = channel
+        self.stop = stop
+        self.options = options or Options()
+        self.watermark = Watermark()
+        self.delivered: set[str] = set()
+        self.start_seq = 0
+        self.stale = False
+        self.secrets: list[str] = []
+        self._bin_dir: Path | None = None
+        self._checkpoint: str | None = None
+
+    # --- the whole run ---
+
+    async def run(self) -> int:
+        """Run the agent to completion and return the process exit code."""
+        try:
+            order = await self._check_current()
+        except StaleError as exc:
+            log.warning("not starting: %s", exc)
+            return EXIT_STALE
+        heartbeat = asyncio.create_task(self._heartbeat_loop())
+        credentials = self._credentials()
+        try:
+            return await self._run_order(order, credentials)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            await self._heartbeat_once()
+            if credentials is not None:
+                credentials.cleanup()
+            self._cleanup_bin()
+
+    async def _run_order(self, order: WorkOrder, credentials: Credentials | None) -> int:
+        await self._status(f"preparing workspace for {order.bead}")
+        try:
+            ws = await asyncio.to_thread(workspace.prepare, self.identity, order, credentials)
+        except (WorkspaceError, GitError, OSError) as exc:
+            return await self._fail(order, f"workspace: {exc}")
+        if self.identity.role is AgentRole.REFINERY:
+            return await self._run_refinery(order, ws)
+        return await self._run_polecat(order, ws)
+
+    async def _check_current(self) -> WorkOrder:
+        view = await asyncio.to_thread(self.channel.read_agent)
+        spec = view.spec
+        if spec.generation != self.identity.generation:
+            raise StaleError(
+                f"agent is at generation {spec.generation}, not {self.identity.generation}"
+            )
+        if spec.hook is None or (self.identity.bead and spec.hook != self.identity.bead):
+            raise StaleError(f"agent is hooked to {spec.hook}, not {self.identity.bead}")
+        try:
+            order = await asyncio.to_thread(self.channel.read_work_order)
+        except NoHookError as exc:
+            raise StaleError(str(exc)) from None
+        self.start_seq = _max_seq(view.status.reports)
+        self._checkpoint = unwrap_checkpoint(view.status.checkpoint, order.bead)
+        return order
+
+    # --- polecat ---
+
+    async def _run_polecat(self, order: WorkOrder, ws: Workspace) -> int:
+        assert ws.branch is not None
+        branch = ws.branch
+
+        def prompt(nudges: tuple[str, ...], checkpoint: str | None) -> str:
+            return polecat_prompt(self.identity, order, branch, checkpoint, nudges)
+
+        await self._status(f"working on {order.bead} ({order.coding_agent.kind.value})")
+        end = await self._drive(adapter_for(order.coding_agent), prompt, ws.path)
+        return await self._finish(order, end, branch)
+
+    async def _finish(self, order: WorkOrder, end: SessionEnd, branch: str | None) -> int:
+        """Write the final report unless the coding agent already reported how it ended."""
+        if end.kind == "stale":
+            return EXIT_STALE
+        reported = await self._new_reports()
+        if any(r.type in FINAL_TYPES for r in reported):
+            return EXIT_SIGTERM if end.kind == "stopped" else EXIT_OK
+        if end.kind == "stopped":
+            await self._report(
+                ReportType.EXITED, order, "stopped by SIGTERM", end.exit_code, branch
+            )
+            return EXIT_SIGTERM
+        if end.kind == "timeout":
+            return await self._fail(order, "coding agent exceeded the maximum runtime")
+        code = end.exit_code if end.exit_code is not None else EXIT_FAILED
+        if code == 0:
+            await self._report(
+                ReportType.EXITED, order, "coding agent exited without gt done", 0, branch
+            )
+            return EXIT_OK
+        await self._report(
+            ReportType.FAILED, order, f"coding agent exited with code {code}", code, branch
+        )
+        return code if 0 < code < 256 else EXIT_FAILED
+
+    # --- refinery ---
+
+    async def _run_refinery(self, order: WorkOrder, ws: Workspace) -> int:
+        mr = order.spec.merge_request
+        if mr is None:
+            return await self._fail(order, f"{order.bead} is not a merge request")
+        loop = asyncio.get_running_loop()
+        reviewed: list[bool] = []
+
+        def review(ctx: MergeContext) -> ReviewVerdict | None:
+            # Called from the merge thread; the coding agent runs on the event loop.
+            future = asyncio.run_coroutine_threadsafe(self._review(order, ctx, reviewed), loop)
+            return future.result(timeout=self.options.review_timeout_seconds)
+
+        try:
+            if order.rig.merge_strategy is MergeStrategy.PR:
+                result = await self._open_pr(order, ws)
+            else:
+                await self._status(f"merging {mr.branch} into {mr.target_branch}")
+                hook = review if order.review else None
+                result = await asyncio.to_thread(
+                    merge_direct,
+                    ws.git,
+                    mr,
+                    default_branch=order.rig.default_branch,
+                    gates=order.gates,
+                    review=hook,
+                    bead=order.bead,
+                )
+        except StaleError:
+            return EXIT_STALE
+        except _ReviewStoppedError as exc:
+            return await self._finish(order, exc.end, mr.branch)
+        except (ProviderError, GitError, OSError, TimeoutError) as exc:
+            return await self._fail(order, f"refinery: {exc}", mr.branch)
+        if result.type is ReportType.REQUEST_CHANGES and reviewed:
+            return EXIT_OK  # `gt request-changes` already wrote the report
+        await self._write(result.to_draft(order.bead, mr.branch))
+        return EXIT_FAILED if result.type is ReportType.FAILED else EXIT_OK
+
+    async def _open_pr(self, order: WorkOrder, ws: Workspace) -> MergeResult:
+        mr = order.spec.merge_request
+        provider = order.rig.pull_requests
+        assert mr is not None
+        if provider is None:
+            raise ProviderError(f"rig {order.rig.name} has mergeStrategy pr but no pullRequests")
+        if self.identity.pr_token_file is None:
+            raise ProviderError("no pull-request token mounted (GASTOWN_PR_TOKEN_FILE)")
+        token = read_token(self.identity.pr_token_file)
+        self.secrets.append(token)
+        client = client_for(provider, token)
+        title = order.source_title or order.spec.title
+        description = order.source_description or order.spec.description
+        body = f"{description}\n\nGastown bead: {mr.source_bead}"
+        return await asyncio.to_thread(
+            open_pull_request,
+            ws.git,
+            mr,
+            client,
+            default_branch=order.rig.default_branch,
+            title=title,
+            body=body,
+        )
+
+    async def _review(
+        self, order: WorkOrder, ctx: MergeContext, reviewed: list[bool]
+    ) -> ReviewVerdict | None:
+        """Run the coding agent as reviewer; its `gt` report is the verdict."""
+        mr = order.spec.merge_request
+        assert mr is not None
+        before = _max_seq(await self._reports())
+        context = ReviewContext(mr, ctx.target_sha, ctx.gate_output)
+
+        def prompt(nudges: tuple[str, ...], _checkpoint: str | None) -> str:
+            return review_prompt(self.identity, order, context, nudges)
+
+        await self._status(f"reviewing {mr.branch}")
+        end = await self._drive(adapter_for(order.coding_agent), prompt, ctx.workdir)
+        if end.kind == "stale":
+            raise StaleError("re-dispatched during review")
+        if end.kind != "exited":
+            raise _ReviewStoppedError(end)
+        verdicts = [r for r in await self._reports() if r.seq > before]
+        for report in verdicts:
+            if report.type is ReportType.REQUEST_CHANGES:
+                reviewed.append(True)
+                return ReviewVerdict(report.feedback or "", tuple(report.files))
+        if any(r.type is ReportType.DONE for r in verdicts):
+            return None
+        raise _ReviewStoppedError(SessionEnd("exited", end.exit_code))
+
+    # --- the coding-agent session ---
+
+    async def _drive(
+        self,
+        adapter: Adapter,
+        prompt: Callable[[tuple[str, ...], str | None], str],
+        cwd: Path,
+    ) -> SessionEnd:
+        """Run the coding agent until it ends, restarting it to deliver nudges if needed."""
+        deadline = asyncio.get_running_loop().time() + self.options.max_runtime_seconds
+        nudges: tuple[str, ...] = ()
+        to_ack: list[str] = []
+        checkpoint = self._checkpoint
+        while True:
+            try:
+                proc = await self._spawn(adapter, cwd)
+            except OSError as exc:
+                log.error("cannot start the coding agent: %s", exc)
+                return SessionEnd("exited", 127)
+            await self._write_stdin(proc, adapter.initial_input(prompt(nudges, checkpoint)))
+            if not adapter.streams_input:
+                _close_stdin(proc)
+            for nudge_id in to_ack:
+                await self._ack(nudge_id)
+            watch = await _Watch(self, proc, adapter, deadline).run()
+            if isinstance(watch, SessionEnd):
+                return watch
+            # A nudge for a CLI without live input: restart it with the nudge in the prompt.
+            nudges, to_ack = watch
+            checkpoint = await self._latest_checkpoint()
+
+    async def _spawn(self, adapter: Adapter, cwd: Path) -> asyncio.subprocess.Process:
+        argv = adapter.argv()
+        log.info("starting coding agent: %s", redact(shlex.join(argv), self.secrets))
+        self.watermark.tools.clear()
+        return await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=cwd,
+            env=self._agent_env(),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # its tools die with it when we stop the group
+            limit=OUTPUT_LIMIT,
+        )
+
+    async def _write_stdin(self, proc: asyncio.subprocess.Process, data: bytes) -> bool:
+        if proc.stdin is None or proc.stdin.is_closing():
+            return False
+        try:
+            proc.stdin.write(data)
+            await asyncio.wait_for(proc.stdin.drain(), timeout=30)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            return False
+        return True
+
+    async def terminate(self, proc: asyncio.subprocess.Process) -> None:
+        """SIGTERM the coding agent's process group, SIGKILL it after the grace period."""
+        if proc.returncode is not None:
+            return
+        _signal_group(proc, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), timeout=self.options.stop_grace_seconds)
+        except TimeoutError:
+            _signal_group(proc, signal.SIGKILL)
+            await asyncio.wait_for(proc.wait(), timeout=30)
+
+    def _agent_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.identity.to_env())
+        env["PATH"] = f"{self._gt_bin()}{os.pathsep}{env.get('PATH', '')}"
+        return env
+
+    def _gt_bin(self) -> Path:
+        # `gt` must run with this interpreter whatever is installed on PATH: a one-line shim.
+        if self._bin_dir is None:
+            self._bin_dir = Path(tempfile.mkdtemp(prefix="gastown-bin-"))
+            shim = self._bin_dir / "gt"
+            shim.write_text(
+                f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m gastown.agent.gt "$@"\n'
+            )
+            shim.chmod(0o755)
+        return self._bin_dir
+
+    def _cleanup_bin(self) -> None:
+        if self._bin_dir is not None:
+            for child in self._bin_dir.iterdir():
+                child.unlink()
+            self._bin_dir.rmdir()
+            self._bin_dir = None
+
+    def echo(self, line: str) -> None:
+        """Copy a coding-agent output line to the pod log (bounded, redacted)."""
+        if self.options.echo_output:
+            text = redact(line.rstrip("\n"), self.secrets)[:ECHO_LIMIT]
+            print(text, flush=True)
+
+    # --- channel helpers ---
+
+    def _credentials(self) -> Credentials | None:
+        directory = self.identity.git_credentials_dir
+        if directory is None:
+            return None
+        credentials = Credentials(directory)
+        self.secrets.extend(credentials.secrets())
+        return credentials
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await self._heartbeat_once()
+            await asyncio.sleep(self.identity.heartbeat_seconds)
+
+    async def _heartbeat_once(self) -> None:
+        activity = self.watermark.activity(self.identity.generation, utcnow())
+        try:
+            await asyncio.to_thread(self.channel.write_activity, activity)
+        except StaleGenerationError:
+            self._became_stale()
+        except (ChannelError, OSError) as exc:
+            log.warning("heartbeat failed (will retry): %s", exc)
+
+    def _became_stale(self) -> None:
+        if not self.stale:
+            log.warning("the agent was re-dispatched or unhooked: stopping")
+        self.stale = True
+        self.stop.set()
+
+    async def check_nudges(self) -> tuple[list[tuple[str, str]], bool]:
+        """New nudges as (id, message), and whether this process is still current."""
+        try:
+            view = await asyncio.to_thread(self.channel.read_agent)
+        except (ChannelError, OSError) as exc:
+            log.warning("reading the agent failed (will retry): %s", exc)
+            return [], True
+        spec = view.spec
+        current = spec.generation == self.identity.generation and spec.hook is not None
+        if self.identity.bead is not None and spec.hook != self.identity.bead:
+            current = False
+        fresh = [
+            (n.id, n.message)
+            for n in pending_nudges(spec, view.status)
+            if n.id not in self.delivered
+        ]
+        return fresh, current
+
+    async def _ack(self, nudge_id: str) -> None:
+        self.delivered.add(nudge_id)  # never deliver twice, even if the ack write fails
+        try:
+            await asyncio.to_thread(self.channel.ack_nudge, nudge_id)
+        except StaleGenerationError:
+            self._became_stale()
+        except (ChannelError, OSError) as exc:
+            log.warning("acknowledging nudge %s failed: %s", nudge_id, exc)
+
+    async def _reports(self) -> list[Report]:
+        view = await asyncio.to_thread(self.channel.read_agent)
+        return list(view.status.reports)
+
+    async def _new_reports(self) -> list[Report]:
+        try:
+            reports = await self._reports()
+        except (ChannelError, OSError):
+            return []
+        gen = self.identity.generation
+        return [r for r in reports if r.seq > self.start_seq and r.generation == gen]
+
+    async def has_final_report(self) -> bool:
+        """True once `gt done` / `gt request-changes` reported during this run."""
+        return any(r.type in FINAL_TYPES for r in await self._new_reports())
+
+    async def _latest_checkpoint(self) -> str | None:
+        try:
+            view = await asyncio.to_thread(self.channel.read_agent)
+        except (ChannelError, OSError):
+            return self._checkpoint
+        return unwrap_checkpoint(view.status.checkpoint, view.spec.hook or "") or self._checkpoint
+
+    async def _status(self, message: str) -> None:
+        try:
+            await asyncio.to_thread(self.channel.set_status_message, message[:1024])
+        except StaleGenerationError:
+            self._became_stale()
+        except (ChannelError, OSError) as exc:
+            log.warning("status update failed: %s", exc)
+
+    async def _report(
+        self,
+        kind: ReportType,
+        order: WorkOrder,
+        message: str,
+        exit_code: int | None = None,
+        branch: str | None = None,
+    ) -> None:
+        draft = ReportDraft(
+            type=kind, bead=order.bead, branch=branch, message=message, exit_code=exit_code
+        )
+        await self._write(draft)
+
+    async def _write(self, draft: ReportDraft) -> None:
+        try:
+            report = await asyncio.to_thread(self.channel.append_report, draft)
+            log.info("reported %s (seq %d)", report.type.value, report.seq)
+        except StaleGenerationError:
+            self._became_stale()
+        except (ChannelError, OSError) as exc:
+            log.error("writing the %s report failed: %s", draft.type.value, exc)
+
+    async def _fail(self, order: WorkOrder, message: str, branch: str | None = None) -> int:
+        text = redact(message, self.secrets)
+        log.error("%s", text)
+        await self._report(ReportType.FAILED, order, text, None, branch)
+        return EXIT_FAILED
+
+
+class _ReviewStoppedError(Exception):
+    def __init__(self, end: SessionEnd) -> None:
+        super().__init__(end.kind)
+        self.end = end
+
+
+class _Watch:
+    """Supervises one coding-agent process: output, nudges, idle, stop, deadline."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        proc: asyncio.subprocess.Process,
+        adapter: Adapter,
+        deadline: float,
+    ) -> None:
+        self.rt = runtime
+        self.proc = proc
+        self.adapter = adapter
+        self.deadline = deadline
+        self.turn_done = asyncio.Event()
+        self.loop = asyncio.get_running_loop()
+
+    async def run(self) -> SessionEnd | tuple[tuple[str, ...], list[str]]:
+        """Watch until the process ends; or return nudges that need a restart."""
+        reader = asyncio.create_task(self._read())
+        waiter = asyncio.create_task(self.proc.wait())
+        stopper = asyncio.create_task(self.rt.stop.wait())
+        try:
+            return await self._loop(waiter, stopper)
+        finally:
+            stopper.cancel()
+            if self.proc.returncode is None:
+                await self.rt.terminate(self.proc)
+            waiter.cancel()
+            # Read what is left of the output (bounded: the process is gone).
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(reader, timeout=5)
+            reader.cancel()
+
+    async def _loop(
+        self, waiter: asyncio.Task[int], stopper: asyncio.Task[Literal[True]]
+    ) -> SessionEnd | tuple[tuple[str, ...], list[str]]:
+        idle_deadline: float | None = None
+        next_poll = self.loop.time()
+        while True:
+            turn = asyncio.create_task(self.turn_done.wait())
+            wake = min(next_poll, self.deadline, idle_deadline or float("inf"))
+            timeout = max(0.0, wake - self.loop.time())
+            done, _ = await asyncio.wait(
+                {waiter, stopper, turn}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            turn.cancel()
+            if waiter in done:
+                return SessionEnd("exited", self.proc.returncode)
+            if stopper in done:
+                await self.rt.terminate(self.proc)
+                kind: Literal["stale", "stopped"] = "stale" if self.rt.stale else "stopped"
+                return SessionEnd(kind, self.proc.returncode)
+            now = self.loop.time()
+            if now >= self.deadline:
+                await self.rt.terminate(self.proc)
+                return SessionEnd("timeout", self.proc.returncode)
+            if self.turn_done.is_set():
+                self.turn_done.clear()
+                idle_deadline = await self._after_turn()
+            if idle_deadline is not None and now >= idle_deadline:
+                log.info("session idle without gt done: closing its input")
+                _close_stdin(self.proc)
+                idle_deadline = None
+            if now >= next_poll:
+                next_poll = now + self.rt.identity.nudge_poll_seconds
+                outcome = await self._poll()
+                if outcome == "stale":
+                    self.rt._became_stale()
+                    continue
+                if isinstance(outcome, tuple):
+                    return outcome
+                if outcome == "delivered":
+                    idle_deadline = None
+
+    async def _after_turn(self) -> float | None:
+        """A streaming turn ended: finish if the agent reported, otherwise wait for nudges."""
+        if await self.rt.has_final_report():
+            _close_stdin(self.proc)
+            return None
+        return self.loop.time() + self.rt.identity.effective_idle_timeout
+
+    async def _poll(
+        self,
+    ) -> Literal["none", "delivered", "stale"] | tuple[tuple[str, ...], list[str]]:
+        fresh, current = await self.rt.check_nudges()
+        if not current:
+            return "stale"
+        if not fresh:
+            return "none"
+        if not self.adapter.streams_input:
+            return tuple(message for _, message in fresh), [nudge_id for nudge_id, _ in fresh]
+        delivered = False
+        for nudge_id, message in fresh:
+            if await self.rt._write_stdin(self.proc, self.adapter.nudge_input(message)):
+                log.info("delivered nudge %s into the session", nudge_id)
+                await self.rt._ack(nudge_id)
+                delivered = True
+        return "delivered" if delivered else "none"
+
+    async def _read(self) -> None:
+        stdout = self.proc.stdout
+        assert stdout is not None
+        while True:
+            try:
+                raw = await stdout.readline()
+            except (ValueError, asyncio.LimitOverrunError):
+                continue  # an over-long line: skip it, keep reading
+            if not raw:
+                return
+            line = raw.decode(errors="replace")
+            self.rt.echo(line)
+            now = utcnow()
+            for event in self.adapter.parse(line):
+                self.rt.watermark.observe(event, now)
+                if event.turn_done:
+                    self.turn_done.set()
+
+
+def _close_stdin(proc: asyncio.subprocess.Process) -> None:
+    if proc.stdin is not None and not proc.stdin.is_closing():
+        proc.stdin.close()
+
+
+def _signal_group(proc: asyncio.subprocess.Process, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def _max_seq(reports: Sequence[Report]) -> int:
+    return max((r.seq for r in reports), default=0)
+
+
+async def run_async(
+    identity: Identity,
+    channel: AgentChannel,
+    stop: asyncio.Event | None = None,
+    options: Options | None = None,
+) -> int:
+    """Run the agent inside an existing event loop; set `stop` to stop it like SIGTERM."""
+    return await Runtime(identity, channel, stop or asyncio.Event(), options).run()
+
+
+def run(identity: Identity, channel: AgentChannel, options: Options | None = None) -> int:
+    """Run the agent in a new event loop, stopping cleanly on SIGTERM or SIGINT."""
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        return await run_async(identity, channel, stop, options)
+
+    return asyncio.run(main())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of an agent pod (`python -m gastown.agent`)."""
+    del argv  # everything comes from the environment
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        identity = identity_mod.from_env()
+        channel = open_channel(identity)
+    except (IdentityError, ChannelError) as exc:
+        log.error("%s", exc)
+        return EXIT_FAILED
+    log.info(
+        "agent %s (%s, generation %d) starting at %s",
+        identity.agent,
+        identity.role.value,
+        identity.generation,
+        datetime.now().isoformat(timespec="seconds"),
+    )
+    return run(identity, channel)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""End-to-end fixtures: the operator (and, where needed, the node runner) as real processes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gastown.devtools.controlplane import ControlPlane
+from tests.support.api import Api
+from tests.support.procs import Process, operator, wait_started
+from tests.support.town import AgentPlayer, TownView
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
+    """Remember each phase's outcome on the item (to print process logs of failed tests)."""
+    report: pytest.TestReport = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+@pytest.fixture
+def operator_proc(
+    request: pytest.FixtureRequest, control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> Iterator[Process]:
+    """The operator watching the test's namespace, as `gastown run` runs in production."""
+    proc = operator(control_plane, namespace, tmp_path)
+    proc.start()
+    wait_started(proc, "Initial authentication has finished")
+    yield proc
+    proc.stop()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(f"--- operator log ---\n{proc.tail(200)}")
+
+
+@pytest.fixture
+def view(api: Api, namespace: str) -> TownView:
+    """Reads of the test's namespace."""
+    return TownView(api, namespace)
+
+
+@pytest.fixture
+def player(api: Api, control_plane: ControlPlane, namespace: str) -> AgentPlayer:
+    """Plays the agents through the API as their pods would."""
+    return AgentPlayer(api, control_plane.kubeconfig, namespace)

@@ -83,6 +83,7 @@ def reconcile_convoys(ctx: Pass) -> None:
 
 
 def _materialise(ctx: Pass, convoy: Convoy) -> None:
+    keys = {t.key for t in convoy.spec.tasks}
     for task in convoy.spec.tasks:
         bead = names.task_bead_name(convoy.name, task.key)
         if bead in ctx.snap.beads or not ctx.free(Kind.BEAD, bead):
@@ -94,7 +95,13 @@ def _materialise(ctx: Pass, convoy: Convoy) -> None:
             "title": task.title,
             "description": task.description,
             "priority": task.priority.value,
-            "dependsOn": [names.task_bead_name(convoy.name, d) for d in task.depends_on],
+            # Self-references and unknown keys are ignored, as the original did (CEL rejects
+            # them at admission; this guards objects written before the rules existed).
+            "dependsOn": [
+                names.task_bead_name(convoy.name, d)
+                for d in task.depends_on
+                if d != task.key and d in keys
+            ],
             "convoy": convoy.name,
         }
         ctx.add(
@@ -187,7 +194,8 @@ def _landing(ctx: Pass, convoy: Convoy, desired: dict[str, Any]) -> None:
         if ctx.older_than(landing.last_attempt_at, LANDING_RECREATE_SECONDS):
             _create_landing(ctx, convoy, max(landing.attempts, 1))
         return
-    phase = ctx.phase(mr)
+    # The snapshot's phase, not this pass's plan: the merge commit becomes visible with it.
+    phase = mr.status.phase
     if phase is BeadPhase.CLOSED:
         commit = mr.status.review.merge_commit if mr.status.review else None
         desired.update(phase=ConvoyPhase.LANDED, reason="Landed", landedAt=ctx.now)

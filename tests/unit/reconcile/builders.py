@@ -1,0 +1,498 @@
+"""Builders of snapshots and a small simulated world that executes the core's writes.
+
+`World` plays the adapter: it applies writes with the contract's semantics (deterministic
+creates, compare-and-set patches as JSON merge patches, side effects only for actions without a
+conflict), plays the kubelet for pods, and lets tests act as agents (reports, heartbeats) and as
+the PR poller. Every test of the core drives it through `World.step`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from gastown.model import Agent, Bead, Convoy, Town
+from gastown.model.resources import Resource
+from gastown.reconcile import Action, PodView, Snapshot, check_invariants, reconcile
+from gastown.reconcile.names import pod_name
+from gastown.reconcile.writes import (
+    CreateObject,
+    DeleteObject,
+    Emit,
+    Kind,
+    PatchSpec,
+    PatchStatus,
+    PollPR,
+    StartPod,
+    StopPod,
+    expect_holds,
+    iso,
+    merge_patch,
+)
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+TOWN = "t"
+RIG = "rig-1"
+_MODELS: dict[Kind, type[Resource[Any, Any]]] = {
+    Kind.TOWN: Town,
+    Kind.BEAD: Bead,
+    Kind.CONVOY: Convoy,
+    Kind.AGENT: Agent,
+}
+
+
+def minutes(n: float) -> timedelta:
+    """A duration in minutes."""
+    return timedelta(minutes=n)
+
+
+def seconds(n: float) -> timedelta:
+    """A duration in seconds."""
+    return timedelta(seconds=n)
+
+
+def town(
+    name: str = TOWN,
+    rigs: Iterable[str] = (RIG,),
+    *,
+    mode: str = "active",
+    per_rig: int = 3,
+    total: int = 10,
+    strategy: str = "direct",
+    policy: Mapping[str, Any] | None = None,
+    status: Mapping[str, Any] | None = None,
+) -> Town:
+    """A town with the given rigs."""
+    rig_list: list[dict[str, Any]] = []
+    for rig in rigs:
+        entry: dict[str, Any] = {
+            "name": rig,
+            "gitUrl": f"/repos/{rig}.git",
+            "mergeStrategy": strategy,
+        }
+        if strategy == "pr":
+            entry["pullRequests"] = {
+                "kind": "github",
+                "apiUrl": "https://api.example.test",
+                "repository": f"o/{rig}",
+                "tokenSecret": {"name": "gh", "key": "token"},
+            }
+        rig_list.append(entry)
+    return Town.from_api(
+        {
+            "metadata": {"name": name, "uid": "town-uid", "creationTimestamp": iso(T0)},
+            "spec": {
+                "rigs": rig_list,
+                "agent": {"image": "agent:latest"},
+                "limits": {"maxPolecatsPerRig": per_rig, "maxPolecats": total},
+                "mode": mode,
+                "policy": dict(policy or {}),
+            },
+            "status": dict(status or {}),
+        }
+    )
+
+
+def _meta(name: str, created: datetime, uid: str | None = None) -> dict[str, Any]:
+    return {"name": name, "uid": uid or f"uid-{name}", "creationTimestamp": iso(created)}
+
+
+def bead(
+    name: str,
+    *,
+    rig: str | None = RIG,
+    type: str = "issue",
+    title: str | None = None,
+    priority: str = "medium",
+    depends_on: Iterable[str] = (),
+    convoy: str | None = None,
+    cancel: bool = False,
+    created: datetime = T0,
+    spec: Mapping[str, Any] | None = None,
+    **status: Any,
+) -> Bead:
+    """A bead; status fields are given in camelCase (phase="open", assignee=...)."""
+    body: dict[str, Any] = {
+        "town": TOWN,
+        "type": type,
+        "title": title or name,
+        "priority": priority,
+        "dependsOn": list(depends_on),
+        "cancel": cancel,
+    }
+    if rig is not None:
+        body["rig"] = rig
+    if convoy is not None:
+        body["convoy"] = convoy
+    body.update(spec or {})
+    return Bead.from_api(
+        {"metadata": _meta(name, created), "spec": body, "status": _jsonable(status)}
+    )
+
+
+def merge_request(
+    name: str,
+    source: str,
+    *,
+    branch: str = "gt/work",
+    target: str = "main",
+    landing: bool = False,
+    rig: str = RIG,
+    created: datetime = T0,
+    **status: Any,
+) -> Bead:
+    """A merge_request bead reviewing `source`."""
+    spec = {
+        "mergeRequest": {
+            "sourceBead": source,
+            "branch": branch,
+            "targetBranch": target,
+            "landing": landing,
+        }
+    }
+    return bead(name, rig=rig, type="merge_request", spec=spec, created=created, **status)
+
+
+def agent(
+    name: str,
+    *,
+    role: str = "polecat",
+    rig: str | None = RIG,
+    hook: str | None = None,
+    generation: int = 0,
+    created: datetime = T0,
+    **status: Any,
+) -> Agent:
+    """An agent; status fields in camelCase (phase="working", dispatchedAt=...)."""
+    spec: dict[str, Any] = {"town": TOWN, "role": role, "generation": generation}
+    if rig is not None:
+        spec["rig"] = rig
+    if hook is not None:
+        spec["hook"] = hook
+    return Agent.from_api(
+        {"metadata": _meta(name, created), "spec": spec, "status": _jsonable(status)}
+    )
+
+
+def convoy(
+    name: str,
+    tasks: Iterable[Mapping[str, Any]] = (),
+    *,
+    beads: Iterable[str] = (),
+    mode: str = "review-then-land",
+    staged: bool = False,
+    rig: str = RIG,
+    created: datetime = T0,
+    uid: str | None = None,
+    **status: Any,
+) -> Convoy:
+    """A convoy; tasks as dicts {key, title, dependsOn}."""
+    spec = {
+        "town": TOWN,
+        "rig": rig,
+        "mergeMode": mode,
+        "staged": staged,
+        "tasks": [{"title": t["key"], **t} for t in tasks],
+        "beads": list(beads),
+    }
+    return Convoy.from_api(
+        {"metadata": _meta(name, created, uid), "spec": spec, "status": _jsonable(status)}
+    )
+
+
+def task(key: str, *deps: str, **extra: Any) -> dict[str, Any]:
+    """An inline convoy task."""
+    return {"key": key, "dependsOn": list(deps), **extra}
+
+
+def pod(
+    agent_name: str,
+    generation: int,
+    *,
+    phase: str = "Running",
+    bead_name: str | None = None,
+    created: datetime = T0,
+    reason: str | None = None,
+    exit_code: int | None = None,
+    finished: datetime | None = None,
+    deleting: bool = False,
+) -> PodView:
+    """A pod view of one dispatch generation."""
+    return PodView(
+        name=pod_name(agent_name, generation),
+        agent=agent_name,
+        generation=generation,
+        bead=bead_name,
+        phase=phase,
+        reason=reason,
+        exit_code=exit_code,
+        created_at=created,
+        started_at=created if phase != "Pending" else None,
+        finished_at=finished,
+        deleting=deleting,
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, Mapping):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def snapshot(
+    the_town: Town | None = None,
+    objects: Iterable[Bead | Agent | Convoy] = (),
+    pods: Iterable[PodView] = (),
+) -> Snapshot:
+    """A snapshot of a town and its objects."""
+    beads: dict[str, Bead] = {}
+    agents: dict[str, Agent] = {}
+    convoys: dict[str, Convoy] = {}
+    for obj in objects:
+        if isinstance(obj, Bead):
+            beads[obj.name] = obj
+        elif isinstance(obj, Agent):
+            agents[obj.name] = obj
+        else:
+            convoys[obj.name] = obj
+    return Snapshot(
+        town=the_town or town(),
+        beads=beads,
+        convoys=convoys,
+        agents=agents,
+        pods={p.name: p for p in pods},
+    )
+
+
+@dataclass
+class World:
+    """A simulated adapter + kubelet around the pure core."""
+
+    town: Town
+    beads: dict[str, Bead] = field(default_factory=dict)
+    convoys: dict[str, Convoy] = field(default_factory=dict)
+    agents: dict[str, Agent] = field(default_factory=dict)
+    pods: dict[str, PodView] = field(default_factory=dict)
+    now: datetime = T0
+    pod_start: str = "Running"  # what StartPod produces: "Running", "Pending" or "none"
+    polls: list[PollPR] = field(default_factory=list)
+    events: list[Emit] = field(default_factory=list)
+    conflicts: int = 0
+    history: list[list[Action]] = field(default_factory=list)
+    started: list[StartPod] = field(default_factory=list)
+    stopped: list[StopPod] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, the_town: Town | None = None, *objects: Bead | Agent | Convoy) -> World:
+        """A world with a town and some objects."""
+        world = cls(town=the_town or town())
+        for obj in objects:
+            world.put(obj)
+        return world
+
+    # --- state -------------------------------------------------------------------------------
+
+    def put(self, obj: Bead | Agent | Convoy) -> None:
+        """Add or replace an object."""
+        if isinstance(obj, Bead):
+            self.beads[obj.name] = obj
+        elif isinstance(obj, Agent):
+            self.agents[obj.name] = obj
+        else:
+            self.convoys[obj.name] = obj
+
+    def snapshot(self) -> Snapshot:
+        """The current state as the adapter would hand it over."""
+        return Snapshot(
+            town=self.town,
+            beads=dict(self.beads),
+            convoys=dict(self.convoys),
+            agents=dict(self.agents),
+            pods=dict(self.pods),
+        )
+
+    def _store(self, kind: Kind) -> dict[str, Any]:
+        return {
+            Kind.BEAD: self.beads,
+            Kind.CONVOY: self.convoys,
+            Kind.AGENT: self.agents,
+        }[kind]
+
+    def _get(self, kind: Kind, name: str) -> Any:
+        if kind is Kind.TOWN:
+            return self.town if self.town.name == name else None
+        return self._store(kind).get(name)
+
+    def _set(self, kind: Kind, obj: Any) -> None:
+        if kind is Kind.TOWN:
+            self.town = obj
+        else:
+            self._store(kind)[obj.name] = obj
+
+    # --- the pass ----------------------------------------------------------------------------
+
+    def step(self, advance: timedelta = timedelta(0)) -> list[Action]:
+        """Advance the clock, run one pass and apply its actions."""
+        self.now += advance
+        actions = reconcile(self.snapshot(), self.now)
+        self.apply(actions)
+        self.history.append(actions)
+        return actions
+
+    def settle(self, limit: int = 20, advance: timedelta = timedelta(0)) -> int:
+        """Run passes until one decides nothing; return how many passes ran."""
+        for count in range(1, limit + 1):
+            if not self.step(advance):
+                return count
+        raise AssertionError(f"no fixed point after {limit} passes: {self.history[-1]}")
+
+    def apply(self, actions: Iterable[Action]) -> None:
+        """Execute actions with the adapter's semantics."""
+        deferred: list[StartPod | StopPod | PollPR] = []
+        for action in actions:
+            ok = True
+            effects: list[StartPod | StopPod | PollPR] = []
+            for write in action.writes():
+                if isinstance(write, StartPod | StopPod | PollPR):
+                    effects.append(write)
+                elif isinstance(write, Emit):
+                    self.events.append(write)
+                elif not self._write(write):
+                    ok = False
+                    self.conflicts += 1
+            if ok:
+                deferred.extend(effects)
+        for effect in deferred:
+            self._side_effect(effect)
+
+    def _write(self, write: CreateObject | PatchStatus | PatchSpec | DeleteObject) -> bool:
+        if isinstance(write, CreateObject):
+            if self._get(write.kind, write.name) is not None:
+                return True  # AlreadyExists: deterministic names make this success
+            model = _MODELS[write.kind]
+            obj = model.from_api(
+                {
+                    "metadata": {
+                        **_meta(write.name, self.now),
+                        "labels": dict(write.labels),
+                    },
+                    "spec": dict(write.spec),
+                    "status": dict(write.status or {}),
+                }
+            )
+            self._set(write.kind, obj)
+            return True
+        if isinstance(write, DeleteObject):
+            self._store(write.kind).pop(write.name, None)
+            return True
+        current = self._get(write.kind, write.name)
+        if current is None:
+            return False
+        part = current.status if isinstance(write, PatchStatus) else current.spec
+        if not expect_holds(part, write.expect):
+            return False
+        key = "status" if isinstance(write, PatchStatus) else "spec"
+        body = current.model_dump(mode="json", by_alias=True, exclude_none=True)
+        body[key] = merge_patch(body.get(key, {}), write.patch)
+        self._set(write.kind, type(current).model_validate(body))
+        return True
+
+    def _side_effect(self, effect: StartPod | StopPod | PollPR) -> None:
+        if isinstance(effect, StartPod):
+            self.started.append(effect)
+            if self.pod_start == "none":
+                return
+            view = pod(
+                effect.agent,
+                effect.generation,
+                phase=self.pod_start,
+                bead_name=effect.bead,
+                created=self.now,
+            )
+            self.pods.setdefault(view.name, view)
+        elif isinstance(effect, StopPod):
+            self.stopped.append(effect)
+            self.pods.pop(effect.pod, None)
+        else:
+            self.polls.append(effect)
+
+    # --- acting as the outside world ---------------------------------------------------------
+
+    def bead(self, name: str) -> Bead:
+        """A bead that must exist."""
+        return self.beads[name]
+
+    def agent_on(self, bead_name: str) -> Agent:
+        """The one agent hooked to a bead."""
+        hooked = [a for a in self.agents.values() if a.spec.hook == bead_name]
+        assert len(hooked) == 1, f"{bead_name}: hooked {[a.name for a in hooked]}"
+        return hooked[0]
+
+    def report(
+        self, agent_name: str, type: str, *, generation: int | None = None, **fields: Any
+    ) -> None:
+        """The agent's runtime appends a report to its own status."""
+        current = self.agents[agent_name]
+        seq = max((r.seq for r in current.status.reports), default=0)
+        seq = max(seq, current.status.applied_report_seq) + 1
+        report = {
+            "seq": seq,
+            "generation": current.spec.generation if generation is None else generation,
+            "type": type,
+            "at": iso(self.now),
+            **_jsonable(fields),
+        }
+        reports = [r.to_api() for r in current.status.reports] + [report]
+        self._patch_status(Kind.AGENT, agent_name, {"reports": reports})
+
+    def heartbeat(self, agent_name: str, *, event: bool = True, tools: Iterable[str] = ()) -> None:
+        """The runtime's heartbeat (and optionally a progress event) for the current generation."""
+        current = self.agents[agent_name]
+        activity: dict[str, Any] = {
+            "generation": current.spec.generation,
+            "lastHeartbeatAt": iso(self.now),
+            "activeTools": list(tools),
+        }
+        if event:
+            activity["lastEventAt"] = iso(self.now)
+            activity["lastEventType"] = "message"
+        self._patch_status(Kind.AGENT, agent_name, {"activity": activity})
+
+    def pr_result(self, bead_name: str, state: str, merge_commit: str | None = None) -> None:
+        """The PR poller writes its result."""
+        review: dict[str, Any] = {"prState": state}
+        if merge_commit:
+            review["mergeCommit"] = merge_commit
+        self._patch_status(Kind.BEAD, bead_name, {"review": review})
+
+    def patch_spec(self, kind: Kind, name: str, patch: Mapping[str, Any]) -> None:
+        """A user edits a spec."""
+        assert self._write(PatchSpec(kind=kind, name=name, patch=patch, expect={}))
+
+    def _patch_status(self, kind: Kind, name: str, patch: Mapping[str, Any]) -> None:
+        assert self._write(PatchStatus(kind=kind, name=name, patch=patch, expect={}))
+
+    def end_pod(
+        self,
+        agent_name: str,
+        *,
+        phase: str = "Succeeded",
+        exit_code: int = 0,
+        reason: str | None = None,
+    ) -> None:
+        """The current pod of an agent terminates."""
+        current = self.agents[agent_name]
+        name = pod_name(agent_name, current.spec.generation)
+        self.pods[name] = replace(
+            self.pods[name], phase=phase, exit_code=exit_code, reason=reason, finished_at=self.now
+        )
+
+    def violations(self) -> list[str]:
+        """Invariant codes currently violated."""
+        return [v.code for v in check_invariants(self.snapshot(), self.now)]

@@ -209,7 +209,8 @@ def _landing(ctx: Pass, convoy: Convoy, desired: dict[str, Any]) -> None:
             )
             return
         cooldown = policy.cooldown_seconds * 2 ** max(landing.attempts - 1, 0)
-        if not ctx.older_than(mr.status.phase_since, cooldown - 1e-9):
+        failed_at = mr.status.phase_since or landing.last_attempt_at
+        if not ctx.older_than(failed_at, cooldown - 1e-9):
             return
         _create_landing(ctx, convoy, landing.attempts + 1)
 

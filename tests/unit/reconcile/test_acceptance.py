@@ -105,7 +105,8 @@ def test_event_driven_agent_done_moves_source_to_in_review_and_creates_mr() -> N
     mr = finish(w, "c-a", branch="gt/a")
     assert w.bead("c-a").status.phase is BeadPhase.IN_REVIEW
     spec = w.bead(mr).spec.merge_request
-    assert spec is not None and spec.source_bead == "c-a"
+    assert spec is not None
+    assert spec.source_bead == "c-a"
 
 
 def test_rule5_refinery_dispatch_even_when_the_pod_never_starts() -> None:
@@ -354,7 +355,8 @@ def test_convoy_beads_know_their_convoy_and_target_its_feature_branch() -> None:
     assert w.bead("c-a").spec.convoy == "c"
     mr = finish(w, "c-a")
     spec = w.bead(mr).spec.merge_request
-    assert spec is not None and spec.target_branch == w.convoys["c"].status.feature_branch
+    assert spec is not None
+    assert spec.target_branch == w.convoys["c"].status.feature_branch
 
 
 def test_depends_on_produces_blocking_edges() -> None:
@@ -374,7 +376,8 @@ def test_convoy_status_shows_feature_branch_and_progress() -> None:
     w = World.of(town(), convoy("c", [task("a"), task("b", "a")]))
     w.step()
     status = w.convoys["c"].status
-    assert status.progress == "0/2" and status.feature_branch
+    assert status.progress == "0/2"
+    assert status.feature_branch
 
 
 def test_a_serial_chain_assigns_only_the_first_bead() -> None:

@@ -142,8 +142,13 @@ def test_polecat_does_the_work_and_reports_done(
     assert activity.active_tools == []
 
 
-def test_exit_without_done_reports_exited(start: Callable[..., Agent], remote: Remote) -> None:
-    agent = start(issue_order(remote, coding_agent=COMMAND, description="[scripted: no-done]"))
+@pytest.mark.parametrize("coding_agent", [COMMAND, CLAUDE], ids=["command", "claude-idle"])
+def test_exit_without_done_reports_exited(
+    start: Callable[..., Agent], remote: Remote, coding_agent: CodingAgent
+) -> None:
+    # For the streaming CLI the session sits idle after its turn; the runtime closes its input.
+    order = issue_order(remote, coding_agent=coding_agent, description="[scripted: no-done]")
+    agent = start(order)
     assert agent.wait() == 0, agent.output()
     [report] = agent.view().status.reports
     assert report.type is ReportType.EXITED
@@ -326,3 +331,41 @@ def test_conflict_rework_by_scripted_agent_resolves(
     assert log.splitlines()[0].startswith("rework:")
     # main is now an ancestor of the branch: the refinery's merge cannot conflict any more.
     git(remote.bare, "merge-base", "--is-ancestor", "main", branch)
+
+
+def test_refinery_pr_strategy_reports_pr_opened(
+    start: Callable[..., Agent], remote: Remote, tmp_path: Path
+) -> None:
+    from gastown.model.common import SecretKeyRef
+    from gastown.model.enums import GitProvider, MergeStrategy
+    from gastown.model.town import PullRequestProvider
+    from tests.unit.agent.fake_provider import FakeProvider, start_fake
+
+    token = "ghp_RuntimeSecretToken987"
+    token_file = tmp_path / "pr-token"
+    token_file.write_text(token)
+    fake = FakeProvider()
+    server = start_fake(fake)
+    try:
+        remote.commit("gt/polecat-1/bead-a", "beads/bead-a.md", "work\n")
+        order = mr_order(remote, "gt/polecat-1/bead-a")
+        provider = PullRequestProvider(
+            kind=GitProvider.GITHUB,
+            api_url=f"{fake.base}/gh",
+            repository="o/r",
+            token_secret=SecretKeyRef(name="pr", key="token"),
+        )
+        rig = order.rig.model_copy(
+            update={"merge_strategy": MergeStrategy.PR, "pull_requests": provider}
+        )
+        agent = start(replace(order, rig=rig), role=AgentRole.REFINERY, pr_token_file=token_file)
+        assert agent.wait() == 0, agent.output()
+        [report] = agent.view().status.reports
+        assert report.type is ReportType.PR_OPENED
+        assert report.pr_url == "https://github.example/o/r/pull/1"
+        assert fake.prs[0].base == "main"
+        assert token not in agent.output()
+        assert token not in agent.view().status.model_dump_json()
+    finally:
+        server.shutdown()
+        server.server_close()

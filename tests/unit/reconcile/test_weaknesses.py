@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 
 from gastown.model import AgentPhase, BeadPhase, ConvoyPhase
@@ -128,8 +129,8 @@ def test_w02_attempts_count_per_bead_with_backoff_and_a_cap() -> None:
     assert w.bead("a").status.phase is BeadPhase.FAILED
     assert w.bead("a").status.reason == "MaxAttemptsExceeded"
     assert len(dispatch_times) == 5
-    gaps = [(b - a).total_seconds() for a, b in zip(dispatch_times, dispatch_times[1:])]
-    assert [g >= need for g, need in zip(gaps, (120, 120, 300, 600))] == [True] * 4
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(dispatch_times)]
+    assert [g >= need for g, need in zip(gaps, (120, 120, 300, 600), strict=True)] == [True] * 4
 
 
 def test_w02_circuit_breaker_pauses_dispatch_and_says_so_on_the_town() -> None:

@@ -73,6 +73,12 @@ def test_convoy_lands_in_dependency_order(
     assert len(landings) == 1
     assert landings[0].status.phase is BeadPhase.CLOSED
     assert_no_duplicates(view)
+    complete = next(c for c in result.status.conditions if c.type == "Complete")
+    assert (complete.status.value, complete.reason) == ("True", "Landed")
+    for bead in view.beads():
+        if bead.spec.type is BeadType.ISSUE:
+            done = next(c for c in bead.status.conditions if c.type == "Complete")
+            assert done.status.value == "True", bead.status
     status = view.town()["status"]
     assert status["beads"]["closed"] >= 4
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
@@ -111,3 +117,51 @@ def test_shadow_mode_changes_nothing(
     assert view.agents() == []
     assert view.pods() == []
     assert all(b.status.phase is BeadPhase.OPEN for b in view.beads())
+
+
+def _bead(name: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "gastown.dev/v1alpha1", "kind": "Bead", "metadata": {"name": name},
+            "spec": {"town": "demo", "rig": "app", "title": name, **spec}}
+
+
+def test_cancel_releases_the_agent_and_deletes_its_pod(
+    api: Api, namespace: str, operator_proc: Process, view: TownView
+) -> None:
+    assert api.create(namespace, town()).status == 201
+    assert api.create(namespace, _bead("doomed")).status == 201
+    pod = view.wait(lambda: next((p for p in view.pods()
+                                  if p["metadata"]["labels"].get("gastown.dev/bead") == "doomed"), None),
+                    30, "the bead's pod")
+    assert api.merge_patch("Bead", namespace, "doomed", {"spec": {"cancel": True}}).status == 200
+    view.wait(lambda: all(p["metadata"]["name"] != pod["metadata"]["name"] for p in view.pods()),
+              30, "the pod to be deleted")
+    bead = next(b for b in view.beads() if b.name == "doomed")
+    assert (bead.status.phase, bead.status.reason) == (BeadPhase.FAILED, "Cancelled")
+    view.wait(lambda: all(a.spec.hook != "doomed" for a in view.agents()), 10, "agent released")
+
+
+def test_replayed_report_from_an_old_generation_changes_nothing(
+    api: Api, namespace: str, operator_proc: Process, view: TownView, player: AgentPlayer
+) -> None:
+    assert api.create(namespace, town()).status == 201
+    assert api.create(namespace, _bead("once")).status == 201
+
+    def closed() -> bool:
+        player.step()
+        return any(b.name == "once" and b.status.phase is BeadPhase.CLOSED for b in view.beads())
+
+    view.wait(closed, 60, "the bead to be merged")
+    polecat = next(a for a in view.agents() if a.spec.role.value == "polecat")
+    before = sorted((b.name, b.status.phase.value) for b in view.beads())
+    stale = {
+        "seq": max([r.seq for r in polecat.status.reports] + [polecat.status.applied_report_seq]) + 1,
+        "generation": polecat.spec.generation - 1, "type": "done", "at": "2026-01-01T00:00:00Z",
+        "bead": "once", "branch": "gt/replayed", "summary": "replayed",
+    }
+    reports = [r.to_api() for r in polecat.status.reports] + [stale]
+    patch = {"metadata": {"resourceVersion": polecat.metadata.resource_version},
+             "status": {"reports": reports}}
+    assert api.merge_patch("Agent", namespace, polecat.name, patch, sub="status").status == 200
+    view.wait(lambda: next(a for a in view.agents() if a.name == polecat.name)
+              .status.applied_report_seq >= stale["seq"], 30, "the stale report to be consumed")
+    assert sorted((b.name, b.status.phase.value) for b in view.beads()) == before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from typing import Any
@@ -10,6 +11,7 @@ import kopf
 
 from gastown.kube import metrics
 from gastown.kube.client import Kube, connect
+from gastown.kube.orphans import watch_orphans
 from gastown.kube.store import Store
 
 PREFIX = "gastown.dev"
@@ -29,6 +31,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.execution.max_workers = 4
     memo.kube = Kube(await connect())
     memo.store = Store()
+    # Objects of missing towns have no loop; a slow timer tells their owners.
+    memo.orphans = asyncio.create_task(
+        watch_orphans(memo.kube, memo.store, float(os.environ.get("GASTOWN_ORPHAN_SECONDS", "10")))
+    )
     port = int(os.environ.get("GASTOWN_METRICS_PORT", "0") or 0)
     if port:
         metrics.serve(port, os.environ.get("GASTOWN_METRICS_ADDRESS", "0.0.0.0"))  # noqa: S104
@@ -37,6 +43,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
     """Close the API client."""
+    task: asyncio.Task[None] | None = getattr(memo, "orphans", None)
+    if task is not None:
+        task.cancel()
     kube: Kube | None = getattr(memo, "kube", None)
     if kube is not None:
         await kube.api.close()

@@ -17,11 +17,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gastown.kube import labels, metrics
+from gastown.kube import conditions, labels, metrics
 from gastown.kube.client import ApiError, Conflict, Kube, NotFound
 from gastown.kube.events import build_event, post_event
 from gastown.kube.pods import build_identity, build_pod, owner_reference
@@ -38,6 +39,7 @@ from gastown.reconcile.writes import (
     StopPod,
     Write,
     expect_holds,
+    merge_patch,
 )
 
 log = logging.getLogger(__name__)
@@ -144,9 +146,14 @@ class Applier:
         self.store.observe(str(write.kind), created)
         if write.status:
             rv = created["metadata"]["resourceVersion"]
+            status_patch = dict(write.status)
+            derived = conditions.derive(str(write.kind), dict(write.spec), status_patch, [],
+                                        created["metadata"].get("generation"), datetime.now(UTC))
+            if derived is not None:
+                status_patch["conditions"] = derived
             patched = await self.kube.patch(
                 str(write.kind), self.ns, write.name,
-                {"metadata": {"resourceVersion": rv}, "status": dict(write.status)}, status=True,
+                {"metadata": {"resourceVersion": rv}, "status": status_patch}, status=True,
             )
             self._count(str(write.kind))
             self.store.observe(str(write.kind), patched)
@@ -162,6 +169,7 @@ class Applier:
         section = "status" if isinstance(write, PatchStatus) else "spec"
         patch = {"metadata": {"resourceVersion": held.metadata.resource_version},
                  section: dict(write.patch)}
+        self._add_conditions(kind, held, patch)
         try:
             result = await self.kube.patch(
                 kind, self.ns, write.name, patch, status=isinstance(write, PatchStatus)
@@ -171,6 +179,21 @@ class Applier:
         self._count(kind)
         self.store.observe(kind, result)
         return True
+
+    def _add_conditions(self, kind: str, held: Any, patch: dict[str, Any]) -> None:
+        """Put derived conditions into the same patch when the new state changes them."""
+        spec = held.spec.model_dump(mode="json", by_alias=True)
+        status = held.status.model_dump(mode="json", by_alias=True)
+        new_spec = merge_patch(spec, patch.get("spec", {}))
+        new_status = merge_patch(status, patch.get("status", {}))
+        previous = status.get("conditions") or []
+        derived = conditions.derive(kind, new_spec, new_status, previous,
+                                    held.metadata.generation, datetime.now(UTC))
+        if derived is None or conditions.same(derived, previous):
+            return
+        # A spec patch cannot carry status: conditions for it wait for the next status patch.
+        if "status" in patch:
+            patch["status"]["conditions"] = derived
 
     async def _delete(self, write: DeleteObject) -> None:
         try:

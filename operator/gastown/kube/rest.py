@@ -50,6 +50,11 @@ class RestClient:
         return cls(f"https://{host}:{port}", token, context)
 
     @classmethod
+    def from_kubeconfig_path(cls, path: Path) -> RestClient:
+        """From one kubeconfig file (token authentication)."""
+        return cls._from_kubeconfig(path)
+
+    @classmethod
     def _from_kubeconfig(cls, path: Path) -> RestClient:
         config = yaml.safe_load(path.read_text())
         current = config.get("current-context")

@@ -1,0 +1,109 @@
+"""Conditions of Beads, Convoys and Agents, derived from the status the reconciler writes.
+
+The reconciler writes phases and reasons; this module turns them into standard Kubernetes
+conditions in the same patch (so conditions cost no extra API writes) and keeps each
+condition's lastTransitionTime unless its status really changed.
+
+- Bead: `Assigned` (an agent is hooked) and `Complete` (True once closed; False with the reason
+  otherwise, e.g. Dispatched, InReview, BlockedByFailedDependency, MaxAttemptsExceeded).
+- Convoy: `Complete` (True once landed; False with the reason otherwise).
+- Agent: `Working` (hooked to a bead) and `Healthy` (False while stalled).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from gastown.reconcile.writes import iso
+
+Status = Mapping[str, Any]
+
+
+def _reason(text: str | None, fallback: str) -> str:
+    cleaned = "".join(ch for ch in (text or "") if ch.isalnum() or ch in "_,:")
+    if not cleaned or not cleaned[0].isalpha():
+        return fallback
+    return cleaned[:1024]
+
+
+def _camel(phase: str | None) -> str:
+    return "".join(part.capitalize() for part in (phase or "unknown").split("_"))
+
+
+def _cond(type_: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
+    return {"type": type_, "status": "True" if ok else "False", "reason": reason,
+            "message": message[:32768]}
+
+
+def bead_conditions(status: Status) -> list[dict[str, Any]]:
+    """Assigned and Complete of a bead."""
+    phase = status.get("phase") or "open"
+    assignee = status.get("assignee")
+    reason = _reason(status.get("reason"), _camel(phase))
+    message = status.get("message") or f"phase {phase}"
+    return [
+        _cond("Assigned", bool(assignee), "Hooked" if assignee else "Unassigned",
+              f"hooked to {assignee}" if assignee else "no agent is hooked"),
+        _cond("Complete", phase == "closed", "Closed" if phase == "closed" else reason, message),
+    ]
+
+
+def convoy_conditions(status: Status) -> list[dict[str, Any]]:
+    """Complete of a convoy."""
+    phase = status.get("phase") or "InProgress"
+    reason = _reason(status.get("reason"), phase)
+    message = status.get("message") or f"{phase}, progress {status.get('progress') or '0/0'}"
+    return [_cond("Complete", phase == "Landed", "Landed" if phase == "Landed" else reason, message)]
+
+
+def agent_conditions(spec: Status, status: Status) -> list[dict[str, Any]]:
+    """Working and Healthy of an agent."""
+    phase = status.get("phase") or "idle"
+    hook = spec.get("hook")
+    return [
+        _cond("Working", bool(hook), "Hooked" if hook else "Idle",
+              f"running {hook} (generation {spec.get('generation', 0)})" if hook else "no hook"),
+        _cond("Healthy", phase != "stalled", "Stalled" if phase == "stalled" else "AsExpected",
+              status.get("statusMessage") or f"phase {phase}"),
+    ]
+
+
+def with_transitions(
+    desired: list[dict[str, Any]], previous: Sequence[Mapping[str, Any]], generation: int | None,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Stamp observedGeneration and keep lastTransitionTime where the status is unchanged."""
+    old = {c.get("type"): c for c in previous}
+    result = []
+    for cond in desired:
+        before = old.get(cond["type"])
+        since = (before or {}).get("lastTransitionTime") if before and before.get("status") == cond["status"] else None
+        result.append({**cond, "observedGeneration": generation or 0,
+                       "lastTransitionTime": since or iso(now)})
+    return result
+
+
+def derive(
+    kind: str, spec: Status, status: Status, previous: Sequence[Mapping[str, Any]],
+    generation: int | None, now: datetime,
+) -> list[dict[str, Any]] | None:
+    """The conditions an object of `kind` should carry, or None for kinds without derived ones."""
+    if kind == "Bead":
+        desired = bead_conditions(status)
+    elif kind == "Convoy":
+        desired = convoy_conditions(status)
+    elif kind == "Agent":
+        desired = agent_conditions(spec, status)
+    else:
+        return None
+    return with_transitions(desired, previous, generation, now)
+
+
+def same(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]]) -> bool:
+    """Equal apart from timestamps."""
+    def key(conds: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+        return sorted((c.get("type"), c.get("status"), c.get("reason"), c.get("message"),
+                       c.get("observedGeneration")) for c in conds)
+    return key(a) == key(b)

@@ -190,6 +190,21 @@ def test_sigterm_stops_the_agent_and_reports_exited(
     [report] = agent.view().status.reports
     assert report.type is ReportType.EXITED
     assert report.message == "stopped by SIGTERM"
+    assert eventually(lambda: not processes_with_env(str(agent.nudge_log)), timeout=10)
+
+
+def processes_with_env(needle: str) -> list[int]:
+    """Pids whose environment mentions `needle` (the coding agent and its children)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if needle.encode() in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 def nudge(path: Path, nudge_id: str, message: str) -> None:

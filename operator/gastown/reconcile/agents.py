@@ -21,7 +21,7 @@ def is_worker(agent: Agent) -> bool:
 
 def apply_session_facts(ctx: Pass) -> None:
     """Turn pod observations of working agents into state: ended, lost or healthy."""
-    for name in sorted(ctx.snap.agents):
+    for name in ctx.index.agent_names:
         agent = ctx.snap.agents[name]
         if not is_worker(agent) or not ctx.free(Kind.AGENT, name):
             continue
@@ -110,7 +110,7 @@ def _maybe_restore(ctx: Pass, agent: Agent) -> None:
 
 def repair_hooks(ctx: Pass) -> None:
     """Unhook agents whose bead is missing, terminal, or assigned to someone else."""
-    for name in sorted(ctx.snap.agents):
+    for name in ctx.index.agent_names:
         agent = ctx.snap.agents[name]
         hook = agent.spec.hook
         if hook is None or not is_worker(agent) or not ctx.free(Kind.AGENT, name):

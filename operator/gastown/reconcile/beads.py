@@ -151,9 +151,9 @@ def _submit_for_review(
 def repair_beads(ctx: Pass) -> None:
     """Stale assignees, lost agents, and the in_review safety net."""
     lost_after = ctx.policy.agents.lost_agent_timeout_seconds
-    for name in sorted(ctx.snap.beads):
+    for name in ctx.index.active_work:
         bead = ctx.snap.beads[name]
-        if not ctx.free(Kind.BEAD, name) or bead.spec.type not in DISPATCHABLE:
+        if not ctx.free(Kind.BEAD, name):
             continue
         phase = ctx.phase(bead)
         if phase is BeadPhase.OPEN and bead.status.assignee is not None:
@@ -194,7 +194,7 @@ def _review_safety_net(ctx: Pass, bead: Bead, lost_after: int) -> None:
 def redispatch_polecats(ctx: Pass) -> None:
     """Re-dispatch idle or stalled polecats still hooked to an in_progress bead."""
     cooldown = ctx.policy.agents.redispatch_cooldown_seconds
-    for name in sorted(ctx.snap.agents):
+    for name in ctx.index.agent_names:
         agent = ctx.snap.agents[name]
         if agent.spec.role is not AgentRole.POLECAT:
             continue
@@ -266,17 +266,10 @@ def dispatch(
 
 
 def _candidates(ctx: Pass) -> Iterator[Bead]:
-    for bead in ctx.snap.beads.values():
-        if (
-            bead.spec.type in DISPATCHABLE
-            and bead.status.phase is BeadPhase.OPEN
-            and bead.status.assignee is None
-            and not bead.spec.cancel
-            and bead.metadata.deletion_timestamp is None
-            and ctx.free(Kind.BEAD, bead.name)
-            and ctx.phase(bead) is BeadPhase.OPEN
-        ):
-            yield bead
+    beads = ctx.snap.beads
+    for name in ctx.index.open_work:
+        if ctx.free(Kind.BEAD, name) and ctx.phase_of(name) is BeadPhase.OPEN:
+            yield beads[name]
 
 
 def _surface(ctx: Pass, bead: Bead, reason: str, message: str) -> None:

@@ -16,7 +16,7 @@ CANCELLED = "Cancelled"
 
 def apply_cancels(ctx: Pass) -> None:
     """Apply `spec.cancel` on every non-terminal bead (once: the bead becomes terminal)."""
-    for name in sorted(ctx.snap.beads):
+    for name in ctx.index.cancels:
         bead = ctx.snap.beads[name]
         if not bead.spec.cancel or bead.status.phase.terminal or not ctx.free(Kind.BEAD, name):
             continue

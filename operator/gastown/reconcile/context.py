@@ -41,14 +41,16 @@ class Pass:
         self._phase: dict[str, BeadPhase] = {}
         self._assignee: dict[str, str | None] = {}
         self._hook: dict[str, str | None] = {}
+        self._hooked_by_plan: dict[str, list[str]] = {}
         self.dispatch_blocked_reason: str | None = None
         self._readiness: Readiness | None = None
+        self.members_cache: dict[str, list[str]] = {}
 
     @property
     def readiness(self) -> Readiness:
         """Dependency readiness, built on first use (it sees this pass's phase overlay)."""
         if self._readiness is None:
-            self._readiness = Readiness(self.snap.beads, self.phase_of)
+            self._readiness = Readiness(self.index.graph, self.phase_of)
         return self._readiness
 
     # --- time -------------------------------------------------------------------------------
@@ -99,30 +101,41 @@ class Pass:
     def plan_hook(self, agent: str, bead: str | None) -> None:
         """Record that this pass changes an agent's hook."""
         self._hook[agent] = bead
+        if bead is not None:
+            self._hooked_by_plan.setdefault(bead, []).append(agent)
 
     def phase(self, bead: Bead) -> BeadPhase:
         """The bead's phase after this pass's decisions so far."""
-        return self._phase.get(bead.name, bead.status.phase)
+        if self._phase:  # hot path: most passes plan few transitions
+            planned = self._phase.get(bead.metadata.name)
+            if planned is not None:
+                return planned
+        return bead.status.phase
 
     def phase_of(self, name: str) -> BeadPhase | None:
         """Phase of a bead by name, or None if it does not exist."""
+        planned = self._phase.get(name)
+        if planned is not None:
+            return planned
         bead = self.snap.beads.get(name)
-        return None if bead is None else self.phase(bead)
+        return None if bead is None else bead.status.phase
 
     def assignee(self, bead: Bead) -> str | None:
         """The bead's assignee after this pass's decisions so far."""
-        return self._assignee.get(bead.name, bead.status.assignee)
+        return self._assignee.get(bead.metadata.name, bead.status.assignee)
 
     def hook(self, agent: Agent) -> str | None:
         """The agent's hook after this pass's decisions so far."""
-        return self._hook.get(agent.name, agent.spec.hook)
+        return self._hook.get(agent.metadata.name, agent.spec.hook)
 
     def hooked_to(self, bead: str) -> list[str]:
         """Agents hooked to a bead after this pass's decisions so far."""
         result = [
             name for name in self.index.hooked.get(bead, ()) if self._hook.get(name, bead) == bead
         ]
-        result.extend(a for a, b in self._hook.items() if b == bead and a not in result)
+        for name in self._hooked_by_plan.get(bead, ()):
+            if self._hook.get(name) == bead and name not in result:
+                result.append(name)
         return result
 
     # --- town-wide switches ------------------------------------------------------------------

@@ -60,12 +60,16 @@ def task_cycle(convoy: Convoy) -> set[str]:
 
 def member_names(ctx: Pass, convoy: Convoy) -> list[str]:
     """Every bead of the convoy: materialised tasks (existing or not yet) and listed beads."""
+    cached = ctx.members_cache.get(convoy.name)
+    if cached is not None:
+        return cached
     result = [names.task_bead_name(convoy.name, t.key) for t in convoy.spec.tasks]
     seen = set(result)
     for name in [*convoy.spec.beads, *ctx.index.members.get(convoy.name, ())]:
         if name not in seen:
             seen.add(name)
             result.append(name)
+    ctx.members_cache[convoy.name] = result
     return result
 
 
@@ -119,18 +123,17 @@ def _materialise(ctx: Pass, convoy: Convoy) -> None:
 
 def _counts(ctx: Pass, convoy: Convoy) -> tuple[int, int, int, bool]:
     """(total, closed, failed, settled): settled means nothing in the convoy can progress."""
-    members = member_names(ctx, convoy)
     closed = failed = 0
     settled = True
-    for name in members:
+    for name in member_names(ctx, convoy):
         phase = ctx.phase_of(name)
         if phase is BeadPhase.CLOSED:
             closed += 1
         elif phase is BeadPhase.FAILED:
             failed += 1
-        elif phase is None or not ctx.readiness.doomed(name):
-            settled = False
-    return len(members), closed, failed, settled
+        elif settled and (phase is None or not ctx.readiness.doomed(name)):
+            settled = False  # one member that can still progress is enough to know
+    return len(member_names(ctx, convoy)), closed, failed, settled
 
 
 def _desired_status(

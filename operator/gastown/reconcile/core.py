@@ -35,7 +35,7 @@ from gastown.reconcile.writes import Kind
 
 def apply_reports(ctx: Pass) -> None:
     """Apply at most one report per agent per pass, in seq order; drop stale generations."""
-    for name in sorted(ctx.snap.agents):
+    for name in ctx.index.agent_names:
         agent = ctx.snap.agents[name]
         if not is_worker(agent) or not ctx.free(Kind.AGENT, name):
             continue

@@ -123,9 +123,11 @@ class Readiness:
     """Dependency readiness of a set of beads (cycles and doom computed once per pass)."""
 
     def __init__(
-        self, beads: Mapping[str, Bead], phase_of: Callable[[str], BeadPhase | None]
+        self,
+        graph: Mapping[str, Sequence[str]],
+        phase_of: Callable[[str], BeadPhase | None],
     ) -> None:
-        self.graph = {n: b.spec.depends_on for n, b in beads.items() if b.spec.depends_on}
+        self.graph = graph
         self.cyclic = cyclic_nodes(self.graph) if self.graph else set()
         self.doomed = Doom(self.graph, phase_of, self.cyclic)
         self._phase_of = phase_of

@@ -45,7 +45,7 @@ def collect_agents(ctx: Pass) -> None:
     ttl = ctx.policy.gc.idle_agent_ttl_seconds
     draining = ctx.town.spec.mode is TownMode.DRAINING
     excess = set(excess_idle_polecats(ctx))
-    for name in sorted(ctx.snap.agents):
+    for name in ctx.index.agent_names:
         agent = ctx.snap.agents[name]
         if not collectable(ctx, agent):
             continue

@@ -55,7 +55,7 @@ def _fired(agent: Agent, tier_at: datetime | None, base: datetime) -> bool:
 def apply_gupp(ctx: Pass) -> None:
     """Run the ladder for every working worker."""
     policy = ctx.policy.gupp
-    for name in sorted(ctx.snap.agents):
+    for name in ctx.index.agent_names:
         agent = ctx.snap.agents[name]
         if (
             not is_worker(agent)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import lru_cache
 
 MAX_NAME = 253
 _HASH_LEN = 8
@@ -24,6 +25,7 @@ def short_hash(text: str, length: int = _HASH_LEN) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
+@lru_cache(maxsize=1 << 16)
 def dns_name(*parts: str, limit: int = MAX_NAME) -> str:
     """Join parts with "-" into a DNS-1123 subdomain, truncating with a hash when too long."""
     raw = "-".join(p for p in parts if p)

@@ -57,9 +57,8 @@ def recent_failures(ctx: Pass) -> tuple[int, datetime | None]:
     window = ctx.policy.circuit_breaker.window_seconds
     count = 0
     newest: datetime | None = None
-    for bead in ctx.snap.beads.values():
-        failed_at = bead.status.last_failure_at
-        if failed_at is not None and ctx.within(failed_at, window):
+    for failed_at in ctx.index.failures:
+        if ctx.within(failed_at, window):
             count += 1
             if newest is None or aware(failed_at) > newest:
                 newest = aware(failed_at)

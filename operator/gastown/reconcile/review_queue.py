@@ -138,7 +138,7 @@ def _apply_outcome(ctx: Pass, agent: Agent, mr: Bead, report: Report) -> None:
 def apply_pr_results(ctx: Pass) -> None:
     """Consume PR states written by the poller (merged, closed, unknown, open)."""
     limit = ctx.policy.review.pr_unknown_limit
-    for name in sorted(ctx.snap.beads):
+    for name in ctx.index.live_mrs:
         mr = ctx.snap.beads[name]
         review = mr.status.review
         if (
@@ -192,7 +192,7 @@ def apply_pr_results(ctx: Pass) -> None:
 def repair_merge_requests(ctx: Pass) -> None:
     """Failed rework or source, abandoned and stuck reviews, PRs that never opened."""
     review = ctx.policy.review
-    for name in sorted(ctx.snap.beads):
+    for name in ctx.index.live_mrs:
         mr = ctx.snap.beads[name]
         if not is_mr(mr) or not ctx.free(Kind.BEAD, name) or ctx.phase(mr).terminal:
             continue
@@ -266,7 +266,7 @@ def _never_opened_pr(ctx: Pass, mr: Bead, working: bool) -> bool:
 def poll_pull_requests(ctx: Pass) -> None:
     """Poll each open PR at most once per interval (lifecycle timestamps untouched)."""
     interval = ctx.policy.review.pr_poll_interval_seconds
-    for name in sorted(ctx.snap.beads):
+    for name in ctx.index.live_mrs:
         mr = ctx.snap.beads[name]
         url = pr_url(mr)
         if url is None or not is_mr(mr) or not ctx.free(Kind.BEAD, name):
@@ -285,7 +285,7 @@ def poll_pull_requests(ctx: Pass) -> None:
 def redispatch_refineries(ctx: Pass) -> None:
     """Re-dispatch an idle/stalled refinery still hooked to its in-review MR (with backoff)."""
     cooldown = ctx.policy.agents.redispatch_cooldown_seconds
-    for name in sorted(ctx.snap.agents):
+    for name in ctx.index.agent_names:
         agent = ctx.snap.agents[name]
         if agent.spec.role is not AgentRole.REFINERY:
             continue
@@ -312,9 +312,8 @@ def pop_queues(ctx: Pass) -> None:
     """Per rig: if no direct review is under way, give the oldest ready MR to the refinery."""
     by_rig: dict[str, list[Bead]] = {}
     busy: set[str] = set()
-    for mr in ctx.snap.beads.values():
-        if not is_mr(mr):
-            continue
+    for name in ctx.index.live_mrs:
+        mr = ctx.snap.beads[name]
         phase = ctx.phase(mr)
         rig = mr.spec.rig or ""
         if phase is BeadPhase.IN_PROGRESS and pr_url(mr) is None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 
-from gastown.model import Agent, AgentRole, Bead, BeadType, Convoy, Rig, Town
+from gastown.model import Agent, AgentRole, Bead, BeadPhase, BeadType, Convoy, Rig, Town
 
 
 @dataclass(frozen=True)
@@ -59,14 +59,19 @@ class Snapshot:
 
 
 class Index:
-    """Reverse lookups over a snapshot (who is hooked to what, members of convoys, ...)."""
+    """Reverse lookups and buckets over a snapshot, built in one sweep per kind.
+
+    Rules iterate buckets (live beads, live merge requests, cancel requests, ...) instead of
+    every bead, so a pass costs time in proportion to the work in flight, plus one sweep.
+    """
 
     def __init__(self, snap: Snapshot) -> None:
         self.rigs: dict[str, Rig] = {rig.name: rig for rig in snap.town.spec.rigs}
+        self.agent_names: list[str] = sorted(snap.agents)
         self.hooked: dict[str, list[str]] = defaultdict(list)
         self.refineries: dict[str, str] = {}
         self.polecats_by_rig: dict[str, list[str]] = defaultdict(list)
-        for name in sorted(snap.agents):
+        for name in self.agent_names:
             agent = snap.agents[name]
             if agent.spec.hook is not None:
                 self.hooked[agent.spec.hook].append(name)
@@ -78,22 +83,62 @@ class Index:
         self.pods_by_agent: dict[str, list[PodView]] = defaultdict(list)
         for pod in snap.pods.values():
             self.pods_by_agent[pod.agent].append(pod)
-        self.merge_requests_by_source: dict[str, list[str]] = defaultdict(list)
-        self.members: dict[str, list[str]] = defaultdict(list)
-        self.convoy_of: dict[str, str] = {}
-        for name, bead in snap.beads.items():
-            mr = bead.spec.merge_request
-            if bead.spec.type is BeadType.MERGE_REQUEST and mr is not None:
-                self.merge_requests_by_source[mr.source_bead].append(name)
-            elif bead.spec.convoy is not None and bead.spec.type is BeadType.ISSUE:
-                self.members[bead.spec.convoy].append(name)
-                self.convoy_of[name] = bead.spec.convoy
+        self._sweep_beads(snap)
         for cname in sorted(snap.convoys):
             for bname in snap.convoys[cname].spec.beads:
                 if bname not in self.convoy_of:
                     self.convoy_of[bname] = cname
                 if bname in snap.beads and bname not in self.members[cname]:
                     self.members[cname].append(bname)
+
+    def _sweep_beads(self, snap: Snapshot) -> None:
+        self.merge_requests_by_source: dict[str, list[str]] = defaultdict(list)
+        self.members: dict[str, list[str]] = defaultdict(list)
+        self.convoy_of: dict[str, str] = {}
+        self.live: list[str] = []  # beads that are not closed or failed
+        self.live_mrs: list[str] = []  # merge requests that are not closed or failed
+        self.cancels: list[str] = []  # live beads with spec.cancel
+        self.open_work: list[str] = []  # open, unassigned issue/rework beads: candidates
+        self.failures: list[datetime] = []  # lastFailureAt of every bead that has one
+        self.graph: dict[str, list[str]] = {}  # bead -> beads it depends on
+        self.active_work: list[str] = []  # issue/rework beads in progress, in review, or
+        # open with a (possibly stale) assignee: what the repair rules look at
+        for name, bead in snap.beads.items():
+            spec = bead.spec
+            status = bead.status
+            if status.last_failure_at is not None:
+                self.failures.append(status.last_failure_at)
+            if spec.depends_on:
+                self.graph[name] = spec.depends_on
+            mr = spec.merge_request
+            if spec.type is BeadType.MERGE_REQUEST and mr is not None:
+                self.merge_requests_by_source[mr.source_bead].append(name)
+            elif spec.convoy is not None and spec.type is BeadType.ISSUE:
+                self.members[spec.convoy].append(name)
+                self.convoy_of[name] = spec.convoy
+            if status.phase.terminal:
+                continue
+            self.live.append(name)
+            if (
+                status.phase is BeadPhase.OPEN
+                and status.assignee is None
+                and spec.type in (BeadType.ISSUE, BeadType.REWORK)
+                and not spec.cancel
+                and bead.metadata.deletion_timestamp is None
+            ):
+                self.open_work.append(name)
+            if spec.type is BeadType.MERGE_REQUEST and mr is not None:
+                self.live_mrs.append(name)
+            if spec.cancel:
+                self.cancels.append(name)
+            if spec.type in (BeadType.ISSUE, BeadType.REWORK) and (
+                status.phase is not BeadPhase.OPEN or status.assignee is not None
+            ):
+                self.active_work.append(name)
+        self.live.sort()
+        self.active_work.sort()
+        self.live_mrs.sort()
+        self.cancels.sort()
 
     def pod(self, agent: str, generation: int) -> PodView | None:
         """The pod of one dispatch generation of an agent, if it exists."""

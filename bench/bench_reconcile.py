@@ -1,0 +1,222 @@
+"""Benchmark one reconcile pass over towns of 1k, 10k and 100k beads.
+
+The town is in a busy steady state: per 10 beads, one agent; per 100 beads, one convoy; five
+rigs. Beads are spread over every phase (closed, failed, open and blocked by dependencies, in
+progress with a working polecat, a live pod and a fresh heartbeat, in review with an open or
+in-review merge request), so every rule family walks real data. Each timed pass starts from a
+fresh `Snapshot` (indices are rebuilt, as the adapter hands over a new snapshot every pass).
+
+Run:  .venv/bin/python bench/bench_reconcile.py [--sizes 1000,10000,100000] [--repeat 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from gastown.model import Agent, Bead, Convoy, Town
+from gastown.reconcile import PodView, Snapshot, reconcile
+from gastown.reconcile.names import pod_name
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+RIGS = [f"rig-{i}" for i in range(5)]
+
+
+def _ts(delta_s: float = 0) -> str:
+    return (NOW - timedelta(seconds=delta_s)).isoformat().replace("+00:00", "Z")
+
+
+def build(n_beads: int) -> Snapshot:
+    """A busy town of `n_beads` beads, n/10 agents, n/100 convoys, five rigs."""
+    n_agents = max(1, n_beads // 10)
+    n_convoys = max(1, n_beads // 100)
+    town = Town.from_api(
+        {
+            "metadata": {"name": "bench", "uid": "u", "creationTimestamp": _ts(86400)},
+            "spec": {
+                "rigs": [{"name": r, "gitUrl": f"/r/{r}.git"} for r in RIGS],
+                "agent": {"image": "agent"},
+                "limits": {
+                    "maxPolecatsPerRig": min(n_agents, 100),
+                    "maxPolecats": min(n_agents, 1000),
+                },
+            },
+        }
+    )
+    beads: dict[str, Bead] = {}
+    agents: dict[str, Agent] = {}
+    pods: dict[str, PodView] = {}
+    convoys = {
+        f"c{i}": Convoy.from_api(
+            {
+                "metadata": {"name": f"c{i}", "uid": f"cu{i}", "creationTimestamp": _ts(7200)},
+                "spec": {
+                    "town": "bench",
+                    "rig": RIGS[i % 5],
+                    "mergeMode": "review-and-merge",
+                    "beads": [],
+                },
+                "status": {"phase": "InProgress", "reason": "InProgress"},
+            }
+        )
+        for i in range(n_convoys)
+    }
+    working = 0
+    for i in range(n_beads):
+        name = f"b{i}"
+        rig = RIGS[i % 5]
+        kind = i % 10
+        status: dict[str, Any] = {}
+        spec: dict[str, Any] = {
+            "town": "bench",
+            "rig": rig,
+            "title": name,
+            "convoy": f"c{(i // 100) % n_convoys}",
+        }
+        if kind in (0, 1, 2, 3):
+            status = {"phase": "closed", "closedAt": _ts(3600)}
+        elif kind == 4:
+            status = {"phase": "failed", "reason": "Cancelled"}
+        elif kind in (5, 6):
+            # Open, blocked by an in-progress bead (same rig): held, not ready.
+            spec["dependsOn"] = [f"b{(i // 10) * 10 + 7}"]
+            status = {"phase": "open", "reason": "WaitingForDependencies"}
+        elif kind in (7, 8) and working < n_agents:
+            agent = f"a{working}"
+            working += 1
+            status = {
+                "phase": "in_progress",
+                "assignee": agent,
+                "attempts": 1,
+                "phaseSince": _ts(60),
+            }
+            agents[agent] = Agent.from_api(
+                {
+                    "metadata": {"name": agent, "uid": agent, "creationTimestamp": _ts(3600)},
+                    "spec": {
+                        "town": "bench",
+                        "role": "polecat",
+                        "rig": rig,
+                        "hook": name,
+                        "generation": 1,
+                    },
+                    "status": {
+                        "phase": "working",
+                        "dispatchedAt": _ts(60),
+                        "phaseSince": _ts(60),
+                        "gupp": {"generation": 1},
+                        "activity": {
+                            "generation": 1,
+                            "lastHeartbeatAt": _ts(10),
+                            "lastEventAt": _ts(10),
+                        },
+                    },
+                }
+            )
+            pods[pod_name(agent, 1)] = PodView(
+                name=pod_name(agent, 1),
+                agent=agent,
+                generation=1,
+                bead=name,
+                phase="Running",
+                reason=None,
+                exit_code=None,
+                created_at=NOW - timedelta(seconds=60),
+                started_at=NOW - timedelta(seconds=55),
+                finished_at=None,
+                deleting=False,
+            )
+        else:
+            status = {"phase": "in_review", "mergeRequest": f"{name}-mr-1", "branch": "gt/x"}
+            beads[f"{name}-mr-1"] = Bead.from_api(
+                {
+                    "metadata": {
+                        "name": f"{name}-mr-1",
+                        "uid": f"m{i}",
+                        "creationTimestamp": _ts(600 - i % 500),
+                    },
+                    "spec": {
+                        "town": "bench",
+                        "rig": rig,
+                        "type": "merge_request",
+                        "title": f"Review {name}",
+                        "mergeRequest": {
+                            "sourceBead": name,
+                            "branch": "gt/x",
+                            "targetBranch": "main",
+                        },
+                    },
+                    "status": {"phase": "open"},
+                }
+            )
+        beads[name] = Bead.from_api(
+            {
+                "metadata": {
+                    "name": name,
+                    "uid": f"u{i}",
+                    "creationTimestamp": _ts(7200 - i % 3600),
+                },
+                "spec": spec,
+                "status": status,
+            }
+        )
+    return Snapshot(town=town, beads=beads, convoys=convoys, agents=agents, pods=pods)
+
+
+def fresh(snap: Snapshot) -> Snapshot:
+    """A new snapshot over the same objects (so derived indices are rebuilt)."""
+    return Snapshot(
+        town=snap.town, beads=snap.beads, convoys=snap.convoys, agents=snap.agents, pods=snap.pods
+    )
+
+
+def measure(n_beads: int, repeat: int) -> dict[str, float]:
+    """Median, min and max wall time of one pass, in milliseconds."""
+    snap = build(n_beads)
+    reconcile(fresh(snap), NOW)  # warm-up
+    times = []
+    actions = 0
+    for _ in range(repeat):
+        current = fresh(snap)
+        start = time.perf_counter()
+        actions = len(reconcile(current, NOW))
+        times.append((time.perf_counter() - start) * 1000)
+    return {
+        "beads": len(snap.beads),
+        "agents": len(snap.agents),
+        "convoys": len(snap.convoys),
+        "median": statistics.median(times),
+        "min": min(times),
+        "max": max(times),
+        "actions": actions,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print a table; exit 1 if the 10k-bead pass misses its 50 ms median budget."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--repeat", type=int, default=15)
+    args = parser.parse_args(argv)
+    print(
+        f"{'issue beads':>11} {'all beads':>9} {'agents':>6} {'convoys':>7} "
+        f"{'median ms':>9} {'min ms':>7} {'max ms':>7} {'actions':>7}"
+    )
+    ok = True
+    for size in (int(s) for s in args.sizes.split(",")):
+        r = measure(size, args.repeat if size < 100000 else max(3, args.repeat // 3))
+        print(
+            f"{size:>11} {r['beads']:>9} {r['agents']:>6} {r['convoys']:>7} "
+            f"{r['median']:>9.1f} {r['min']:>7.1f} {r['max']:>7.1f} {r['actions']:>7}"
+        )
+        if size == 10000 and r["median"] > 50:
+            ok = False
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -57,5 +57,3 @@ def pytest_report_header(config: pytest.Config) -> str:
     """Say where the control plane binary comes from."""
     override = os.environ.get("GASTOWN_KUBE_BIN")
     return f"control plane binary: {override or 'hack/build-kube.sh (cached)'}"
-
-

@@ -17,8 +17,10 @@ def _cluster_up(args: argparse.Namespace) -> int:
     if (directory / "state.json").exists():
         existing = ControlPlane.load(directory)
         if existing.pids:
-            print(f"a control plane is already running in {directory}; `gastown cluster down` first",
-                  file=sys.stderr)
+            print(
+                f"a control plane is already running in {directory}; `gastown cluster down` first",
+                file=sys.stderr,
+            )
             return 1
     plane = ControlPlane(directory=directory)
     try:
@@ -73,7 +75,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _agent_run(args: argparse.Namespace) -> int:
-    from gastown.agent.main import main as agent_main
+    from gastown.agent.runtime import main as agent_main
 
     return agent_main(args.extra)
 
@@ -84,17 +86,33 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the operator against the current kubeconfig/cluster")
-    run.add_argument("-n", "--namespace", action="append",
-                     help="watch only this namespace (repeatable); default: all namespaces")
-    run.add_argument("--metrics-port", type=int,
-                     default=int(os.environ.get("GASTOWN_METRICS_PORT", "0") or 0),
-                     help="serve Prometheus /metrics on this port (0: off)")
-    run.add_argument("--liveness", default=os.environ.get("GASTOWN_LIVENESS", ""),
-                     help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
-    run.add_argument("--log-format", choices=["json", "plain"],
-                     default=os.environ.get("GASTOWN_LOG_FORMAT", "json"))
-    run.add_argument("--peering", default=os.environ.get("GASTOWN_PEERING", ""),
-                     help="kopf peering object name (default: standalone, one replica)")
+    run.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        help="watch only this namespace (repeatable); default: all namespaces",
+    )
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get("GASTOWN_METRICS_PORT", "0") or 0),
+        help="serve Prometheus /metrics on this port (0: off)",
+    )
+    run.add_argument(
+        "--liveness",
+        default=os.environ.get("GASTOWN_LIVENESS", ""),
+        help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz",
+    )
+    run.add_argument(
+        "--log-format",
+        choices=["json", "plain"],
+        default=os.environ.get("GASTOWN_LOG_FORMAT", "json"),
+    )
+    run.add_argument(
+        "--peering",
+        default=os.environ.get("GASTOWN_PEERING", ""),
+        help="kopf peering object name (default: standalone, one replica)",
+    )
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=_run)
 

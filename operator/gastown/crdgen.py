@@ -83,7 +83,11 @@ def structural(node: Any) -> Any:
         out["type"] = "string"
     if "properties" in out:
         out.setdefault("type", "object")
-    if out.get("type") == "object" and "properties" not in out and "additionalProperties" not in out:
+    if (
+        out.get("type") == "object"
+        and "properties" not in out
+        and "additionalProperties" not in out
+    ):
         out["x-kubernetes-preserve-unknown-fields"] = True
     if "description" in out:
         out["description"] = " ".join(str(out["description"]).split())
@@ -151,7 +155,8 @@ def crd_for(resource: type[Resource[Any, Any]]) -> dict[str, Any]:
     info = resource.info
     spec_model = resource.model_fields["spec"].annotation
     status_model = resource.model_fields["status"].annotation
-    assert isinstance(spec_model, type) and isinstance(status_model, type)
+    assert isinstance(spec_model, type)
+    assert isinstance(status_model, type)
     spec_schema = model_schema(spec_model)
     status_schema = model_schema(status_model)
     status_schema["description"] = f"Observed state of the {info.kind}, written by the operator."

@@ -17,14 +17,19 @@ pytestmark = pytest.mark.cluster
 def bead(name: str, **spec: Any) -> dict[str, Any]:
     """A Bead of town demo on rig app."""
     body = {"town": "demo", "rig": "app", "title": name.capitalize(), **spec}
-    return {"apiVersion": "gastown.dev/v1alpha1", "kind": "Bead", "metadata": {"name": name},
-            "spec": body}
+    return {
+        "apiVersion": "gastown.dev/v1alpha1",
+        "kind": "Bead",
+        "metadata": {"name": name},
+        "spec": body,
+    }
 
 
 def events_for(api: Api, namespace: str, name: str) -> list[dict[str, Any]]:
     """Events about one object."""
-    resp = api.call("GET", f"/api/v1/namespaces/{namespace}/events"
-                           f"?fieldSelector=involvedObject.name={name}")
+    resp = api.call(
+        "GET", f"/api/v1/namespaces/{namespace}/events?fieldSelector=involvedObject.name={name}"
+    )
     items: list[dict[str, Any]] = resp.body["items"]
     return items
 
@@ -33,8 +38,10 @@ def test_bad_objects_are_flagged_and_good_work_goes_on(
     api: Api, namespace: str, operator_proc: Process, view: TownView, player: AgentPlayer
 ) -> None:
     assert api.create(namespace, town()).status == 201
-    cyclic = [{"key": "a", "title": "A", "dependsOn": ["b"]},
-              {"key": "b", "title": "B", "dependsOn": ["a"]}]
+    cyclic = [
+        {"key": "a", "title": "A", "dependsOn": ["b"]},
+        {"key": "b", "title": "B", "dependsOn": ["a"]},
+    ]
     assert api.create(namespace, convoy("loop", cyclic)).status == 201
     assert api.create(namespace, bead("lost", rig="nowhere")).status == 201
     assert api.create(namespace, bead("waits", dependsOn=["ghost"])).status == 201
@@ -43,8 +50,11 @@ def test_bad_objects_are_flagged_and_good_work_goes_on(
     assert api.create(namespace, orphan).status == 201
     assert api.create(namespace, bead("good")).status == 201
 
-    cycle = view.wait(lambda: view.convoy("loop").status.reason == "DependencyCycle"
-                      and view.convoy("loop"), 30, "the cycle to be reported")
+    cycle = view.wait(
+        lambda: view.convoy("loop").status.reason == "DependencyCycle" and view.convoy("loop"),
+        30,
+        "the cycle to be reported",
+    )
     assert cycle.status.phase is ConvoyPhase.FAILED or cycle.status.reason == "DependencyCycle"
     assert "cycle" in (cycle.status.message or "")
 
@@ -54,9 +64,16 @@ def test_bad_objects_are_flagged_and_good_work_goes_on(
     view.wait(lambda: reason_of("lost") == "UnknownRig", 30, "UnknownRig on the bead")
     view.wait(lambda: reason_of("waits") == "MissingDependency", 30, "MissingDependency")
     view.wait(lambda: reason_of("orphan") == "TownNotFound", 40, "TownNotFound")
-    for name, reason in (("lost", "UnknownRig"), ("orphan", "TownNotFound"), ("loop", "DependencyCycle")):
-        view.wait(lambda n=name, r=reason: any(e["reason"] == r for e in events_for(api, namespace, n)),
-                  30, f"a {reason} Event on {name}")
+    for name, reason in (
+        ("lost", "UnknownRig"),
+        ("orphan", "TownNotFound"),
+        ("loop", "DependencyCycle"),
+    ):
+        view.wait(
+            lambda n=name, r=reason: any(e["reason"] == r for e in events_for(api, namespace, n)),
+            30,
+            f"a {reason} Event on {name}",
+        )
     orphan_obj = next(b for b in view.beads() if b.name == "orphan")
     complete = next(c for c in orphan_obj.status.conditions if c.type == "Complete")
     assert (complete.status.value, complete.reason) == ("False", "TownNotFound")
@@ -67,5 +84,6 @@ def test_bad_objects_are_flagged_and_good_work_goes_on(
         return any(b.name == "good" and b.status.phase is BeadPhase.CLOSED for b in view.beads())
 
     view.wait(good_closed, 60, "the good bead to be merged")
-    assert not any(b.name.startswith("loop-") and b.status.phase is not BeadPhase.OPEN
-                   for b in view.beads())
+    assert not any(
+        b.name.startswith("loop-") and b.status.phase is not BeadPhase.OPEN for b in view.beads()
+    )

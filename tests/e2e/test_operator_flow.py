@@ -22,27 +22,34 @@ DIAMOND = [
 ]
 
 
-def drive(view: TownView, player: AgentPlayer, name: str, timeout: float = 120,
-          between: Any = None) -> None:
+def drive(
+    view: TownView, player: AgentPlayer, name: str, timeout: float = 120, between: Any = None
+) -> None:
     """Play agents until the convoy is terminal."""
+
     def finished() -> bool:
         player.step()
         if between is not None:
             between()
         return view.convoy(name).status.phase in (ConvoyPhase.LANDED, ConvoyPhase.FAILED)
+
     view.wait(finished, timeout, f"convoy {name} to finish")
 
 
 def assert_no_duplicates(view: TownView) -> None:
     """One pod per agent generation, one MR per dispatch, at most one landing per convoy."""
     pods = Counter(
-        (p["metadata"]["labels"]["gastown.dev/agent"], p["metadata"]["labels"]["gastown.dev/generation"])
+        (
+            p["metadata"]["labels"]["gastown.dev/agent"],
+            p["metadata"]["labels"]["gastown.dev/generation"],
+        )
         for p in view.pods()
     )
     assert all(n == 1 for n in pods.values()), pods
     beads = view.beads()
     merged_sources = Counter(
-        b.spec.merge_request.source_bead for b in beads
+        b.spec.merge_request.source_bead
+        for b in beads
         if b.spec.merge_request and b.status.phase is BeadPhase.CLOSED
     )
     assert all(n == 1 for n in merged_sources.values()), merged_sources
@@ -59,8 +66,11 @@ def test_convoy_lands_in_dependency_order(
 
     def record() -> None:
         for bead in view.beads():
-            if bead.spec.type is BeadType.ISSUE and bead.status.phase is not BeadPhase.OPEN \
-                    and bead.name not in order:
+            if (
+                bead.spec.type is BeadType.ISSUE
+                and bead.status.phase is not BeadPhase.OPEN
+                and bead.name not in order
+            ):
                 order.append(bead.name)
 
     drive(view, player, "feat", between=record)
@@ -111,8 +121,11 @@ def test_shadow_mode_changes_nothing(
 ) -> None:
     assert api.create(namespace, town(mode="shadow")).status == 201
     assert api.create(namespace, convoy("feat", DIAMOND)).status == 201
-    status = view.wait(lambda: view.town().get("status", {}).get("plannedActions"), 30,
-                       "planned actions in shadow mode")
+    status = view.wait(
+        lambda: view.town().get("status", {}).get("plannedActions"),
+        30,
+        "planned actions in shadow mode",
+    )
     assert status
     assert view.agents() == []
     assert view.pods() == []
@@ -120,8 +133,12 @@ def test_shadow_mode_changes_nothing(
 
 
 def _bead(name: str, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "gastown.dev/v1alpha1", "kind": "Bead", "metadata": {"name": name},
-            "spec": {"town": "demo", "rig": "app", "title": name, **spec}}
+    return {
+        "apiVersion": "gastown.dev/v1alpha1",
+        "kind": "Bead",
+        "metadata": {"name": name},
+        "spec": {"town": "demo", "rig": "app", "title": name, **spec},
+    }
 
 
 def test_cancel_releases_the_agent_and_deletes_its_pod(
@@ -129,12 +146,20 @@ def test_cancel_releases_the_agent_and_deletes_its_pod(
 ) -> None:
     assert api.create(namespace, town()).status == 201
     assert api.create(namespace, _bead("doomed")).status == 201
-    pod = view.wait(lambda: next((p for p in view.pods()
-                                  if p["metadata"]["labels"].get("gastown.dev/bead") == "doomed"), None),
-                    30, "the bead's pod")
+    pod = view.wait(
+        lambda: next(
+            (p for p in view.pods() if p["metadata"]["labels"].get("gastown.dev/bead") == "doomed"),
+            None,
+        ),
+        30,
+        "the bead's pod",
+    )
     assert api.merge_patch("Bead", namespace, "doomed", {"spec": {"cancel": True}}).status == 200
-    view.wait(lambda: all(p["metadata"]["name"] != pod["metadata"]["name"] for p in view.pods()),
-              30, "the pod to be deleted")
+    view.wait(
+        lambda: all(p["metadata"]["name"] != pod["metadata"]["name"] for p in view.pods()),
+        30,
+        "the pod to be deleted",
+    )
     bead = next(b for b in view.beads() if b.name == "doomed")
     assert (bead.status.phase, bead.status.reason) == (BeadPhase.FAILED, "Cancelled")
     view.wait(lambda: all(a.spec.hook != "doomed" for a in view.agents()), 10, "agent released")
@@ -154,14 +179,27 @@ def test_replayed_report_from_an_old_generation_changes_nothing(
     polecat = next(a for a in view.agents() if a.spec.role.value == "polecat")
     before = sorted((b.name, b.status.phase.value) for b in view.beads())
     stale = {
-        "seq": max([r.seq for r in polecat.status.reports] + [polecat.status.applied_report_seq]) + 1,
-        "generation": polecat.spec.generation - 1, "type": "done", "at": "2026-01-01T00:00:00Z",
-        "bead": "once", "branch": "gt/replayed", "summary": "replayed",
+        "seq": max([r.seq for r in polecat.status.reports] + [polecat.status.applied_report_seq])
+        + 1,
+        "generation": polecat.spec.generation - 1,
+        "type": "done",
+        "at": "2026-01-01T00:00:00Z",
+        "bead": "once",
+        "branch": "gt/replayed",
+        "summary": "replayed",
     }
     reports = [r.to_api() for r in polecat.status.reports] + [stale]
-    patch = {"metadata": {"resourceVersion": polecat.metadata.resource_version},
-             "status": {"reports": reports}}
+    patch = {
+        "metadata": {"resourceVersion": polecat.metadata.resource_version},
+        "status": {"reports": reports},
+    }
     assert api.merge_patch("Agent", namespace, polecat.name, patch, sub="status").status == 200
-    view.wait(lambda: next(a for a in view.agents() if a.name == polecat.name)
-              .status.applied_report_seq >= stale["seq"], 30, "the stale report to be consumed")
+    view.wait(
+        lambda: (
+            next(a for a in view.agents() if a.name == polecat.name).status.applied_report_seq
+            >= stale["seq"]
+        ),
+        30,
+        "the stale report to be consumed",
+    )
     assert sorted((b.name, b.status.phase.value) for b in view.beads()) == before

@@ -13,14 +13,20 @@ from tests.support.api import Api
 pytestmark = pytest.mark.cluster
 
 TOWN: dict[str, Any] = {
-    "apiVersion": "gastown.dev/v1alpha1", "kind": "Town", "metadata": {"name": "demo"},
+    "apiVersion": "gastown.dev/v1alpha1",
+    "kind": "Town",
+    "metadata": {"name": "demo"},
     "spec": {"rigs": [{"name": "app", "gitUrl": "/srv/app.git"}], "agent": {"image": "agent:1"}},
 }
 
 
 def _agent(name: str) -> dict[str, Any]:
-    return {"apiVersion": "gastown.dev/v1alpha1", "kind": "Agent", "metadata": {"name": name},
-            "spec": {"town": "demo", "role": "polecat", "rig": "app", "generation": 1}}
+    return {
+        "apiVersion": "gastown.dev/v1alpha1",
+        "kind": "Agent",
+        "metadata": {"name": name},
+        "spec": {"town": "demo", "role": "polecat", "rig": "app", "generation": 1},
+    }
 
 
 CORE = {"ServiceAccount": "serviceaccounts", "Role": "roles", "RoleBinding": "rolebindings"}
@@ -36,7 +42,8 @@ def _grant(api: Api, namespace: str, agent: dict[str, Any]) -> str:
         assert created.status == 201, created.message
     account = identity_name(model.name)
     token = api.call(
-        "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token",
+        "POST",
+        f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token",
         {"spec": {"expirationSeconds": 600}},
     )
     assert token.status == 201, token.message
@@ -55,13 +62,18 @@ def test_agent_token_writes_only_its_own_agent(api: Api, namespace: str) -> None
 
     foreign = agent_api.merge_patch("Agent", namespace, "demo-polecat-app-2", report, sub="status")
     assert foreign.status == 403
-    assert "cannot patch resource \"agents/status\"" in foreign.message
-    assert api.get("Agent", namespace, other["metadata"]["name"]).body.get("status", {}).get(
-        "statusMessage"
-    ) is None
+    assert 'cannot patch resource "agents/status"' in foreign.message
+    assert (
+        api.get("Agent", namespace, other["metadata"]["name"])
+        .body.get("status", {})
+        .get("statusMessage")
+        is None
+    )
 
     # Not its own spec either: the operator alone decides hook and generation.
-    spec = agent_api.merge_patch("Agent", namespace, "demo-polecat-app-1", {"spec": {"generation": 9}})
+    spec = agent_api.merge_patch(
+        "Agent", namespace, "demo-polecat-app-1", {"spec": {"generation": 9}}
+    )
     assert spec.status == 403
     # And no Secrets: credentials reach pods as mounted volumes, never through the API.
     secrets = agent_api.call("GET", f"/api/v1/namespaces/{namespace}/secrets")

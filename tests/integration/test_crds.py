@@ -29,12 +29,19 @@ def load(path: Path) -> dict[str, Any]:
 
 def test_every_crd_is_established(control_plane: ControlPlane) -> None:
     out = control_plane.kubectl(
-        "get", "crd", "-l", "app.kubernetes.io/part-of=gastown", "-o",
-        "jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type==\"Established\")].status} {end}",
+        "get",
+        "crd",
+        "-l",
+        "app.kubernetes.io/part-of=gastown",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name}="
+        '{.status.conditions[?(@.type=="Established")].status} {end}',
     ).stdout.split()
     assert sorted(out) == [
-        "agents.gastown.dev=True", "beads.gastown.dev=True",
-        "convoys.gastown.dev=True", "towns.gastown.dev=True",
+        "agents.gastown.dev=True",
+        "beads.gastown.dev=True",
+        "convoys.gastown.dev=True",
+        "towns.gastown.dev=True",
     ]
 
 
@@ -51,8 +58,12 @@ def test_sample_round_trips_with_status_subresource(api: Api, namespace: str, sa
     assert model.from_api(got.body).spec == model.from_api(obj).spec
 
     condition = {
-        "type": "Ready", "status": "True", "reason": "Testing", "message": "set by a test",
-        "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1,
+        "type": "Ready",
+        "status": "True",
+        "reason": "Testing",
+        "message": "set by a test",
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+        "observedGeneration": 1,
     }
     patched = api.merge_patch(
         kind, namespace, name, {"status": {"conditions": [condition]}}, sub="status"
@@ -83,7 +94,11 @@ def test_defaults_fill_the_policy(api: Api, namespace: str) -> None:
     town = load(REPO_ROOT / "manifests" / "samples" / "town.yaml")
     assert api.create(namespace, town).status == 201
     spec = api.get("Town", namespace, "demo").body["spec"]
-    assert spec["policy"]["gupp"] == {"warnSeconds": 900, "escalateSeconds": 3600, "forceStopSeconds": 7200}
+    assert spec["policy"]["gupp"] == {
+        "warnSeconds": 900,
+        "escalateSeconds": 3600,
+        "forceStopSeconds": 7200,
+    }
     assert spec["policy"]["retry"]["backoffSeconds"] == [120, 120, 300, 600, 1800]
     assert spec["rigs"][0]["mergeStrategy"] == "direct"
 
@@ -93,8 +108,12 @@ def test_deleting_an_owner_garbage_collects_its_beads(api: Api, namespace: str) 
     created = api.create(namespace, convoy)
     assert created.status == 201
     owner = {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "Convoy", "name": "login-page",
-        "uid": created.body["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True,
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Convoy",
+        "name": "login-page",
+        "uid": created.body["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
     }
     bead = load(REPO_ROOT / "manifests" / "samples" / "bead.yaml")
     bead["metadata"]["ownerReferences"] = [owner]
@@ -114,8 +133,26 @@ def _table(api: Api, kind: str, namespace: str) -> tuple[list[str], list[list[An
 @pytest.mark.parametrize(
     ("kind", "expected"),
     [
-        ("Town", ["Name", "Ready", "Reason", "Mode", "Open", "Working", "Review", "Closed", "Failed", "Summary", "Age"]),
-        ("Bead", ["Name", "Type", "Rig", "Phase", "Assignee", "Attempts", "Reason", "Title", "Age"]),
+        (
+            "Town",
+            [
+                "Name",
+                "Ready",
+                "Reason",
+                "Mode",
+                "Open",
+                "Working",
+                "Review",
+                "Closed",
+                "Failed",
+                "Summary",
+                "Age",
+            ],
+        ),
+        (
+            "Bead",
+            ["Name", "Type", "Rig", "Phase", "Assignee", "Attempts", "Reason", "Title", "Age"],
+        ),
         ("Convoy", ["Name", "Phase", "Progress", "Failed", "Mode", "Branch", "Reason", "Age"]),
         ("Agent", ["Name", "Role", "Rig", "Phase", "Hook", "Gen", "Pod", "Heartbeat", "Age"]),
     ],
@@ -133,12 +170,23 @@ def test_printer_columns_through_the_table_api(
 def test_printer_columns_show_status(api: Api, namespace: str, control_plane: ControlPlane) -> None:
     bead = copy.deepcopy(load(REPO_ROOT / "manifests" / "samples" / "bead.yaml"))
     assert api.create(namespace, bead).status == 201
-    status = {"phase": "in_progress", "assignee": "demo-polecat-1", "attempts": 2, "reason": "Dispatched"}
-    assert api.merge_patch("Bead", namespace, "fix-typo", {"status": status}, sub="status").status == 200
+    status = {
+        "phase": "in_progress",
+        "assignee": "demo-polecat-1",
+        "attempts": 2,
+        "reason": "Dispatched",
+    }
+    assert (
+        api.merge_patch("Bead", namespace, "fix-typo", {"status": status}, sub="status").status
+        == 200
+    )
     names, rows = _table(api, "Bead", namespace)
     row = dict(zip(names, rows[0], strict=True))
     assert (row["Phase"], row["Assignee"], row["Attempts"], row["Reason"]) == (
-        "in_progress", "demo-polecat-1", 2, "Dispatched",
+        "in_progress",
+        "demo-polecat-1",
+        2,
+        "Dispatched",
     )
     out = control_plane.kubectl("get", "gastown", "-n", namespace).stdout
     assert "fix-typo" in out

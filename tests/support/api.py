@@ -124,7 +124,9 @@ class Api:
         )
 
 
-def eventually(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
+def eventually(
+    check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1
+) -> T:
     """Poll `check` until it returns something truthy; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     last: T | None = None

@@ -1,4 +1,4 @@
-"""Processes the end-to-end tests run as they would run in production: the operator, the node runner."""
+"""Processes that end-to-end tests run as production runs them: the operator, the node runner."""
 
 from __future__ import annotations
 
@@ -29,9 +29,14 @@ class Process:
         handle = self.log.open("ab")
         handle.write(f"\n===== start #{self.starts} =====\n".encode())
         handle.flush()
-        self.proc = subprocess.Popen(  # noqa: S603 - our own entry points
-            self.argv, env=self.env, stdout=handle, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, cwd=REPO_ROOT, start_new_session=True,
+        self.proc = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO_ROOT,
+            start_new_session=True,
         )
         handle.close()
 
@@ -80,7 +85,9 @@ def operator(plane: ControlPlane, namespace: str, log_dir: Path, **env: str) -> 
     )
 
 
-def node_runner(plane: ControlPlane, root: Path, log_dir: Path, node: str = "gastown-local") -> Process:
+def node_runner(
+    plane: ControlPlane, root: Path, log_dir: Path, node: str = "gastown-local"
+) -> Process:
     """The local node runner."""
     return Process(
         "node-runner",
@@ -92,9 +99,15 @@ def node_runner(plane: ControlPlane, root: Path, log_dir: Path, node: str = "gas
 
 def wait_started(process: Process, marker: str, timeout: float = 60) -> None:
     """Wait until the process logged `marker` (or died)."""
+
     def ready() -> bool:
         if not process.alive():
             raise AssertionError(f"{process.name} exited:\n{process.tail()}")
-        return marker in process.log.read_text(errors="replace").split(
-            f"===== start #{process.starts} =====")[-1]
+        return (
+            marker
+            in process.log.read_text(errors="replace").split(
+                f"===== start #{process.starts} ====="
+            )[-1]
+        )
+
     wait_until(ready, timeout, f"{process.name} to log {marker!r}")

@@ -27,15 +27,28 @@ def town(name: str = "demo", git_url: str = "/srv/git/app.git", **spec: Any) -> 
         "limits": {"maxPolecatsPerRig": 3, "maxPolecats": 5},
     }
     body.update(spec)
-    return {"apiVersion": "gastown.dev/v1alpha1", "kind": "Town", "metadata": {"name": name},
-            "spec": body}
+    return {
+        "apiVersion": "gastown.dev/v1alpha1",
+        "kind": "Town",
+        "metadata": {"name": name},
+        "spec": body,
+    }
 
 
-def convoy(name: str, tasks: list[dict[str, Any]], mode: str = "review-then-land",
-           town_name: str = "demo", **spec: Any) -> dict[str, Any]:
+def convoy(
+    name: str,
+    tasks: list[dict[str, Any]],
+    mode: str = "review-then-land",
+    town_name: str = "demo",
+    **spec: Any,
+) -> dict[str, Any]:
     """A Convoy object on rig `app`."""
-    return {"apiVersion": "gastown.dev/v1alpha1", "kind": "Convoy", "metadata": {"name": name},
-            "spec": {"town": town_name, "rig": "app", "mergeMode": mode, "tasks": tasks, **spec}}
+    return {
+        "apiVersion": "gastown.dev/v1alpha1",
+        "kind": "Convoy",
+        "metadata": {"name": name},
+        "spec": {"town": town_name, "rig": "app", "mergeMode": mode, "tasks": tasks, **spec},
+    }
 
 
 class TownView:
@@ -94,8 +107,13 @@ class AgentPlayer:
     def channel(self, agent: Agent) -> KubeAgentChannel:
         """The channel the agent's pod would use at its current generation."""
         identity = Identity(
-            town=self.town, namespace=self.ns, agent=agent.name, role=agent.spec.role,
-            generation=agent.spec.generation, rig=agent.spec.rig, bead=agent.spec.hook,
+            town=self.town,
+            namespace=self.ns,
+            agent=agent.name,
+            role=agent.spec.role,
+            generation=agent.spec.generation,
+            rig=agent.spec.rig,
+            bead=agent.spec.hook,
         )
         return KubeAgentChannel(identity, self.client)
 
@@ -124,14 +142,22 @@ class AgentPlayer:
             source = bead.spec.merge_request.source_bead if bead.spec.merge_request else ""
             if source in self.request_changes_once:
                 self.request_changes_once.discard(source)
-                return ReportDraft(type=ReportType.REQUEST_CHANGES, bead=bead.name,
-                                   feedback="rename the function", files=("app.py",))
-            return ReportDraft(type=ReportType.MERGED, bead=bead.name,
-                               merge_commit=f"{abs(hash(bead.name)):040x}"[:40])
+                return ReportDraft(
+                    type=ReportType.REQUEST_CHANGES,
+                    bead=bead.name,
+                    feedback="rename the function",
+                    files=("app.py",),
+                )
+            return ReportDraft(
+                type=ReportType.MERGED,
+                bead=bead.name,
+                merge_commit=f"{abs(hash(bead.name)):040x}"[:40],
+            )
         if bead.name in self.fail_beads:
             return ReportDraft(type=ReportType.FAILED, bead=bead.name, message="tests do not pass")
         branch = f"gt/{agent.name}/{bead.name}"
         if bead.spec.rework is not None:
             branch = bead.spec.rework.branch
-        return ReportDraft(type=ReportType.DONE, bead=bead.name, branch=branch,
-                           summary=f"did {bead.spec.title}")
+        return ReportDraft(
+            type=ReportType.DONE, bead=bead.name, branch=branch, summary=f"did {bead.spec.title}"
+        )

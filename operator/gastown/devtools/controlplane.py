@@ -60,7 +60,9 @@ def build_binary() -> Path:
     return Path(proc.stdout.strip().splitlines()[-1])
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
+def wait_until(
+    predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.2
+) -> None:
     """Poll `predicate` until it is true or `timeout` seconds pass (then raise)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -137,7 +139,7 @@ class ControlPlane:
     def _spawn(self, name: str, args: list[str]) -> None:
         assert self.binary is not None
         log = (self.logs / f"{name}.log").open("ab")
-        proc = subprocess.Popen(  # noqa: S603 - our own binary, argv list
+        proc = subprocess.Popen(
             [str(self.binary), name, *args],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -256,7 +258,11 @@ class ControlPlane:
             "contexts": [
                 {
                     "name": "gastown-local",
-                    "context": {"cluster": "gastown-local", "user": "admin", "namespace": "default"},
+                    "context": {
+                        "cluster": "gastown-local",
+                        "user": "admin",
+                        "namespace": "default",
+                    },
                 }
             ],
             "current-context": "gastown-local",
@@ -292,8 +298,12 @@ class ControlPlane:
         """Apply our CRDs and wait until they are Established and discoverable by category."""
         self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd_dir))
         self.kubectl(
-            "wait", "--for=condition=Established", f"--timeout={int(timeout)}s", "crd",
-            "-l", "app.kubernetes.io/part-of=gastown",
+            "wait",
+            "--for=condition=Established",
+            f"--timeout={int(timeout)}s",
+            "crd",
+            "-l",
+            "app.kubernetes.io/part-of=gastown",
         )
         # Discovery (and so `kubectl get gastown`) lags establishment by a moment.
         wait_until(
@@ -306,7 +316,7 @@ class ControlPlane:
     def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run the built kubectl against this control plane."""
         self.binary = self.binary or build_binary()
-        proc = subprocess.run(  # noqa: S603 - our own binary
+        proc = subprocess.run(
             [
                 str(self.binary),
                 "kubectl",

@@ -77,42 +77,77 @@ class NodeRunner:
     async def register(self) -> None:
         """Create (or refresh) the Node and mark it Ready."""
         body = {
-            "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": self.node, "labels": {
-                "kubernetes.io/hostname": self.node, "kubernetes.io/os": "linux",
-                "gastown.dev/local-node": "true"}},
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": self.node,
+                "labels": {
+                    "kubernetes.io/hostname": self.node,
+                    "kubernetes.io/os": "linux",
+                    "gastown.dev/local-node": "true",
+                },
+            },
         }
         with contextlib.suppress(ApiException):
-            await self.kube.core.create_node(body)
+            await self.kube.core.create_node(body)  # type: ignore[arg-type]
         await self._node_ready()
 
     async def _node_ready(self) -> None:
         now = _now()
-        status = {"status": {
-            "conditions": [{"type": "Ready", "status": "True", "reason": "LocalNodeRunner",
-                            "message": "local node runner is running pods",
-                            "lastHeartbeatTime": now, "lastTransitionTime": now}],
-            "capacity": {"cpu": "64", "memory": "256Gi", "pods": "500"},
-            "allocatable": {"cpu": "64", "memory": "256Gi", "pods": "500"},
-            "nodeInfo": {"kubeletVersion": "local", "operatingSystem": "linux",
-                         "architecture": "amd64", "containerRuntimeVersion": "local://process",
-                         "kernelVersion": "", "osImage": "", "kubeProxyVersion": "",
-                         "machineID": "", "systemUUID": "", "bootID": ""},
-        }}
+        status = {
+            "status": {
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True",
+                        "reason": "LocalNodeRunner",
+                        "message": "local node runner is running pods",
+                        "lastHeartbeatTime": now,
+                        "lastTransitionTime": now,
+                    }
+                ],
+                "capacity": {"cpu": "64", "memory": "256Gi", "pods": "500"},
+                "allocatable": {"cpu": "64", "memory": "256Gi", "pods": "500"},
+                "nodeInfo": {
+                    "kubeletVersion": "local",
+                    "operatingSystem": "linux",
+                    "architecture": "amd64",
+                    "containerRuntimeVersion": "local://process",
+                    "kernelVersion": "",
+                    "osImage": "",
+                    "kubeProxyVersion": "",
+                    "machineID": "",
+                    "systemUUID": "",
+                    "bootID": "",
+                },
+            }
+        }
         await self.kube.core.patch_node_status(self.node, status)
 
     async def heartbeat(self) -> None:
         """Renew the node Lease and Ready condition so the node lifecycle controller is content."""
         coordination = client.CoordinationV1Api(self.kube.api)
         while True:
-            lease = {"metadata": {"name": self.node, "namespace": "kube-node-lease"},
-                     "spec": {"holderIdentity": self.node, "leaseDurationSeconds": LEASE_SECONDS,
-                              "renewTime": datetime.now(UTC).isoformat()}}
+            lease = {
+                "metadata": {"name": self.node, "namespace": "kube-node-lease"},
+                "spec": {
+                    "holderIdentity": self.node,
+                    "leaseDurationSeconds": LEASE_SECONDS,
+                    "renewTime": datetime.now(UTC).isoformat(),
+                },
+            }
             try:
-                await coordination.replace_namespaced_lease(self.node, "kube-node-lease", lease)
+                await coordination.replace_namespaced_lease(
+                    self.node,
+                    "kube-node-lease",
+                    lease,  # type: ignore[arg-type]
+                )
             except ApiException as exc:
                 if exc.status == 404:
-                    await coordination.create_namespaced_lease("kube-node-lease", lease)
+                    await coordination.create_namespaced_lease(
+                        "kube-node-lease",
+                        lease,  # type: ignore[arg-type]
+                    )
             with contextlib.suppress(ApiException):
                 await self._node_ready()
             await asyncio.sleep(RENEW_SECONDS)
@@ -125,17 +160,24 @@ class NodeRunner:
         while True:
             async for event in w.stream(
                 self.kube.core.list_pod_for_all_namespaces,
-                field_selector="spec.nodeName=,status.phase=Pending", timeout_seconds=300,
+                field_selector="spec.nodeName=,status.phase=Pending",
+                timeout_seconds=300,
             ):
                 pod = event["object"]
                 if event["type"] == "DELETED" or pod.metadata.deletion_timestamp:
                     continue
-                body = {"apiVersion": "v1", "kind": "Binding",
-                        "metadata": {"name": pod.metadata.name},
-                        "target": {"apiVersion": "v1", "kind": "Node", "name": self.node}}
+                body = {
+                    "apiVersion": "v1",
+                    "kind": "Binding",
+                    "metadata": {"name": pod.metadata.name},
+                    "target": {"apiVersion": "v1", "kind": "Node", "name": self.node},
+                }
                 try:
                     await self.kube.core.create_namespaced_pod_binding(
-                        pod.metadata.name, pod.metadata.namespace, body, _preload_content=False
+                        pod.metadata.name,
+                        pod.metadata.namespace,
+                        body,  # type: ignore[arg-type]
+                        _preload_content=False,
                     )
                 except ApiException as exc:
                     if exc.status not in (404, 409):
@@ -149,7 +191,8 @@ class NodeRunner:
         while True:
             async for event in w.stream(
                 self.kube.core.list_pod_for_all_namespaces,
-                field_selector=f"spec.nodeName={self.node}", timeout_seconds=300,
+                field_selector=f"spec.nodeName={self.node}",
+                timeout_seconds=300,
             ):
                 pod = self.kube.api.sanitize_for_serialization(event["object"])
                 await self._on_pod(event["type"], pod)
@@ -177,7 +220,9 @@ class NodeRunner:
             await self._start(pod)
         except Exception as err:  # a broken pod spec fails that pod, not the runner
             log.warning("pod %s/%s cannot start: %s", meta["namespace"], meta["name"], err)
-            await self._report_terminated(meta["namespace"], meta["name"], 128, "StartError", str(err))
+            await self._report_terminated(
+                meta["namespace"], meta["name"], 128, "StartError", str(err)
+            )
 
     async def _start(self, pod: dict[str, Any]) -> None:
         meta, spec = pod["metadata"], pod["spec"]
@@ -196,12 +241,23 @@ class NodeRunner:
         workdir = mounts.get(container.get("workingDir", ""), directory)
         log_file = (directory / "container.log").open("ab")
         process = await asyncio.create_subprocess_exec(
-            *argv, cwd=str(workdir), env=env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=log_file, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+            *argv,
+            cwd=str(workdir),
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
         )
         log_file.close()
-        running = RunningPod(namespace, name, meta["uid"], process,
-                             int(spec.get("terminationGracePeriodSeconds", 30)), directory)
+        running = RunningPod(
+            namespace,
+            name,
+            meta["uid"],
+            process,
+            int(spec.get("terminationGracePeriodSeconds", 30)),
+            directory,
+        )
         self.pods[meta["uid"]] = running
         await self._report_running(namespace, name, container["name"])
         running.waiter = asyncio.create_task(self._wait(running, container["name"]))
@@ -214,7 +270,9 @@ class NodeRunner:
             return
         exit_code = code if code >= 0 else 128 - code
         reason = "Completed" if exit_code == 0 else "Error"
-        await self._report_terminated(running.namespace, running.name, exit_code, reason, "", container)
+        await self._report_terminated(
+            running.namespace, running.name, exit_code, reason, "", container
+        )
 
     async def _stop(self, running: RunningPod) -> None:
         if running.stopping:
@@ -232,9 +290,12 @@ class NodeRunner:
         """What the kubelet does last: remove the pod object for good."""
         with contextlib.suppress(ApiException):
             await self.kube.core.delete_namespaced_pod(
-                name, namespace, grace_period_seconds=0,
-                body=client.V1DeleteOptions(grace_period_seconds=0,
-                                            preconditions=client.V1Preconditions(uid=uid)),
+                name,
+                namespace,
+                grace_period_seconds=0,
+                body=client.V1DeleteOptions(
+                    grace_period_seconds=0, preconditions=client.V1Preconditions(uid=uid)
+                ),
             )
 
     # -- status ------------------------------------------------------------------------------
@@ -245,28 +306,65 @@ class NodeRunner:
 
     async def _report_running(self, namespace: str, name: str, container: str) -> None:
         now = _now()
-        await self._patch_status(namespace, name, {
-            "phase": "Running", "startTime": now, "hostIP": "127.0.0.1", "podIP": "127.0.0.1",
-            "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}],
-            "containerStatuses": [{"name": container, "ready": True, "restartCount": 0,
-                                   "image": "local", "imageID": "", "started": True,
-                                   "state": {"running": {"startedAt": now}}}],
-        })
+        await self._patch_status(
+            namespace,
+            name,
+            {
+                "phase": "Running",
+                "startTime": now,
+                "hostIP": "127.0.0.1",
+                "podIP": "127.0.0.1",
+                "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}],
+                "containerStatuses": [
+                    {
+                        "name": container,
+                        "ready": True,
+                        "restartCount": 0,
+                        "image": "local",
+                        "imageID": "",
+                        "started": True,
+                        "state": {"running": {"startedAt": now}},
+                    }
+                ],
+            },
+        )
 
     async def _report_terminated(
-        self, namespace: str, name: str, exit_code: int, reason: str, message: str,
+        self,
+        namespace: str,
+        name: str,
+        exit_code: int,
+        reason: str,
+        message: str,
         container: str = "agent",
     ) -> None:
         now = _now()
-        await self._patch_status(namespace, name, {
-            "phase": "Succeeded" if exit_code == 0 else "Failed",
-            "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now}],
-            "containerStatuses": [{"name": container, "ready": False, "restartCount": 0,
-                                   "image": "local", "imageID": "", "started": False,
-                                   "state": {"terminated": {"exitCode": exit_code, "reason": reason,
-                                                            "message": message[:1024],
-                                                            "finishedAt": now}}}],
-        })
+        await self._patch_status(
+            namespace,
+            name,
+            {
+                "phase": "Succeeded" if exit_code == 0 else "Failed",
+                "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now}],
+                "containerStatuses": [
+                    {
+                        "name": container,
+                        "ready": False,
+                        "restartCount": 0,
+                        "image": "local",
+                        "imageID": "",
+                        "started": False,
+                        "state": {
+                            "terminated": {
+                                "exitCode": exit_code,
+                                "reason": reason,
+                                "message": message[:1024],
+                                "finishedAt": now,
+                            }
+                        },
+                    }
+                ],
+            },
+        )
 
     # -- environment and volumes -------------------------------------------------------------
 
@@ -280,7 +378,9 @@ class NodeRunner:
             path = directory / "volumes" / volume["name"]
             path.mkdir(parents=True, exist_ok=True)
             if "secret" in volume:
-                secret = await self.kube.core.read_namespaced_secret(volume["secret"]["secretName"], namespace)
+                secret = await self.kube.core.read_namespaced_secret(
+                    volume["secret"]["secretName"], namespace
+                )
                 data = secret.data or {}
                 items = volume["secret"].get("items") or [{"key": k, "path": k} for k in data]
                 for item in items:
@@ -324,19 +424,40 @@ class NodeRunner:
         """A kubeconfig with a token of the pod's ServiceAccount, bound to the pod."""
         meta, spec = pod["metadata"], pod["spec"]
         account = spec.get("serviceAccountName") or "default"
-        request = {"spec": {"audiences": [], "expirationSeconds": 3600 * 6,
-                            "boundObjectRef": {"kind": "Pod", "apiVersion": "v1",
-                                               "name": meta["name"], "uid": meta["uid"]}}}
+        request = {
+            "spec": {
+                "audiences": [],
+                "expirationSeconds": 3600 * 6,
+                "boundObjectRef": {
+                    "kind": "Pod",
+                    "apiVersion": "v1",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                },
+            }
+        }
         token = await self.kube.core.create_namespaced_service_account_token(
-            account, meta["namespace"], request
+            account,
+            meta["namespace"],
+            request,  # type: ignore[arg-type]
         )
         config = {
-            "apiVersion": "v1", "kind": "Config", "current-context": "pod",
-            "clusters": [{"name": "local", "cluster": {
-                "server": self.server, "certificate-authority-data": self.ca_data}}],
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "pod",
+            "clusters": [
+                {
+                    "name": "local",
+                    "cluster": {"server": self.server, "certificate-authority-data": self.ca_data},
+                }
+            ],
             "users": [{"name": "pod", "user": {"token": token.status.token}}],
-            "contexts": [{"name": "pod", "context": {
-                "cluster": "local", "user": "pod", "namespace": meta["namespace"]}}],
+            "contexts": [
+                {
+                    "name": "pod",
+                    "context": {"cluster": "local", "user": "pod", "namespace": meta["namespace"]},
+                }
+            ],
         }
         path = directory / "kubeconfig"
         path.write_text(yaml.safe_dump(config))
@@ -353,7 +474,7 @@ class NodeRunner:
 def _rewrite_paths(value: str, mounts: dict[str, Path]) -> str:
     for mount, local in sorted(mounts.items(), key=lambda item: -len(item[0])):
         if value == mount or value.startswith(mount.rstrip("/") + "/"):
-            return str(local) + value[len(mount.rstrip("/")):]
+            return str(local) + value[len(mount.rstrip("/")) :]
     return value
 
 
@@ -361,10 +482,13 @@ async def serve(node: str, root: Path) -> None:
     """Run the node runner until cancelled."""
     api = await connect()
     kube = Kube(api)
-    config = yaml.safe_load(Path(os.environ["KUBECONFIG"]).read_text())
+    config = yaml.safe_load(await asyncio.to_thread(Path(os.environ["KUBECONFIG"]).read_text))
     cluster = config["clusters"][0]["cluster"]
     runner = NodeRunner(
-        kube=kube, node=node, root=root, server=cluster["server"],
+        kube=kube,
+        node=node,
+        root=root,
+        server=cluster["server"],
         ca_data=cluster["certificate-authority-data"],
         extra_path=[str(Path(sys.executable).parent)],
     )

@@ -37,7 +37,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     )
     port = int(os.environ.get("GASTOWN_METRICS_PORT", "0") or 0)
     if port:
-        metrics.serve(port, os.environ.get("GASTOWN_METRICS_ADDRESS", "0.0.0.0"))  # noqa: S104
+        metrics.serve(port, os.environ.get("GASTOWN_METRICS_ADDRESS", "0.0.0.0"))
 
 
 @kopf.on.cleanup()

@@ -14,9 +14,10 @@ from gastown.model.common import GROUP, VERSION
 
 @kopf.daemon(GROUP, VERSION, "towns", cancellation_timeout=2.0)
 async def town_loop(
-    name: str, namespace: str, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
+    name: str, namespace: str | None, memo: Any, stopped: kopf.DaemonStopped, **_: Any
 ) -> None:
     """Prime the town's store once (one LIST per kind), then reconcile until the Town goes."""
+    assert namespace is not None, "Town is a namespaced kind"
     await prime_town(memo.kube, memo.store, namespace, name)
     settings = LoopSettings(
         resync_seconds=float(os.environ.get("GASTOWN_RESYNC_SECONDS", "10")),

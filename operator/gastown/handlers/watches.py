@@ -10,35 +10,35 @@ from gastown.kube.labels import TOWN
 from gastown.model.common import GROUP, VERSION
 
 
-def _observe(kind: str, event: dict[str, Any], memo: kopf.Memo) -> None:
+def _observe(kind: str, event: kopf.RawEvent, memo: Any) -> None:
     memo.store.observe(kind, event["object"], deleted=event.get("type") == "DELETED")
 
 
 @kopf.on.event(GROUP, VERSION, "towns")
-def town_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
+def town_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     """A Town changed."""
     _observe("Town", event, memo)
 
 
 @kopf.on.event(GROUP, VERSION, "beads")
-def bead_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
+def bead_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     """A Bead changed."""
     _observe("Bead", event, memo)
 
 
 @kopf.on.event(GROUP, VERSION, "convoys")
-def convoy_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
+def convoy_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     """A Convoy changed."""
     _observe("Convoy", event, memo)
 
 
 @kopf.on.event(GROUP, VERSION, "agents")
-def agent_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
+def agent_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     """An Agent changed (including reports its pod wrote)."""
     _observe("Agent", event, memo)
 
 
 @kopf.on.event("", "v1", "pods", labels={TOWN: kopf.PRESENT})
-def pod_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
+def pod_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     """An agent Pod changed."""
     _observe("Pod", event, memo)

@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from datetime import UTC, datetime
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from gastown.kube import conditions, labels, metrics
@@ -27,6 +27,7 @@ from gastown.kube.client import ApiError, Conflict, Kube, NotFound
 from gastown.kube.events import build_event, post_event
 from gastown.kube.pods import build_identity, build_pod, owner_reference
 from gastown.kube.store import Store, TownStore
+from gastown.model import Agent
 from gastown.model.common import API_VERSION
 from gastown.reconcile.writes import (
     CreateObject,
@@ -70,7 +71,9 @@ class ApplyResult:
 class Applier:
     """Applies the actions of one pass of one town."""
 
-    def __init__(self, kube: Kube, store: Store, town: TownStore, pr_poller: PRPoller | None = None) -> None:
+    def __init__(
+        self, kube: Kube, store: Store, town: TownStore, pr_poller: PRPoller | None = None
+    ) -> None:
         self.kube = kube
         self.store = store
         self.town = town
@@ -104,7 +107,9 @@ class Applier:
 
     # -- state writes ----------------------------------------------------------------------
 
-    async def _state_write(self, write: CreateObject | PatchStatus | PatchSpec | DeleteObject) -> bool:
+    async def _state_write(
+        self, write: CreateObject | PatchStatus | PatchSpec | DeleteObject
+    ) -> bool:
         try:
             if isinstance(write, CreateObject):
                 await self._create(write)
@@ -117,7 +122,9 @@ class Applier:
         except ApiError as err:
             metrics.API_ERRORS.labels(str(err.status)).inc()
             self.result.errors.append(f"{type(write).__name__} {write.kind} {write.name}: {err}")
-            log.warning("write failed: %s %s %s: %s", type(write).__name__, write.kind, write.name, err)
+            log.warning(
+                "write failed: %s %s %s: %s", type(write).__name__, write.kind, write.name, err
+            )
             return False
         return True
 
@@ -135,8 +142,12 @@ class Applier:
             uid = self.town.uids.get((str(owner_kind), owner_name))
             if uid:
                 metadata["ownerReferences"] = [owner_reference(str(owner_kind), owner_name, uid)]
-        body = {"apiVersion": API_VERSION, "kind": str(write.kind), "metadata": metadata,
-                "spec": dict(write.spec)}
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": str(write.kind),
+            "metadata": metadata,
+            "spec": dict(write.spec),
+        }
         try:
             created = await self.kube.create(str(write.kind), self.ns, body)
             self._count(str(write.kind))
@@ -147,13 +158,22 @@ class Applier:
         if write.status:
             rv = created["metadata"]["resourceVersion"]
             status_patch = dict(write.status)
-            derived = conditions.derive(str(write.kind), dict(write.spec), status_patch, [],
-                                        created["metadata"].get("generation"), datetime.now(UTC))
+            derived = conditions.derive(
+                str(write.kind),
+                dict(write.spec),
+                status_patch,
+                [],
+                created["metadata"].get("generation"),
+                datetime.now(UTC),
+            )
             if derived is not None:
                 status_patch["conditions"] = derived
             patched = await self.kube.patch(
-                str(write.kind), self.ns, write.name,
-                {"metadata": {"resourceVersion": rv}, "status": status_patch}, status=True,
+                str(write.kind),
+                self.ns,
+                write.name,
+                {"metadata": {"resourceVersion": rv}, "status": status_patch},
+                status=True,
             )
             self._count(str(write.kind))
             self.store.observe(str(write.kind), patched)
@@ -167,8 +187,10 @@ class Applier:
         if not expect_holds(part, write.expect):
             return False
         section = "status" if isinstance(write, PatchStatus) else "spec"
-        patch = {"metadata": {"resourceVersion": held.metadata.resource_version},
-                 section: dict(write.patch)}
+        patch = {
+            "metadata": {"resourceVersion": held.metadata.resource_version},
+            section: dict(write.patch),
+        }
         self._add_conditions(kind, held, patch)
         try:
             result = await self.kube.patch(
@@ -187,8 +209,9 @@ class Applier:
         new_spec = merge_patch(spec, patch.get("spec", {}))
         new_status = merge_patch(status, patch.get("status", {}))
         previous = status.get("conditions") or []
-        derived = conditions.derive(kind, new_spec, new_status, previous,
-                                    held.metadata.generation, datetime.now(UTC))
+        derived = conditions.derive(
+            kind, new_spec, new_status, previous, held.metadata.generation, datetime.now(UTC)
+        )
         if derived is None or conditions.same(derived, previous):
             return
         # A spec patch cannot carry status: conditions for it wait for the next status patch.
@@ -203,8 +226,10 @@ class Applier:
             pass
         self.store.observe(
             str(write.kind),
-            {"metadata": {"name": write.name, "namespace": self.ns},
-             "spec": {"town": self.town.name}},
+            {
+                "metadata": {"name": write.name, "namespace": self.ns},
+                "spec": {"town": self.town.name},
+            },
             deleted=True,
         )
 
@@ -231,6 +256,7 @@ class Applier:
     async def _start_pod(self, effect: StartPod) -> None:
         town = self.town.town
         agent = self.town.objects["Agent"].get(effect.agent)
+        assert agent is None or isinstance(agent, Agent)
         uid = self.town.uids.get(("Agent", effect.agent))
         if town is None or agent is None or not uid:
             raise NotFound(404, f"agent {effect.agent} is not known yet")
@@ -269,7 +295,9 @@ class Applier:
         if held is None:
             return
         result = await self.kube.patch(
-            "Bead", self.ns, effect.bead,
+            "Bead",
+            self.ns,
+            effect.bead,
             {"metadata": {"resourceVersion": held.metadata.resource_version}, "status": patch},
             status=True,
         )
@@ -278,6 +306,8 @@ class Applier:
 
     async def _emit(self, emit: Emit) -> None:
         uid = self.town.uids.get((str(emit.kind), emit.name), "")
-        event = build_event(self.ns, str(emit.kind), emit.name, uid, emit.type, emit.reason, emit.message)
+        event = build_event(
+            self.ns, str(emit.kind), emit.name, uid, emit.type, emit.reason, emit.message
+        )
         if await post_event(self.kube, event):
             self.result.events += 1

@@ -8,6 +8,7 @@ of the adapter never handles generated client models. Errors are mapped onto a s
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -30,17 +31,15 @@ def _error(exc: ApiException) -> ApiError:
     if body:
         import json
 
-        try:
+        with contextlib.suppress(ValueError, AttributeError):
             message = json.loads(body).get("message", message)
-        except (ValueError, AttributeError):
-            pass
     return ERRORS.get(int(exc.status or 0), ApiError)(int(exc.status or 0), message)
 
 
 async def connect() -> client.ApiClient:
     """An API client: in-cluster credentials when in a pod, else the kubeconfig."""
     if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
-        config.load_incluster_config()
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
     else:
         await config.load_kube_config()
     return client.ApiClient()
@@ -71,7 +70,7 @@ class Kube:
             raise _error(exc) from exc
         return result
 
-    async def list(self, kind: str, namespace: str) -> list[dict[str, Any]]:
+    async def list_objects(self, kind: str, namespace: str) -> list[dict[str, Any]]:
         """LIST one of our kinds in a namespace (start-up priming only, never per pass)."""
         try:
             result: dict[str, Any] = await self.custom.list_namespaced_custom_object(
@@ -115,16 +114,24 @@ class Kube:
         """
         try:
             if status:
-                result: dict[str, Any] = (
-                    await self.custom.patch_namespaced_custom_object_status(
-                        GROUP, VERSION, namespace, PLURALS[kind], name, dict(patch),
-                        _content_type=MERGE_PATCH,
-                    )
+                result: dict[str, Any] = await self.custom.patch_namespaced_custom_object_status(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURALS[kind],
+                    name,
+                    dict(patch),
+                    _content_type=MERGE_PATCH,  # type: ignore[call-arg]
                 )
             else:
                 result = await self.custom.patch_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLURALS[kind], name, dict(patch),
-                    _content_type=MERGE_PATCH,
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURALS[kind],
+                    name,
+                    dict(patch),
+                    _content_type=MERGE_PATCH,  # type: ignore[call-arg]
                 )
         except ApiException as exc:
             raise _error(exc) from exc
@@ -134,7 +141,11 @@ class Kube:
         """DELETE one object of our kinds (children are garbage collected)."""
         try:
             await self.custom.delete_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURALS[kind], name,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURALS[kind],
+                name,
                 propagation_policy="Background",
             )
         except ApiException as exc:
@@ -145,7 +156,9 @@ class Kube:
     async def create_pod(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """POST a Pod."""
         try:
-            return self._plain(await self.core.create_namespaced_pod(namespace, dict(body)))
+            return self._plain(
+                await self.core.create_namespaced_pod(namespace, dict(body))  # type: ignore[arg-type]
+            )
         except ApiException as exc:
             raise _error(exc) from exc
 
@@ -160,7 +173,7 @@ class Kube:
 
     async def create_core(self, kind: str, namespace: str, body: Mapping[str, Any]) -> None:
         """POST a ServiceAccount, Role, RoleBinding or Event."""
-        calls = {
+        calls: dict[str, Any] = {
             "ServiceAccount": self.core.create_namespaced_service_account,
             "Event": self.core.create_namespaced_event,
             "Role": self.rbac.create_namespaced_role,

@@ -33,8 +33,12 @@ def _camel(phase: str | None) -> str:
 
 
 def _cond(type_: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
-    return {"type": type_, "status": "True" if ok else "False", "reason": reason,
-            "message": message[:32768]}
+    return {
+        "type": type_,
+        "status": "True" if ok else "False",
+        "reason": reason,
+        "message": message[:32768],
+    }
 
 
 def bead_conditions(status: Status) -> list[dict[str, Any]]:
@@ -44,8 +48,12 @@ def bead_conditions(status: Status) -> list[dict[str, Any]]:
     reason = _reason(status.get("reason"), _camel(phase))
     message = status.get("message") or f"phase {phase}"
     return [
-        _cond("Assigned", bool(assignee), "Hooked" if assignee else "Unassigned",
-              f"hooked to {assignee}" if assignee else "no agent is hooked"),
+        _cond(
+            "Assigned",
+            bool(assignee),
+            "Hooked" if assignee else "Unassigned",
+            f"hooked to {assignee}" if assignee else "no agent is hooked",
+        ),
         _cond("Complete", phase == "closed", "Closed" if phase == "closed" else reason, message),
     ]
 
@@ -55,7 +63,9 @@ def convoy_conditions(status: Status) -> list[dict[str, Any]]:
     phase = status.get("phase") or "InProgress"
     reason = _reason(status.get("reason"), phase)
     message = status.get("message") or f"{phase}, progress {status.get('progress') or '0/0'}"
-    return [_cond("Complete", phase == "Landed", "Landed" if phase == "Landed" else reason, message)]
+    return [
+        _cond("Complete", phase == "Landed", "Landed" if phase == "Landed" else reason, message)
+    ]
 
 
 def agent_conditions(spec: Status, status: Status) -> list[dict[str, Any]]:
@@ -63,15 +73,25 @@ def agent_conditions(spec: Status, status: Status) -> list[dict[str, Any]]:
     phase = status.get("phase") or "idle"
     hook = spec.get("hook")
     return [
-        _cond("Working", bool(hook), "Hooked" if hook else "Idle",
-              f"running {hook} (generation {spec.get('generation', 0)})" if hook else "no hook"),
-        _cond("Healthy", phase != "stalled", "Stalled" if phase == "stalled" else "AsExpected",
-              status.get("statusMessage") or f"phase {phase}"),
+        _cond(
+            "Working",
+            bool(hook),
+            "Hooked" if hook else "Idle",
+            f"running {hook} (generation {spec.get('generation', 0)})" if hook else "no hook",
+        ),
+        _cond(
+            "Healthy",
+            phase != "stalled",
+            "Stalled" if phase == "stalled" else "AsExpected",
+            status.get("statusMessage") or f"phase {phase}",
+        ),
     ]
 
 
 def with_transitions(
-    desired: list[dict[str, Any]], previous: Sequence[Mapping[str, Any]], generation: int | None,
+    desired: list[dict[str, Any]],
+    previous: Sequence[Mapping[str, Any]],
+    generation: int | None,
     now: datetime,
 ) -> list[dict[str, Any]]:
     """Stamp observedGeneration and keep lastTransitionTime where the status is unchanged."""
@@ -79,15 +99,24 @@ def with_transitions(
     result = []
     for cond in desired:
         before = old.get(cond["type"])
-        since = (before or {}).get("lastTransitionTime") if before and before.get("status") == cond["status"] else None
-        result.append({**cond, "observedGeneration": generation or 0,
-                       "lastTransitionTime": since or iso(now)})
+        since = (
+            (before or {}).get("lastTransitionTime")
+            if before and before.get("status") == cond["status"]
+            else None
+        )
+        result.append(
+            {**cond, "observedGeneration": generation or 0, "lastTransitionTime": since or iso(now)}
+        )
     return result
 
 
 def derive(
-    kind: str, spec: Status, status: Status, previous: Sequence[Mapping[str, Any]],
-    generation: int | None, now: datetime,
+    kind: str,
+    spec: Status,
+    status: Status,
+    previous: Sequence[Mapping[str, Any]],
+    generation: int | None,
+    now: datetime,
 ) -> list[dict[str, Any]] | None:
     """The conditions an object of `kind` should carry, or None for kinds without derived ones."""
     if kind == "Bead":
@@ -103,7 +132,17 @@ def derive(
 
 def same(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]]) -> bool:
     """Equal apart from timestamps."""
+
     def key(conds: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
-        return sorted((c.get("type"), c.get("status"), c.get("reason"), c.get("message"),
-                       c.get("observedGeneration")) for c in conds)
+        return sorted(
+            (
+                c.get("type"),
+                c.get("status"),
+                c.get("reason"),
+                c.get("message"),
+                c.get("observedGeneration"),
+            )
+            for c in conds
+        )
+
     return key(a) == key(b)

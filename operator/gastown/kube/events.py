@@ -25,8 +25,11 @@ def build_event(
         "kind": "Event",
         "metadata": {"name": f"{name}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
         "involvedObject": {
-            "apiVersion": api_version, "kind": kind, "name": name,
-            "namespace": namespace, "uid": uid,
+            "apiVersion": api_version,
+            "kind": kind,
+            "name": name,
+            "namespace": namespace,
+            "uid": uid,
         },
         "type": type_,
         "reason": reason,
@@ -45,7 +48,11 @@ async def post_event(kube: Kube, event: dict[str, Any]) -> bool:
     try:
         await kube.create_core("Event", event["metadata"]["namespace"], event)
     except ApiError as err:
-        log.warning("event %s on %s not posted: %s", event["reason"],
-                    event["involvedObject"]["name"], err.status)
+        log.warning(
+            "event %s on %s not posted: %s",
+            event["reason"],
+            event["involvedObject"]["name"],
+            err.status,
+        )
         return False
     return True

@@ -83,12 +83,16 @@ class TownLoop:
             try:
                 report = await self.pass_once()
             except ApiError as err:
-                log.warning("pass of town %s failed: %s", self.town.name, err,
-                            extra={"town": self.town.name})
+                log.warning(
+                    "pass of town %s failed: %s",
+                    self.town.name,
+                    err,
+                    extra={"town": self.town.name},
+                )
                 self.town.wake.set()
                 await asyncio.sleep(1.0)
                 continue
-            if report is not None and sum(report.actions.values()):
+            if report is not None and report.actions.total():
                 # Our own writes are already in the store: go again at once until quiet.
                 self.town.wake.set()
 
@@ -132,8 +136,12 @@ class TownLoop:
         if actions or written:
             log.info(
                 "pass: %d actions, %d writes, %d conflicts, %d violations, %d ms",
-                len(actions), sum(result.writes.values()), result.conflicts, len(violations),
-                duration_ms, extra={"town": self.town.name},
+                len(actions),
+                sum(result.writes.values()),
+                result.conflicts,
+                len(violations),
+                duration_ms,
+                extra={"town": self.town.name},
             )
         return PassReport(counts, result, violations, written, duration_ms)
 
@@ -148,7 +156,9 @@ class TownLoop:
             "status": status.model_dump(mode="json", by_alias=True, exclude_none=True),
         }
         try:
-            result = await self.kube.patch("Town", self.town.namespace, town.name, patch, status=True)
+            result = await self.kube.patch(
+                "Town", self.town.namespace, town.name, patch, status=True
+            )
         except Conflict:
             self.town.wake.set()  # someone else wrote it; recompute on the fresh object
             return False
@@ -161,10 +171,14 @@ class TownLoop:
         current = {(v.code, v.subject) for v in violations}
         for violation in violations:
             if (violation.code, violation.subject) not in self._reported_violations:
-                await applier._emit(  # noqa: SLF001 - shared event path
-                    Emit(kind=Kind.TOWN, name=self.town.name, type="Warning",
-                         reason="InvariantViolation",
-                         message=f"{violation.code}: {violation.message}")
+                await applier._emit(
+                    Emit(
+                        kind=Kind.TOWN,
+                        name=self.town.name,
+                        type="Warning",
+                        reason="InvariantViolation",
+                        message=f"{violation.code}: {violation.message}",
+                    )
                 )
         self._reported_violations = current
 

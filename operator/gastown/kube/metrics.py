@@ -5,7 +5,9 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 PASS_SECONDS = Histogram(
-    "gastown_pass_duration_seconds", "Duration of one reconcile pass.", ["town"],
+    "gastown_pass_duration_seconds",
+    "Duration of one reconcile pass.",
+    ["town"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 ACTIONS = Counter("gastown_actions_total", "Actions planned, by type.", ["town", "action"])
@@ -17,8 +19,10 @@ CONFLICTS = Counter(
 )
 API_ERRORS = Counter("gastown_api_errors_total", "Failed API calls, by status.", ["status"])
 DISPATCH_LATENCY = Histogram(
-    "gastown_dispatch_latency_seconds", "From dispatch decision to the agent Pod existing.",
-    ["town"], buckets=(0.01, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10),
+    "gastown_dispatch_latency_seconds",
+    "From dispatch decision to the agent Pod existing.",
+    ["town"],
+    buckets=(0.01, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10),
 )
 GUPP_TIERS = Counter("gastown_gupp_tier_total", "GUPP tiers fired.", ["town", "tier"])
 MERGES = Counter("gastown_merges_total", "Merge requests merged.", ["town"])
@@ -29,6 +33,6 @@ VIOLATIONS = Gauge("gastown_invariant_violations", "Current invariant violations
 API_WRITES = Counter("gastown_api_writes_total", "API writes made, by kind.", ["town", "kind"])
 
 
-def serve(port: int, address: str = "0.0.0.0") -> None:  # noqa: S104 - metrics port in a pod
+def serve(port: int, address: str = "0.0.0.0") -> None:
     """Serve /metrics on a background thread."""
     start_http_server(port, addr=address)

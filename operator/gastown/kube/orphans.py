@@ -35,11 +35,14 @@ async def flag_orphans(kube: Kube, store: Store) -> int:
                 status: dict[str, Any] = {"reason": REASON, "message": message}
                 spec = obj.spec.model_dump(mode="json", by_alias=True)
                 merged = {**obj.status.model_dump(mode="json", by_alias=True), **status}
-                derived = conditions.derive(kind, spec, merged, [], obj.metadata.generation,
-                                            datetime.now(UTC))
+                derived = conditions.derive(
+                    kind, spec, merged, [], obj.metadata.generation, datetime.now(UTC)
+                )
                 status["conditions"] = derived
-                patch = {"metadata": {"resourceVersion": obj.metadata.resource_version},
-                         "status": status}
+                patch = {
+                    "metadata": {"resourceVersion": obj.metadata.resource_version},
+                    "status": status,
+                }
                 try:
                     result = await kube.patch(kind, town.namespace, name, patch, status=True)
                 except ApiError as err:
@@ -47,8 +50,9 @@ async def flag_orphans(kube: Kube, store: Store) -> int:
                     continue
                 store.observe(kind, result)
                 uid = town.uids.get((kind, name), "")
-                await post_event(kube, build_event(town.namespace, kind, name, uid, "Warning",
-                                                   REASON, message))
+                await post_event(
+                    kube, build_event(town.namespace, kind, name, uid, "Warning", REASON, message)
+                )
                 marked += 1
     return marked
 

@@ -32,8 +32,12 @@ def identity_name(agent: str) -> str:
 def owner_reference(kind: str, name: str, uid: str) -> dict[str, Any]:
     """A controller owner reference to one of our objects."""
     return {
-        "apiVersion": API_VERSION, "kind": kind, "name": name, "uid": uid,
-        "controller": True, "blockOwnerDeletion": True,
+        "apiVersion": API_VERSION,
+        "kind": kind,
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
     }
 
 
@@ -44,7 +48,10 @@ def _rig(town: Town, name: str | None) -> Rig | None:
 def _env(town: Town, agent: Agent, generation: int, bead: str | None, rig: Rig | None) -> list[Any]:
     env: list[dict[str, Any]] = [
         {"name": "GASTOWN_TOWN", "value": town.name},
-        {"name": "GASTOWN_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {
+            "name": "GASTOWN_NAMESPACE",
+            "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+        },
         {"name": "GASTOWN_AGENT", "value": agent.name},
         {"name": "GASTOWN_ROLE", "value": agent.spec.role.value},
         {"name": "GASTOWN_GENERATION", "value": str(generation)},
@@ -93,17 +100,25 @@ def _volumes(agent: Agent, rig: Rig | None) -> tuple[list[Any], list[Any]]:
     ]
     if rig and rig.credentials_secret:
         volumes.append(
-            {"name": "git-credentials",
-             "secret": {"secretName": rig.credentials_secret, "defaultMode": 0o400}}
+            {
+                "name": "git-credentials",
+                "secret": {"secretName": rig.credentials_secret, "defaultMode": 0o400},
+            }
         )
-        mounts.append({"name": "git-credentials", "mountPath": GIT_CREDENTIALS_DIR, "readOnly": True})
+        mounts.append(
+            {"name": "git-credentials", "mountPath": GIT_CREDENTIALS_DIR, "readOnly": True}
+        )
     if _needs_pr_token(agent, rig) and rig and rig.pull_requests:
         ref = rig.pull_requests.token_secret
         volumes.append(
-            {"name": "pr-token", "secret": {
-                "secretName": ref.name, "defaultMode": 0o400,
-                "items": [{"key": ref.key, "path": "token"}],
-            }}
+            {
+                "name": "pr-token",
+                "secret": {
+                    "secretName": ref.name,
+                    "defaultMode": 0o400,
+                    "items": [{"key": ref.key, "path": "token"}],
+                },
+            }
         )
         mounts.append({"name": "pr-token", "mountPath": PR_TOKEN_DIR, "readOnly": True})
     return volumes, mounts
@@ -198,12 +213,24 @@ def build_identity(
         "kind": "Role",
         "metadata": metadata,
         "rules": [
-            {"apiGroups": [GROUP], "resources": ["agents"], "resourceNames": [agent.name],
-             "verbs": ["get", "watch"]},
-            {"apiGroups": [GROUP], "resources": ["agents/status"], "resourceNames": [agent.name],
-             "verbs": ["get", "patch", "update"]},
-            {"apiGroups": [GROUP], "resources": ["towns"], "resourceNames": [town.name],
-             "verbs": ["get"]},
+            {
+                "apiGroups": [GROUP],
+                "resources": ["agents"],
+                "resourceNames": [agent.name],
+                "verbs": ["get", "watch"],
+            },
+            {
+                "apiGroups": [GROUP],
+                "resources": ["agents/status"],
+                "resourceNames": [agent.name],
+                "verbs": ["get", "patch", "update"],
+            },
+            {
+                "apiGroups": [GROUP],
+                "resources": ["towns"],
+                "resourceNames": [town.name],
+                "verbs": ["get"],
+            },
             {"apiGroups": [GROUP], "resources": ["beads", "convoys"], "verbs": ["get"]},
         ],
     }

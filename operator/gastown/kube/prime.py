@@ -17,7 +17,7 @@ async def prime_town(kube: Kube, store: Store, namespace: str, town: str) -> Non
     """List the town, its beads, convoys, agents and pods once into the store."""
     store.observe("Town", await kube.get("Town", namespace, town))
     for kind in ("Bead", "Convoy", "Agent"):
-        for item in await kube.list(kind, namespace):
+        for item in await kube.list_objects(kind, namespace):
             if (item.get("spec") or {}).get("town") == town:
                 store.observe(kind, item)
     for pod in await kube.list_pods(namespace, f"{TOWN}={town}"):

@@ -58,14 +58,16 @@ class RestClient:
     def _from_kubeconfig(cls, path: Path) -> RestClient:
         config = yaml.safe_load(path.read_text())
         current = config.get("current-context")
-        context = next((c["context"] for c in config["contexts"] if c["name"] == current),
-                       config["contexts"][0]["context"])
+        context = next(
+            (c["context"] for c in config["contexts"] if c["name"] == current),
+            config["contexts"][0]["context"],
+        )
         cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == context["cluster"])
         user = next(u["user"] for u in config["users"] if u["name"] == context["user"])
         if "token" not in user:
             raise RuntimeError("the kubeconfig user has no token (only token auth is supported)")
         if cluster.get("insecure-skip-tls-verify"):
-            tls = ssl._create_unverified_context()  # noqa: S323 - explicitly requested
+            tls = ssl._create_unverified_context()
         elif "certificate-authority-data" in cluster:
             with tempfile.NamedTemporaryFile("wb", delete=False, suffix=".crt") as handle:
                 handle.write(base64.b64decode(cluster["certificate-authority-data"]))
@@ -81,8 +83,9 @@ class RestClient:
         suffix = "/status" if status else ""
         return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURALS[kind]}/{name}{suffix}"
 
-    def request(self, method: str, path: str, body: Any = None,
-                content_type: str = "application/json") -> dict[str, Any]:
+    def request(
+        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
+    ) -> dict[str, Any]:
         """One call; raises the taxonomy of `gastown.kube.errors` on failure."""
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.server + path, data=data, method=method)
@@ -105,7 +108,13 @@ class RestClient:
         """GET one object."""
         return self.request("GET", self.path(kind, namespace, name))
 
-    def patch_status(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+    def patch_status(
+        self, kind: str, namespace: str, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any]:
         """JSON merge patch of the status subresource."""
-        return self.request("PATCH", self.path(kind, namespace, name, status=True), patch,
-                            "application/merge-patch+json")
+        return self.request(
+            "PATCH",
+            self.path(kind, namespace, name, status=True),
+            patch,
+            "application/merge-patch+json",
+        )

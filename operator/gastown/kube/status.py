@@ -58,15 +58,24 @@ def queue_lengths(snapshot: Snapshot) -> dict[str, int]:
 
 
 def _condition(
-    previous: Sequence[Condition], type_: str, status: bool, reason: str, message: str,
-    generation: int | None, now: datetime,
+    previous: Sequence[Condition],
+    type_: str,
+    status: bool,
+    reason: str,
+    message: str,
+    generation: int | None,
+    now: datetime,
 ) -> Condition:
     value = ConditionStatus.TRUE if status else ConditionStatus.FALSE
     old = next((c for c in previous if c.type == type_), None)
     since = old.last_transition_time if old is not None and old.status == value else now
     return Condition(
-        type=type_, status=value, reason=reason, message=message,
-        observed_generation=generation, last_transition_time=since,
+        type=type_,
+        status=value,
+        reason=reason,
+        message=message,
+        observed_generation=generation,
+        last_transition_time=since,
     )
 
 
@@ -78,8 +87,11 @@ def summary_line(snapshot: Snapshot, beads: PhaseCounts, violations: Sequence[Vi
     if violations:
         return f"{len(violations)} invariant violation(s): {violations[0].code}"
     if town.spec.mode is not TownMode.ACTIVE:
-        return f"{town.spec.mode.value}: no new dispatch" if town.spec.mode is not TownMode.SHADOW \
+        return (
+            f"{town.spec.mode.value}: no new dispatch"
+            if town.spec.mode is not TownMode.SHADOW
             else "shadow: planning only, nothing applied"
+        )
     busy = beads.open + beads.in_progress + beads.in_review
     if busy == 0:
         return "idle"
@@ -113,17 +125,31 @@ def build_town_status(
     )
     mode = town.spec.mode
     if mode is TownMode.ACTIVE:
-        progressing = (busy > 0, "Working" if busy else "Idle",
-                       f"{beads.in_progress} in progress, {working_agents} agents hooked" if busy
-                       else "no open work")
+        progressing = (
+            busy > 0,
+            "Working" if busy else "Idle",
+            f"{beads.in_progress} in progress, {working_agents} agents hooked"
+            if busy
+            else "no open work",
+        )
     else:
         progressing = (False, mode.value.capitalize(), f"mode is {mode.value}")
     conditions = [
-        _condition(previous, READY, not degraded, "Reconciled" if not degraded else degraded_reason,
-                   "the town is reconciled" if not degraded else degraded_message, generation, now),
-        _condition(previous, PROGRESSING, progressing[0], progressing[1], progressing[2],
-                   generation, now),
-        _condition(previous, DEGRADED, degraded, degraded_reason, degraded_message, generation, now),
+        _condition(
+            previous,
+            READY,
+            not degraded,
+            "Reconciled" if not degraded else degraded_reason,
+            "the town is reconciled" if not degraded else degraded_message,
+            generation,
+            now,
+        ),
+        _condition(
+            previous, PROGRESSING, progressing[0], progressing[1], progressing[2], generation, now
+        ),
+        _condition(
+            previous, DEGRADED, degraded, degraded_reason, degraded_message, generation, now
+        ),
     ]
     return TownStatus(
         observed_generation=generation,

@@ -26,7 +26,10 @@ from gastown.reconcile.snapshot import PodView, Snapshot
 log = logging.getLogger(__name__)
 
 MODELS: dict[str, type[Resource[Any, Any]]] = {
-    "Town": Town, "Bead": Bead, "Convoy": Convoy, "Agent": Agent,
+    "Town": Town,
+    "Bead": Bead,
+    "Convoy": Convoy,
+    "Agent": Agent,
 }
 
 
@@ -177,7 +180,8 @@ class Store:
         store.raw_versions[(kind, name)] = _rv(obj)
         store.uids[(kind, name)] = obj["metadata"].get("uid", "")
         if kind == "Town":
-            store.town = parsed  # type: ignore[assignment]
+            assert isinstance(parsed, Town)
+            store.town = parsed
             store.town_raw = dict(obj)
         else:
             store.objects[kind][name] = parsed

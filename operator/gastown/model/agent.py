@@ -31,8 +31,10 @@ class AgentSpec(
     Model,
     json_schema_extra=cel(
         ("self.role == 'mayor' || has(self.rig)", "polecats and refineries need a rig"),
-        ("!has(oldSelf.generation) || self.generation >= oldSelf.generation",
-         "generation never decreases"),
+        (
+            "!has(oldSelf.generation) || self.generation >= oldSelf.generation",
+            "generation never decreases",
+        ),
     ),
 ):
     """Desired state of an agent (written by the operator)."""

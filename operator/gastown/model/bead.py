@@ -8,11 +8,9 @@ from typing import Annotated
 from pydantic import Field
 
 from gastown.model.common import Conditions, LabelName, Model, ObjectName, cel
-from gastown.model.enums import BeadPhase, BeadType, PRState, Priority
+from gastown.model.enums import BeadPhase, BeadType, Priority, PRState
 
-BranchName = Annotated[
-    str, Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._/-]+$")
-]
+BranchName = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._/-]+$")]
 FilePath = Annotated[str, Field(min_length=1, max_length=1024)]
 Label = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9:._/-]+$")]
 

@@ -40,10 +40,14 @@ class ConvoySpec(
             "every dependsOn must name a task key of this convoy",
         ),
         (
-            "(has(self.tasks) && size(self.tasks) > 0) || (has(self.beads) && size(self.beads) > 0)",
+            "(has(self.tasks) && size(self.tasks) > 0) || "
+            "(has(self.beads) && size(self.beads) > 0)",
             "a convoy needs tasks or beads",
         ),
-        ("!has(oldSelf.staged) || oldSelf.staged || !self.staged", "a started convoy cannot be re-staged"),
+        (
+            "!has(oldSelf.staged) || oldSelf.staged || !self.staged",
+            "a started convoy cannot be re-staged",
+        ),
     ),
 ):
     """Desired state of a convoy."""

@@ -16,27 +16,38 @@ _MINUTE = 60
 _HOUR = 3600
 _DAY = 86400
 
+
 class AgentHealthPolicy(Model):
     """When an agent counts as lost or stuck in start-up."""
 
     heartbeat_timeout_seconds: int = Field(
-        default=90, ge=10, le=_DAY,
+        default=90,
+        ge=10,
+        le=_DAY,
         description="A working agent whose last heartbeat is older than this is lost.",
     )
     startup_grace_seconds: int = Field(
-        default=180, ge=0, le=_DAY,
+        default=180,
+        ge=0,
+        le=_DAY,
         description="Time after dispatch before a missing first heartbeat counts as lost.",
     )
     pod_pending_timeout_seconds: int = Field(
-        default=600, ge=10, le=_DAY,
+        default=600,
+        ge=10,
+        le=_DAY,
         description="A pod still Pending (unscheduled, pulling) after this is a failed dispatch.",
     )
     redispatch_cooldown_seconds: int = Field(
-        default=60, ge=0, le=_DAY,
+        default=60,
+        ge=0,
+        le=_DAY,
         description="Minimum time between two dispatches of the same hooked agent.",
     )
     lost_agent_timeout_seconds: int = Field(
-        default=300, ge=10, le=_DAY,
+        default=300,
+        ge=10,
+        le=_DAY,
         description="An in_progress bead whose agent is gone is reopened after this long.",
     )
 
@@ -45,12 +56,15 @@ class RetryPolicy(Model):
     """Per-bead retry accounting, across all the agents that tried it."""
 
     max_attempts: int = Field(
-        default=5, ge=1, le=100,
+        default=5,
+        ge=1,
+        le=100,
         description="Dispatch attempts after which the bead fails with a reason.",
     )
     backoff_seconds: list[Annotated[int, Field(ge=0, le=_DAY)]] = Field(
         default_factory=lambda: [2 * _MINUTE, 2 * _MINUTE, 5 * _MINUTE, 10 * _MINUTE, 30 * _MINUTE],
-        min_length=1, max_length=20,
+        min_length=1,
+        max_length=20,
         description="Wait before attempt n+1 after n failures; the last value repeats.",
     )
 
@@ -59,11 +73,15 @@ class CircuitBreakerPolicy(Model):
     """Stops new dispatch town-wide when dispatches keep failing (bad image, no quota)."""
 
     failure_threshold: int = Field(
-        default=20, ge=1, le=10000,
+        default=20,
+        ge=1,
+        le=10000,
         description="Dispatch failures within the window that open the breaker.",
     )
     window_seconds: int = Field(
-        default=30 * _MINUTE, ge=60, le=_DAY,
+        default=30 * _MINUTE,
+        ge=60,
+        le=_DAY,
         description="Sliding window over which dispatch failures are counted.",
     )
 
@@ -71,7 +89,10 @@ class CircuitBreakerPolicy(Model):
 class GuppPolicy(
     Model,
     json_schema_extra=cel(
-        ("self.warnSeconds < self.escalateSeconds", "gupp.warnSeconds must be below escalateSeconds"),
+        (
+            "self.warnSeconds < self.escalateSeconds",
+            "gupp.warnSeconds must be below escalateSeconds",
+        ),
         (
             "self.escalateSeconds < self.forceStopSeconds",
             "gupp.escalateSeconds must be below forceStopSeconds",
@@ -81,15 +102,21 @@ class GuppPolicy(
     """The stuck-agent ladder, measured from the agent's last progress event."""
 
     warn_seconds: int = Field(
-        default=15 * _MINUTE, ge=60, le=7 * _DAY,
+        default=15 * _MINUTE,
+        ge=60,
+        le=7 * _DAY,
         description="No progress for this long: nudge the agent (skipped while a tool runs).",
     )
     escalate_seconds: int = Field(
-        default=60 * _MINUTE, ge=60, le=7 * _DAY,
+        default=60 * _MINUTE,
+        ge=60,
+        le=7 * _DAY,
         description="No progress for this long: escalate (nudge and raise an escalation).",
     )
     force_stop_seconds: int = Field(
-        default=120 * _MINUTE, ge=60, le=7 * _DAY,
+        default=120 * _MINUTE,
+        ge=60,
+        le=7 * _DAY,
         description="No progress for this long: stop the pod once and mark the agent stalled.",
     )
 
@@ -98,23 +125,33 @@ class ReviewPolicy(Model):
     """The per-rig review/merge queue."""
 
     stuck_seconds: int = Field(
-        default=30 * _MINUTE, ge=60, le=7 * _DAY,
-        description="A merge request in review with no refinery progress for this long is requeued.",
+        default=30 * _MINUTE,
+        ge=60,
+        le=7 * _DAY,
+        description="A merge request in review without refinery progress this long is requeued.",
     )
     abandoned_seconds: int = Field(
-        default=2 * _MINUTE, ge=10, le=_DAY,
+        default=2 * _MINUTE,
+        ge=10,
+        le=_DAY,
         description="A merge request in review whose refinery is gone is requeued after this.",
     )
     orphaned_pr_seconds: int = Field(
-        default=30 * _MINUTE, ge=60, le=30 * _DAY,
+        default=30 * _MINUTE,
+        ge=60,
+        le=30 * _DAY,
         description="A pull request MR with no known PR URL after this long fails.",
     )
     pr_poll_interval_seconds: int = Field(
-        default=60, ge=1, le=_DAY,
+        default=60,
+        ge=1,
+        le=_DAY,
         description="Minimum time between two polls of the same pull request.",
     )
     pr_unknown_limit: int = Field(
-        default=10, ge=1, le=1000,
+        default=10,
+        ge=1,
+        le=1000,
         description="Consecutive polls with an unknown result after which the MR fails.",
     )
 
@@ -123,11 +160,15 @@ class LandingPolicy(Model):
     """Landing of review-then-land convoys."""
 
     max_attempts: int = Field(
-        default=5, ge=1, le=100,
+        default=5,
+        ge=1,
+        le=100,
         description="Landing merge requests tried before the convoy fails.",
     )
     cooldown_seconds: int = Field(
-        default=2 * _MINUTE, ge=0, le=_DAY,
+        default=2 * _MINUTE,
+        ge=0,
+        le=_DAY,
         description="Base cooldown between landing attempts; doubles after each failure.",
     )
 
@@ -136,7 +177,9 @@ class GcPolicy(Model):
     """Removal of agents nobody needs any more."""
 
     idle_agent_ttl_seconds: int = Field(
-        default=_DAY, ge=60, le=30 * _DAY,
+        default=_DAY,
+        ge=60,
+        le=30 * _DAY,
         description="Idle agents without a hook are removed after this long.",
     )
 
@@ -144,7 +187,9 @@ class GcPolicy(Model):
 class TownPolicy(Model):
     """Timeouts, retries, the GUPP ladder and the circuit breaker of one town."""
 
-    agents: AgentHealthPolicy = Field(default_factory=AgentHealthPolicy, description="Agent liveness.")
+    agents: AgentHealthPolicy = Field(
+        default_factory=AgentHealthPolicy, description="Agent liveness."
+    )
     retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Per-bead retries.")
     circuit_breaker: CircuitBreakerPolicy = Field(
         default_factory=CircuitBreakerPolicy, description="Town-wide dispatch circuit breaker."

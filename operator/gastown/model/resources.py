@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from pydantic import Field
 
@@ -89,7 +89,7 @@ class Resource(Model, Generic[SpecT, StatusT]):
         return self.metadata.name
 
     @classmethod
-    def from_api(cls, obj: dict[str, Any]) -> Any:
+    def from_api(cls, obj: dict[str, Any]) -> Self:
         """Parse an object as the API server returns it (status may be missing)."""
         data = dict(obj)
         data.setdefault("status", {})
@@ -101,12 +101,15 @@ class Resource(Model, Generic[SpecT, StatusT]):
 def _ready(kind_desc: str) -> tuple[PrinterColumn, PrinterColumn]:
     return (
         PrinterColumn(
-            "Ready", '.status.conditions[?(@.type=="Ready")].status',
+            "Ready",
+            '.status.conditions[?(@.type=="Ready")].status',
             description=f"Whether the {kind_desc} is healthy.",
         ),
         PrinterColumn(
-            "Reason", '.status.conditions[?(@.type=="Ready")].reason',
-            description="Why it is (not) ready.", priority=1,
+            "Reason",
+            '.status.conditions[?(@.type=="Ready")].reason',
+            description="Why it is (not) ready.",
+            priority=1,
         ),
     )
 
@@ -180,7 +183,9 @@ class Convoy(Resource[ConvoySpec, ConvoyStatus]):
             PrinterColumn("Progress", ".status.progress", description="Closed/total beads."),
             PrinterColumn("Failed", ".status.failed", "integer", "Failed beads."),
             PrinterColumn("Mode", ".spec.mergeMode", description="Merge mode.", priority=1),
-            PrinterColumn("Branch", ".status.featureBranch", description="Feature branch.", priority=1),
+            PrinterColumn(
+                "Branch", ".status.featureBranch", description="Feature branch.", priority=1
+            ),
             PrinterColumn("Reason", ".status.reason", description="Why it is in its phase."),
             _AGE,
         ),

@@ -175,9 +175,7 @@ class Limits(Model):
     max_polecats_per_rig: int = Field(
         default=3, ge=0, le=100, description="Workers per rig (0 stops new work on rigs)."
     )
-    max_polecats: int = Field(
-        default=10, ge=0, le=1000, description="Workers in the whole town."
-    )
+    max_polecats: int = Field(default=10, ge=0, le=1000, description="Workers in the whole town.")
 
 
 class Refinery(Model):

@@ -9,36 +9,56 @@ import pytest
 from gastown.kube.pods import build_identity, build_pod, identity_name
 from gastown.model import Agent, Town
 
-TOWN = Town.from_api({
-    "metadata": {"name": "demo", "namespace": "ns"},
-    "spec": {
-        "rigs": [
-            {"name": "app", "gitUrl": "https://git.example.com/a.git", "credentialsSecret": "git-creds"},
-            {"name": "lib", "gitUrl": "https://git.example.com/l.git", "mergeStrategy": "pr",
-             "pullRequests": {"kind": "github", "apiUrl": "https://api.example.com",
-                              "repository": "acme/lib", "tokenSecret": {"name": "gh", "key": "token"}}},
-        ],
-        "agent": {
-            "image": "agent:1",
-            "env": [{"name": "MODE", "value": "fast"}],
-            "secretEnv": [{"name": "API_KEY", "secretKeyRef": {"name": "keys", "key": "anthropic"}}],
-            "resources": {"limits": {"memory": "2Gi"}},
-            "terminationGraceSeconds": 45,
+TOWN = Town.from_api(
+    {
+        "metadata": {"name": "demo", "namespace": "ns"},
+        "spec": {
+            "rigs": [
+                {
+                    "name": "app",
+                    "gitUrl": "https://git.example.com/a.git",
+                    "credentialsSecret": "git-creds",
+                },
+                {
+                    "name": "lib",
+                    "gitUrl": "https://git.example.com/l.git",
+                    "mergeStrategy": "pr",
+                    "pullRequests": {
+                        "kind": "github",
+                        "apiUrl": "https://api.example.com",
+                        "repository": "acme/lib",
+                        "tokenSecret": {"name": "gh", "key": "token"},
+                    },
+                },
+            ],
+            "agent": {
+                "image": "agent:1",
+                "env": [{"name": "MODE", "value": "fast"}],
+                "secretEnv": [
+                    {"name": "API_KEY", "secretKeyRef": {"name": "keys", "key": "anthropic"}}
+                ],
+                "resources": {"limits": {"memory": "2Gi"}},
+                "terminationGraceSeconds": 45,
+            },
         },
-    },
-})
+    }
+)
 
 
 def agent(role: str = "polecat", rig: str = "app", name: str = "demo-polecat-app-1") -> Agent:
-    result: Agent = Agent.from_api({
-        "metadata": {"name": name, "namespace": "ns"},
-        "spec": {"town": "demo", "role": role, "rig": rig, "hook": "b1", "generation": 3},
-    })
+    result: Agent = Agent.from_api(
+        {
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {"town": "demo", "role": role, "rig": rig, "hook": "b1", "generation": 3},
+        }
+    )
     return result
 
 
 def env_of(pod: dict[str, Any]) -> dict[str, Any]:
-    return {e["name"]: e.get("value", e.get("valueFrom")) for e in pod["spec"]["containers"][0]["env"]}
+    return {
+        e["name"]: e.get("value", e.get("valueFrom")) for e in pod["spec"]["containers"][0]["env"]
+    }
 
 
 def test_pod_name_and_labels_are_deterministic() -> None:
@@ -53,10 +73,16 @@ def test_pod_name_and_labels_are_deterministic() -> None:
 
 def test_pod_is_owned_by_its_agent_and_never_restarts() -> None:
     pod = build_pod(TOWN, agent(), "uid-1", 3, "b1")
-    assert pod["metadata"]["ownerReferences"] == [{
-        "apiVersion": "gastown.dev/v1alpha1", "kind": "Agent", "name": "demo-polecat-app-1",
-        "uid": "uid-1", "controller": True, "blockOwnerDeletion": True,
-    }]
+    assert pod["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "gastown.dev/v1alpha1",
+            "kind": "Agent",
+            "name": "demo-polecat-app-1",
+            "uid": "uid-1",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
     assert pod["spec"]["restartPolicy"] == "Never"
     assert pod["spec"]["terminationGracePeriodSeconds"] == 45
 
@@ -88,13 +114,20 @@ def test_credentials_only_through_secret_references() -> None:
     env = env_of(pod)
     assert env["API_KEY"] == {"secretKeyRef": {"name": "keys", "key": "anthropic"}}
     secrets = [v for v in pod["spec"]["volumes"] if "secret" in v]
-    assert secrets == [{"name": "git-credentials", "secret": {"secretName": "git-creds", "defaultMode": 0o400}}]
+    assert secrets == [
+        {"name": "git-credentials", "secret": {"secretName": "git-creds", "defaultMode": 0o400}}
+    ]
     assert env["GASTOWN_GIT_CREDENTIALS_DIR"] == "/var/run/gastown/git"
 
 
-@pytest.mark.parametrize(("role", "rig", "mounted"), [
-    ("refinery", "lib", True), ("polecat", "lib", False), ("refinery", "app", False),
-])
+@pytest.mark.parametrize(
+    ("role", "rig", "mounted"),
+    [
+        ("refinery", "lib", True),
+        ("polecat", "lib", False),
+        ("refinery", "app", False),
+    ],
+)
 def test_pr_token_only_for_the_refinery_of_a_pr_rig(role: str, rig: str, mounted: bool) -> None:
     pod = build_pod(TOWN, agent(role, rig), "uid-1", 1, None)
     names = {v["name"] for v in pod["spec"]["volumes"]}
@@ -118,6 +151,6 @@ def test_identity_grants_only_the_own_agent() -> None:
     assert objects["RoleBinding"]["subjects"] == [
         {"kind": "ServiceAccount", "name": identity_name("demo-polecat-app-1"), "namespace": "ns"}
     ]
-    assert build_pod(TOWN, agent(), "uid-1", 3, "b1")["spec"]["serviceAccountName"] == identity_name(
-        "demo-polecat-app-1"
-    )
+    assert build_pod(TOWN, agent(), "uid-1", 3, "b1")["spec"][
+        "serviceAccountName"
+    ] == identity_name("demo-polecat-app-1")

@@ -103,38 +103,37 @@ class Index:
         self.graph: dict[str, list[str]] = {}  # bead -> beads it depends on
         self.active_work: list[str] = []  # issue/rework beads in progress, in review, or
         # open with a (possibly stale) assignee: what the repair rules look at
+        closed, failed, open_ = BeadPhase.CLOSED, BeadPhase.FAILED, BeadPhase.OPEN
+        issue, rework, mr_type = BeadType.ISSUE, BeadType.REWORK, BeadType.MERGE_REQUEST
+        live, live_mrs, graph = self.live, self.live_mrs, self.graph
         for name, bead in snap.beads.items():
             spec = bead.spec
             status = bead.status
+            phase = status.phase
+            kind = spec.type
             if status.last_failure_at is not None:
                 self.failures.append(status.last_failure_at)
             if spec.depends_on:
-                self.graph[name] = spec.depends_on
+                graph[name] = spec.depends_on
             mr = spec.merge_request
-            if spec.type is BeadType.MERGE_REQUEST and mr is not None:
+            if kind is mr_type and mr is not None:
                 self.merge_requests_by_source[mr.source_bead].append(name)
-            elif spec.convoy is not None and spec.type is BeadType.ISSUE:
+            elif spec.convoy is not None and kind is issue:
                 self.members[spec.convoy].append(name)
                 self.convoy_of[name] = spec.convoy
-            if status.phase.terminal:
+            if phase is closed or phase is failed:
                 continue
-            self.live.append(name)
-            if (
-                status.phase is BeadPhase.OPEN
-                and status.assignee is None
-                and spec.type in (BeadType.ISSUE, BeadType.REWORK)
-                and not spec.cancel
-                and bead.metadata.deletion_timestamp is None
-            ):
-                self.open_work.append(name)
-            if spec.type is BeadType.MERGE_REQUEST and mr is not None:
-                self.live_mrs.append(name)
+            live.append(name)
+            work = kind is issue or kind is rework
+            if phase is open_ and status.assignee is None:
+                if work and not spec.cancel and bead.metadata.deletion_timestamp is None:
+                    self.open_work.append(name)
+            elif work:
+                self.active_work.append(name)
+            if kind is mr_type and mr is not None:
+                live_mrs.append(name)
             if spec.cancel:
                 self.cancels.append(name)
-            if spec.type in (BeadType.ISSUE, BeadType.REWORK) and (
-                status.phase is not BeadPhase.OPEN or status.assignee is not None
-            ):
-                self.active_work.append(name)
         self.live.sort()
         self.active_work.sort()
         self.live_mrs.sort()

@@ -9,7 +9,8 @@ import pytest
 
 from gastown.devtools.controlplane import ControlPlane
 from tests.support.api import Api
-from tests.support.procs import Process, operator, wait_started
+from tests.support.git import make_bare_repo
+from tests.support.procs import Process, node_runner, operator, wait_started
 from tests.support.town import AgentPlayer, TownView
 
 
@@ -46,3 +47,22 @@ def view(api: Api, namespace: str) -> TownView:
 def player(api: Api, control_plane: ControlPlane, namespace: str) -> AgentPlayer:
     """Plays the agents through the API as their pods would."""
     return AgentPlayer(api, control_plane.kubeconfig, namespace)
+
+
+@pytest.fixture(scope="session")
+def node_runner_proc(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Process]:
+    """The local node runner: agent pods run as local processes of `gastown agent run`."""
+    root = tmp_path_factory.mktemp("pods")
+    proc = node_runner(control_plane, root, root)
+    proc.start()
+    wait_started(proc, "ready; pods run under")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def rig_repo(tmp_path: Path) -> Path:
+    """A bare git repository with one commit on main (the rig's remote)."""
+    return make_bare_repo(tmp_path / "remote" / "app.git")

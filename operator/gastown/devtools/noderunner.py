@@ -250,6 +250,7 @@ class NodeRunner:
             start_new_session=True,
         )
         log_file.close()
+        (directory / "pid").write_text(str(process.pid))  # tests kill "the container" by this
         running = RunningPod(
             namespace,
             name,

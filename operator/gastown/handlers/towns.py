@@ -9,6 +9,7 @@ import kopf
 
 from gastown.kube.loop import LoopSettings, TownLoop
 from gastown.kube.prime import prime_town
+from gastown.kube.prpoll import make_pr_poller
 from gastown.model.common import GROUP, VERSION
 
 
@@ -22,5 +23,5 @@ async def town_loop(
     settings = LoopSettings(
         resync_seconds=float(os.environ.get("GASTOWN_RESYNC_SECONDS", "10")),
     )
-    loop = TownLoop(memo.kube, memo.store, namespace, name, settings)
+    loop = TownLoop(memo.kube, memo.store, namespace, name, settings, make_pr_poller(memo.kube))
     await loop.run(lambda: bool(stopped))

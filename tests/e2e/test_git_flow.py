@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from gastown.model import BeadPhase, ConvoyPhase
+from gastown.model import BeadPhase
 from tests.support.api import Api
 from tests.support.git import files_on, log
 from tests.support.procs import Process
-from tests.support.town import TownView, convoy, town
+from tests.support.town import TownView, town
 
 pytestmark = pytest.mark.cluster
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -63,6 +64,9 @@ def _run(args: argparse.Namespace) -> int:
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
         log_refkey="k8s",
     )
+    if not args.verbose:
+        # kopf logs every handled watch event at INFO; our own pass logs say what matters.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     namespaces = args.namespace or []
     kopf.run(
         standalone=not args.peering,

@@ -14,6 +14,7 @@ Semantics (see `gastown.reconcile.writes`):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
@@ -29,6 +30,7 @@ from gastown.kube.pods import build_identity, build_pod, owner_reference
 from gastown.kube.store import Store, TownStore
 from gastown.model import Agent
 from gastown.model.common import API_VERSION
+from gastown.reconcile.actions import DispatchAgent
 from gastown.reconcile.writes import (
     CreateObject,
     DeleteObject,
@@ -44,6 +46,9 @@ from gastown.reconcile.writes import (
 )
 
 log = logging.getLogger(__name__)
+
+CONCURRENCY = 16
+"""Dispatches applied at once; bounded so a burst does not flood the API server."""
 
 PRPoller = Callable[[TownStore, PollPR], Awaitable[dict[str, Any] | None]]
 
@@ -80,30 +85,51 @@ class Applier:
         self.ns = town.namespace
         self.pr_poller = pr_poller
         self.result = ApplyResult()
+        self._limit = asyncio.Semaphore(CONCURRENCY)
+        self._emits: list[Emit] = []
 
     async def apply(self, actions: Sequence[Lowerable]) -> ApplyResult:
-        """Apply every action's state writes, then side effects, then Events."""
-        effects: list[StartPod | StopPod | PollPR] = []
-        emits: list[Emit] = []
-        for action in actions:
-            action_effects: list[StartPod | StopPod | PollPR] = []
-            held = True
-            for write in action.writes():
-                if isinstance(write, Emit):
-                    emits.append(write)
-                elif isinstance(write, StartPod | StopPod | PollPR):
-                    action_effects.append(write)
-                elif held:
-                    held = await self._state_write(write)
-            if held:
-                effects.extend(action_effects)
+        """Apply every action: its state writes in order, then (if they all held) its effects.
+
+        Actions run in plan order, except that a run of consecutive dispatches — which by
+        construction touch disjoint agents, beads and pods — runs concurrently (bounded), so
+        hundreds of beads becoming ready at once do not queue behind each other's API calls.
+        Events are posted last; they never fail a pass.
+        """
+        self._emits = []
+        for batch, concurrent in _batches(actions):
+            if concurrent:
+                await asyncio.gather(*(self._bounded(action) for action in batch))
             else:
-                self.result.conflicts += 1
+                for action in batch:
+                    await self._run(action)
+        await asyncio.gather(*(self._bounded_emit(emit) for emit in self._emits))
+        return self.result
+
+    async def _bounded_emit(self, emit: Emit) -> None:
+        async with self._limit:
+            await self._emit(emit)
+
+    async def _bounded(self, action: Lowerable) -> None:
+        async with self._limit:
+            await self._run(action)
+
+    async def _run(self, action: Lowerable) -> None:
+        effects: list[StartPod | StopPod | PollPR] = []
+        held = True
+        for write in action.writes():
+            if isinstance(write, Emit):
+                self._emits.append(write)
+            elif isinstance(write, StartPod | StopPod | PollPR):
+                effects.append(write)
+            elif held:
+                held = await self._state_write(write)
+        if not held:
+            self.result.conflicts += 1
+            metrics.CONFLICTS.labels(self.town.name).inc()
+            return
         for effect in effects:
             await self._side_effect(effect)
-        for emit in emits:
-            await self._emit(emit)
-        return self.result
 
     # -- state writes ----------------------------------------------------------------------
 
@@ -261,21 +287,44 @@ class Applier:
         if town is None or agent is None or not uid:
             raise NotFound(404, f"agent {effect.agent} is not known yet")
         started = time.monotonic()
-        if not town.spec.agent.service_account_name:
-            for kind, body in build_identity(town, agent, uid, self.ns):
-                try:
-                    await self.kube.create_core(kind, self.ns, body)
-                    self._count(kind)
-                except Conflict:
-                    pass
+        identity = (
+            []
+            if town.spec.agent.service_account_name
+            else build_identity(town, agent, uid, self.ns)
+        )
+        # The ServiceAccount must exist before the Pod (admission checks it); the Role and
+        # RoleBinding only before the agent's first API call, so they go in parallel with it.
+        for kind, body in identity[:1]:
+            await self._create_core(kind, body)
         pod = build_pod(town, agent, uid, effect.generation, effect.bead)
-        try:
-            created = await self.kube.create_pod(self.ns, pod)
-            self._count("Pod")
-        except Conflict:
+        results = await asyncio.gather(
+            self._create_pod(pod),
+            *(self._create_core(kind, body) for kind, body in identity[1:]),
+        )
+        created = results[0]
+        if created is None:
             return  # this generation's pod exists already: never a second one
         self.store.observe("Pod", created)
         metrics.DISPATCH_LATENCY.labels(self.town.name).observe(time.monotonic() - started)
+
+    async def _create_core(self, kind: str, body: dict[str, Any]) -> None:
+        key = (kind, body["metadata"]["name"])
+        if key in self.town.identities:
+            return
+        try:
+            await self.kube.create_core(kind, self.ns, body)
+            self._count(kind)
+        except Conflict:
+            pass
+        self.town.identities.add(key)
+
+    async def _create_pod(self, pod: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            created = await self.kube.create_pod(self.ns, pod)
+        except Conflict:
+            return None
+        self._count("Pod")
+        return created
 
     async def _stop_pod(self, effect: StopPod) -> None:
         grace = self.town.town.spec.agent.termination_grace_seconds if self.town.town else 30
@@ -311,3 +360,15 @@ class Applier:
         )
         if await post_event(self.kube, event):
             self.result.events += 1
+
+
+def _batches(actions: Sequence[Lowerable]) -> list[tuple[list[Lowerable], bool]]:
+    """Split the plan into sequential actions and runs of concurrent dispatches."""
+    batches: list[tuple[list[Lowerable], bool]] = []
+    for action in actions:
+        concurrent = isinstance(action, DispatchAgent)
+        if batches and batches[-1][1] and concurrent:
+            batches[-1][0].append(action)
+        else:
+            batches.append(([action], concurrent))
+    return batches

@@ -42,7 +42,10 @@ async def connect() -> client.ApiClient:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     else:
         await config.load_kube_config()
-    return client.ApiClient()
+    configuration = client.Configuration.get_default_copy()
+    # Concurrent dispatches share this pool (see kube.apply.CONCURRENCY).
+    configuration.connection_pool_maxsize = 32
+    return client.ApiClient(configuration)
 
 
 class Kube:

@@ -13,6 +13,7 @@ import os
 import ssl
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,3 +119,41 @@ class RestClient:
             patch,
             "application/merge-patch+json",
         )
+
+    # -- additions for the `kubectl gastown` plugin (collections, creation, pods) ------------
+
+    @staticmethod
+    def collection_path(kind: str, namespace: str) -> str:
+        """REST path of the collection of one of our kinds in a namespace."""
+        return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURALS[kind]}"
+
+    def list_objects(
+        self, kind: str, namespace: str, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        """LIST one of our kinds in a namespace (items only)."""
+        path = self.collection_path(kind, namespace) + _selector(label_selector)
+        items: list[dict[str, Any]] = self.request("GET", path).get("items") or []
+        return items
+
+    def create(self, kind: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST a new object of one of our kinds; returns it as the API server stored it."""
+        return self.request("POST", self.collection_path(kind, namespace), body)
+
+    def patch(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """JSON merge patch of an object of one of our kinds (its spec or metadata)."""
+        return self.request(
+            "PATCH", self.path(kind, namespace, name), patch, "application/merge-patch+json"
+        )
+
+    def list_pods(self, namespace: str, label_selector: str | None = None) -> list[dict[str, Any]]:
+        """LIST core-API Pods in a namespace (items only)."""
+        path = f"/api/v1/namespaces/{namespace}/pods" + _selector(label_selector)
+        items: list[dict[str, Any]] = self.request("GET", path).get("items") or []
+        return items
+
+
+def _selector(label_selector: str | None) -> str:
+    """Query string of a label selector ("" without one)."""
+    if not label_selector:
+        return ""
+    return "?" + urllib.parse.urlencode({"labelSelector": label_selector})

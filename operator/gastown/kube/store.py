@@ -110,6 +110,8 @@ class TownStore:
     pods: dict[str, PodView] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     invalid: dict[tuple[str, str], str] = field(default_factory=dict)
+    identities: set[tuple[str, str]] = field(default_factory=set)
+    """Agent ServiceAccounts/Roles/RoleBindings known to exist (saves repeated creates)."""
 
     def snapshot(self) -> Snapshot | None:
         """A consistent snapshot for one pass (shallow copies; models are immutable)."""

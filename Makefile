@@ -65,3 +65,22 @@ run: setup kube-bin ## Run the operator: on $$KUBECONFIG if set, else on a local
 clean: ## Remove local state (virtualenv, local cluster data, caches).
 	-$(VENV)/bin/gastown cluster down --dir $(CLUSTER_DIR) 2>/dev/null
 	rm -rf $(VENV) .local .mypy_cache .ruff_cache .pytest_cache .hypothesis
+
+# -- Helm chart and install bundle ----------------------------------------------------------
+
+.PHONY: helm-bin
+helm-bin: ## Build (once, cached outside the repo) helm from its Go module (hack/helm).
+	@bash hack/build-helm.sh
+
+.PHONY: chart-lint
+chart-lint: helm-bin ## helm lint --strict the chart (also run by tests/unit/test_chart.py).
+	@"$$(bash hack/build-helm.sh)" lint --strict charts/gastown
+
+.PHONY: bundle
+bundle: helm-bin ## Regenerate the kubectl-apply bundle manifests/install/gastown.yaml from the chart.
+	@bash hack/render-bundle.sh > manifests/install/gastown.yaml.tmp
+	@mv manifests/install/gastown.yaml.tmp manifests/install/gastown.yaml
+
+.PHONY: chart-golden
+chart-golden: setup helm-bin ## Refresh the chart's golden renders in tests/data/chart/ (review the diff).
+	GASTOWN_UPDATE_GOLDEN=1 $(VENV)/bin/pytest -q tests/unit/test_chart.py -k golden

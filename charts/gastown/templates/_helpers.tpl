@@ -1,0 +1,163 @@
+{{/*
+Names, labels and the operator's RBAC rules, shared by every template.
+*/}}
+
+{{/* The chart name, overridable with nameOverride. */}}
+{{- define "gastown.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The fully qualified app name (release name plus chart name unless the release name already
+contains it), cut at 63 characters because some Kubernetes name fields are limited to that.
+*/}}
+{{- define "gastown.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Chart name and version, for the helm.sh/chart label. */}}
+{{- define "gastown.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every object. */}}
+{{- define "gastown.labels" -}}
+helm.sh/chart: {{ include "gastown.chart" . }}
+{{ include "gastown.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: gastown
+{{- end }}
+
+{{/* Labels that select the operator's Pod (immutable once installed). */}}
+{{- define "gastown.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "gastown.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{/* The operator's ServiceAccount name. */}}
+{{- define "gastown.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "gastown.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The operator image reference; the tag defaults to the chart's appVersion. */}}
+{{- define "gastown.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/* True (non-empty) when the operator watches every namespace. */}}
+{{- define "gastown.clusterWide" -}}
+{{- if not .Values.operator.watchNamespaces }}true{{ end }}
+{{- end }}
+
+{{/*
+The operator's rules inside a watched namespace (a Role per namespace, or the ClusterRole when
+it watches all namespaces). Every verb is one the operator's code or kopf uses; docs/helm.md
+explains each rule. There is no "*" anywhere (a unit test checks it).
+*/}}
+{{- define "gastown.namespacedRules" -}}
+# Towns: kopf lists and watches them, runs one reconcile loop (daemon) per Town and keeps its
+# finalizer and progress annotations on the Town (patch); the loop reads a Town once at start.
+- apiGroups: ["gastown.dev"]
+  resources: ["towns"]
+  verbs: ["get", "list", "watch", "patch"]
+# Beads: watched into the in-memory store; the reconciler creates Beads (convoy tasks, merge
+# requests, rework) with deterministic names and reads one back when the create conflicts.
+- apiGroups: ["gastown.dev"]
+  resources: ["beads"]
+  verbs: ["get", "list", "watch", "create"]
+# Convoys: watched and read only (users create them); `get` is also granted to agent Roles.
+- apiGroups: ["gastown.dev"]
+  resources: ["convoys"]
+  verbs: ["get", "list", "watch"]
+# Agents: created, hooked/unhooked (spec patch) and retired (delete) by the reconciler.
+- apiGroups: ["gastown.dev"]
+  resources: ["agents"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Status of Towns, Beads and Convoys: written by the reconciler only (merge patch).
+- apiGroups: ["gastown.dev"]
+  resources: ["towns/status", "beads/status", "convoys/status"]
+  verbs: ["patch"]
+# Agent status: patched by the reconciler; `get` and `update` are never called by the operator
+# but it grants them to each agent's own Role, and Kubernetes only lets a subject create a Role
+# with permissions it holds itself (the alternative, `escalate`, would be far broader).
+- apiGroups: ["gastown.dev"]
+  resources: ["agents/status"]
+  verbs: ["get", "patch", "update"]
+# Children carry ownerReferences with blockOwnerDeletion to their Town, Convoy, Bead or Agent;
+# clusters with the OwnerReferencesPermissionEnforcement admission plugin require `update` on
+# the owner's finalizers subresource for that.
+- apiGroups: ["gastown.dev"]
+  resources: ["towns/finalizers", "beads/finalizers", "convoys/finalizers", "agents/finalizers"]
+  verbs: ["update"]
+# Agent pods: watched (label-selected) into the store, listed once at start-up, started and
+# stopped by the reconciler. Never updated or exec'd into.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "watch", "create", "delete"]
+# Each agent's own identity: one ServiceAccount, Role and RoleBinding per Agent (owned by it,
+# so garbage collection removes them); the operator never reads, updates or deletes them.
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["create"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
+  verbs: ["create"]
+# Events on our objects (ours and kopf's warnings).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+# Secrets: `get` by name only, for a rig's pull-request provider token (the PR poller). No
+# list or watch: the operator cannot enumerate Secrets. Agents get theirs as mounted volumes.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+{{- if and .Values.operator.peering (not (include "gastown.clusterWide" .)) }}
+# kopf peering (operator.peering): the namespaced KopfPeering object of each watched namespace.
+- apiGroups: ["kopf.dev"]
+  resources: ["kopfpeerings"]
+  verbs: ["get", "list", "watch", "patch"]
+{{- end }}
+{{- end }}
+
+{{/*
+The operator's cluster-scoped rules (always in a ClusterRole): kopf's own discovery.
+*/}}
+{{- define "gastown.clusterRules" -}}
+# kopf watches CustomResourceDefinitions to notice our CRDs being installed or upgraded while
+# it runs (without it kopf only scans them at start-up and logs a warning).
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["list", "watch"]
+{{- if not (include "gastown.clusterWide" .) }}
+# Namespaced mode: kopf lists and watches Namespaces to follow the watched namespaces being
+# created or deleted after start-up (names only; nothing inside them).
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["list", "watch"]
+{{- else if .Values.operator.peering }}
+# kopf peering (operator.peering) in cluster-wide mode: the ClusterKopfPeering object.
+- apiGroups: ["kopf.dev"]
+  resources: ["clusterkopfpeerings"]
+  verbs: ["get", "list", "watch", "patch"]
+{{- end }}
+{{- end }}

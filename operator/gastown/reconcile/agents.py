@@ -21,19 +21,25 @@ def is_worker(agent: Agent) -> bool:
 
 def apply_session_facts(ctx: Pass) -> None:
     """Turn pod observations of working agents into state: ended, lost or healthy."""
-    for name in ctx.index.agent_names:
-        agent = ctx.snap.agents[name]
-        if not is_worker(agent) or not ctx.free(Kind.AGENT, name):
+    agents = ctx.snap.agents
+    claimed = ctx.claimed
+    working, idle = AgentPhase.WORKING, AgentPhase.IDLE
+    for name in ctx.index.hooked_workers:
+        if (Kind.AGENT, name) in claimed:
             continue
-        if agent.status.phase is AgentPhase.WORKING and agent.spec.hook is not None:
+        agent = agents[name]
+        phase = agent.status.phase
+        if phase is working:
             _observe_working(ctx, agent)
-        elif agent.status.phase is AgentPhase.IDLE and agent.spec.hook is not None:
+        elif phase is idle:
             _maybe_restore(ctx, agent)
 
 
 def _observe_working(ctx: Pass, agent: Agent) -> None:
     pod = ctx.index.pod(agent.name, agent.spec.generation)
     session = classify_session(ctx, agent, pod)
+    if session.state is Session.HEALTHY or session.state is Session.STARTING:
+        return
     bead = ctx.snap.beads.get(agent.spec.hook or "")
     if session.state is Session.ENDED:
         # The session is over without a report (a report would have been applied first): the
@@ -110,17 +116,22 @@ def _maybe_restore(ctx: Pass, agent: Agent) -> None:
 
 def repair_hooks(ctx: Pass) -> None:
     """Unhook agents whose bead is missing, terminal, or assigned to someone else."""
-    for name in ctx.index.agent_names:
-        agent = ctx.snap.agents[name]
-        hook = agent.spec.hook
-        if hook is None or not is_worker(agent) or not ctx.free(Kind.AGENT, name):
+    agents, beads, claimed = ctx.snap.agents, ctx.snap.beads, ctx.claimed
+    in_progress, closed, failed = BeadPhase.IN_PROGRESS, BeadPhase.CLOSED, BeadPhase.FAILED
+    for name in ctx.index.hooked_workers:
+        if (Kind.AGENT, name) in claimed:
             continue
-        bead = ctx.snap.beads.get(hook)
+        agent = agents[name]
+        hook = agent.spec.hook
+        if hook is None:
+            continue
+        bead = beads.get(hook)
+        phase = None if bead is None else ctx.phase_of(hook)
         if bead is None:
             reason = "HookedBeadMissing"
-        elif ctx.phase(bead).terminal:
+        elif phase is closed or phase is failed:
             reason = "HookedBeadTerminal"
-        elif ctx.phase(bead) is not BeadPhase.IN_PROGRESS or ctx.assignee(bead) != name:
+        elif phase is not in_progress or ctx.assignee(bead) != name:
             reason = "HookMismatch"
         else:
             continue

@@ -151,11 +151,15 @@ def _submit_for_review(
 def repair_beads(ctx: Pass) -> None:
     """Stale assignees, lost agents, and the in_review safety net."""
     lost_after = ctx.policy.agents.lost_agent_timeout_seconds
+    beads, claimed, phase_of = ctx.snap.beads, ctx.claimed, ctx.phase_of
     for name in ctx.index.active_work:
-        bead = ctx.snap.beads[name]
-        if not ctx.free(Kind.BEAD, name):
+        if (Kind.BEAD, name) in claimed:
             continue
-        phase = ctx.phase(bead)
+        phase = phase_of(name)
+        if phase is BeadPhase.IN_REVIEW:
+            _review_safety_net(ctx, name, lost_after)
+            continue
+        bead = beads[name]
         if phase is BeadPhase.OPEN and bead.status.assignee is not None:
             if not ctx.hooked_to(name):
                 ctx.add(
@@ -167,23 +171,31 @@ def repair_beads(ctx: Pass) -> None:
                     ),
                     (Kind.BEAD, name),
                 )
-        elif phase is BeadPhase.IN_PROGRESS:
-            if not ctx.hooked_to(name) and ctx.older_than(bead.status.phase_since, lost_after):
-                retry_or_fail(ctx, bead, "AgentLost", "no agent holds this bead")
-        elif phase is BeadPhase.IN_REVIEW:
-            _review_safety_net(ctx, bead, lost_after)
+        elif (
+            phase is BeadPhase.IN_PROGRESS
+            and not ctx.hooked_to(name)
+            and ctx.older_than(bead.status.phase_since, lost_after)
+        ):
+            retry_or_fail(ctx, bead, "AgentLost", "no agent holds this bead")
 
 
-def _review_safety_net(ctx: Pass, bead: Bead, lost_after: int) -> None:
-    mrs = [ctx.snap.beads[m] for m in ctx.index.merge_requests_by_source.get(bead.name, ())]
+def _review_safety_net(ctx: Pass, name: str, lost_after: int) -> None:
+    mrs = ctx.index.merge_requests_by_source.get(name, ())
     if not mrs:
+        bead = ctx.snap.beads[name]
         if ctx.older_than(bead.status.phase_since, lost_after):
             retry_or_fail(ctx, bead, "MergeRequestMissing", "in review without a merge request")
         return
-    phases = [ctx.phase(m) for m in mrs]
-    if not all(p.terminal for p in phases):
-        return
-    if any(p is BeadPhase.CLOSED for p in phases):
+    phase_of = ctx.phase_of
+    closed, failed = BeadPhase.CLOSED, BeadPhase.FAILED
+    phases = []
+    for mr in mrs:
+        phase = phase_of(mr)
+        if phase is not closed and phase is not failed:
+            return  # a merge request is still open or under review: nothing to repair
+        phases.append(phase)
+    bead = ctx.snap.beads[name]
+    if closed in phases:
         transition(
             ctx, bead, BeadPhase.CLOSED, "Merged", "merged (safety net)", set={"assignee": None}
         )
@@ -194,7 +206,7 @@ def _review_safety_net(ctx: Pass, bead: Bead, lost_after: int) -> None:
 def redispatch_polecats(ctx: Pass) -> None:
     """Re-dispatch idle or stalled polecats still hooked to an in_progress bead."""
     cooldown = ctx.policy.agents.redispatch_cooldown_seconds
-    for name in ctx.index.agent_names:
+    for name in ctx.index.parked:  # hooked workers that are not working
         agent = ctx.snap.agents[name]
         if agent.spec.role is not AgentRole.POLECAT:
             continue
@@ -266,9 +278,10 @@ def dispatch(
 
 
 def _candidates(ctx: Pass) -> Iterator[Bead]:
-    beads = ctx.snap.beads
-    for name in ctx.index.open_work:
-        if ctx.free(Kind.BEAD, name) and ctx.phase_of(name) is BeadPhase.OPEN:
+    beads, claimed, planned = ctx.snap.beads, ctx.claimed, ctx.planned_phases
+    open_ = BeadPhase.OPEN
+    for name in ctx.index.open_work:  # open in the snapshot: only a planned phase can differ
+        if (Kind.BEAD, name) not in claimed and planned.get(name, open_) is open_:
             yield beads[name]
 
 

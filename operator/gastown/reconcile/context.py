@@ -38,7 +38,11 @@ class Pass:
         self.index: Index = snap.index
         self.actions: list[Action] = []
         self._claimed: set[Ref] = set()
+        # Read-only views for hot loops (rules bind them to locals instead of calling methods).
+        self.claimed: set[Ref] = self._claimed
         self._phase: dict[str, BeadPhase] = {}
+        self.planned_phases: dict[str, BeadPhase] = self._phase
+        self._phases: dict[str, BeadPhase] = self.index.phases
         self._assignee: dict[str, str | None] = {}
         self._hook: dict[str, str | None] = {}
         self._hooked_by_plan: dict[str, list[str]] = {}
@@ -117,8 +121,7 @@ class Pass:
         planned = self._phase.get(name)
         if planned is not None:
             return planned
-        bead = self.snap.beads.get(name)
-        return None if bead is None else bead.status.phase
+        return self._phases.get(name)
 
     def assignee(self, bead: Bead) -> str | None:
         """The bead's assignee after this pass's decisions so far."""
@@ -130,6 +133,8 @@ class Pass:
 
     def hooked_to(self, bead: str) -> list[str]:
         """Agents hooked to a bead after this pass's decisions so far."""
+        if not self._hook:  # hot path: no hook planned yet, the snapshot is the answer
+            return list(self.index.hooked.get(bead, ()))
         result = [
             name for name in self.index.hooked.get(bead, ()) if self._hook.get(name, bead) == bead
         ]

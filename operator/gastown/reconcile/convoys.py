@@ -63,9 +63,15 @@ def member_names(ctx: Pass, convoy: Convoy) -> list[str]:
     cached = ctx.members_cache.get(convoy.name)
     if cached is not None:
         return cached
+    indexed = ctx.index.members.get(convoy.name, ())
+    if not convoy.spec.tasks and not convoy.spec.beads:
+        # Only beads that name the convoy: the index lists each of them once already.
+        result = list(indexed)
+        ctx.members_cache[convoy.name] = result
+        return result
     result = [names.task_bead_name(convoy.name, t.key) for t in convoy.spec.tasks]
     seen = set(result)
-    for name in [*convoy.spec.beads, *ctx.index.members.get(convoy.name, ())]:
+    for name in [*convoy.spec.beads, *indexed]:
         if name not in seen:
             seen.add(name)
             result.append(name)
@@ -123,17 +129,22 @@ def _materialise(ctx: Pass, convoy: Convoy) -> None:
 
 def _counts(ctx: Pass, convoy: Convoy) -> tuple[int, int, int, bool]:
     """(total, closed, failed, settled): settled means nothing in the convoy can progress."""
+    members = member_names(ctx, convoy)
+    planned, phases = ctx.planned_phases, ctx.index.phases
+    closed_phase, failed_phase = BeadPhase.CLOSED, BeadPhase.FAILED
     closed = failed = 0
     settled = True
-    for name in member_names(ctx, convoy):
-        phase = ctx.phase_of(name)
-        if phase is BeadPhase.CLOSED:
+    for name in members:
+        phase = planned.get(name)  # ctx.phase_of, inlined: this loop sees every member
+        if phase is None:
+            phase = phases.get(name)
+        if phase is closed_phase:
             closed += 1
-        elif phase is BeadPhase.FAILED:
+        elif phase is failed_phase:
             failed += 1
         elif settled and (phase is None or not ctx.readiness.doomed(name)):
             settled = False  # one member that can still progress is enough to know
-    return len(member_names(ctx, convoy)), closed, failed, settled
+    return len(members), closed, failed, settled
 
 
 def _desired_status(

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from gastown.model import AgentRole
 from gastown.reconcile.actions import Action
-from gastown.reconcile.agents import apply_session_facts, clean_pods, is_worker, repair_hooks
+from gastown.reconcile.agents import apply_session_facts, clean_pods, repair_hooks
 from gastown.reconcile.beads import (
     apply_polecat_report,
     assign_ready_beads,
@@ -35,9 +35,9 @@ from gastown.reconcile.writes import Kind
 
 def apply_reports(ctx: Pass) -> None:
     """Apply at most one report per agent per pass, in seq order; drop stale generations."""
-    for name in ctx.index.agent_names:
+    for name in ctx.index.reporting:  # workers with a report newer than appliedReportSeq
         agent = ctx.snap.agents[name]
-        if not is_worker(agent) or not ctx.free(Kind.AGENT, name):
+        if not ctx.free(Kind.AGENT, name):
             continue
         pending = pending_reports(agent)
         if pending.next is None:

@@ -134,8 +134,9 @@ class Readiness:
 
     def hold(self, bead: Bead) -> Hold | None:
         """Why the bead's dependencies keep it from being ready (None: they do not)."""
-        if bead.name in self.cyclic:
+        if self.cyclic and bead.metadata.name in self.cyclic:
             return Hold.CYCLE
-        if not bead.spec.depends_on:
+        deps = bead.spec.depends_on
+        if not deps:
             return None
-        return dependency_hold(bead.spec.depends_on, self._phase_of, self.doomed)
+        return dependency_hold(deps, self._phase_of, self.doomed)

@@ -79,6 +79,10 @@ def current_heartbeat(agent: Agent) -> datetime | None:
     return activity.last_heartbeat_at
 
 
+_HEALTHY = SessionState(Session.HEALTHY)
+_STARTING = SessionState(Session.STARTING)
+
+
 def classify_session(ctx: Pass, agent: Agent, pod: PodView | None) -> SessionState:
     """Classify the current-generation session of a working agent."""
     agents = ctx.policy.agents
@@ -86,12 +90,12 @@ def classify_session(ctx: Pass, agent: Agent, pod: PodView | None) -> SessionSta
     if pod is None:
         if ctx.older_than(dispatched, agents.startup_grace_seconds):
             return SessionState(Session.LOST, "PodMissing")
-        return SessionState(Session.STARTING)
+        return _STARTING
     if pod.deleting:
         return SessionState(Session.LOST, "PodDeleted")
     if pod.finished:
         if pod.phase == "Succeeded" and ctx.within(pod.finished_at, REPORT_GRACE_SECONDS):
-            return SessionState(Session.HEALTHY)
+            return _HEALTHY
         return SessionState(Session.ENDED, _end_reason(pod))
     if pod.phase == "Pending":
         return _pending(ctx, pod)
@@ -106,7 +110,7 @@ def _pending(ctx: Pass, pod: PodView) -> SessionState:
         return SessionState(Session.ENDED, pod.reason or "PodFailed")
     if ctx.older_than(pod.created_at, agents.pod_pending_timeout_seconds):
         return SessionState(Session.ENDED, "PodPendingTimeout")
-    return SessionState(Session.STARTING)
+    return _STARTING
 
 
 def _liveness(ctx: Pass, agent: Agent, pod: PodView) -> SessionState:
@@ -116,10 +120,10 @@ def _liveness(ctx: Pass, agent: Agent, pod: PodView) -> SessionState:
         started = pod.started_at or pod.created_at
         if ctx.older_than(started, agents.startup_grace_seconds):
             return SessionState(Session.LOST, "NoHeartbeat")
-        return SessionState(Session.STARTING)
+        return _STARTING
     if ctx.older_than(beat, agents.heartbeat_timeout_seconds):
         return SessionState(Session.LOST, "HeartbeatLost")
-    return SessionState(Session.HEALTHY)
+    return _HEALTHY
 
 
 def _end_reason(pod: PodView) -> str:

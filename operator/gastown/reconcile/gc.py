@@ -44,8 +44,11 @@ def collect_agents(ctx: Pass) -> None:
     """Delete idle agents past their TTL, all idle ones when draining, and excess polecats."""
     ttl = ctx.policy.gc.idle_agent_ttl_seconds
     draining = ctx.town.spec.mode is TownMode.DRAINING
+    candidates = ctx.index.unhooked_idle  # idle workers without a hook, not being deleted
+    if not candidates:
+        return  # nothing collectable (and excess polecats are idle ones, so none either)
     excess = set(excess_idle_polecats(ctx))
-    for name in ctx.index.agent_names:
+    for name in candidates:
         agent = ctx.snap.agents[name]
         if not collectable(ctx, agent):
             continue

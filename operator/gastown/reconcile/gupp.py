@@ -15,7 +15,6 @@ from typing import Any
 
 from gastown.model import Agent, AgentPhase
 from gastown.reconcile.actions import WARNING, AnnotateBead, PostNudge, UpdateAgent
-from gastown.reconcile.agents import is_worker
 from gastown.reconcile.context import Pass, aware
 from gastown.reconcile.ops import escalate, live_pod_name
 from gastown.reconcile.retries import failure_record
@@ -55,21 +54,18 @@ def _fired(agent: Agent, tier_at: datetime | None, base: datetime) -> bool:
 def apply_gupp(ctx: Pass) -> None:
     """Run the ladder for every working worker."""
     policy = ctx.policy.gupp
-    for name in ctx.index.agent_names:
-        agent = ctx.snap.agents[name]
-        if (
-            not is_worker(agent)
-            or agent.status.phase is not AgentPhase.WORKING
-            or agent.spec.hook is None
-            or not ctx.free(Kind.AGENT, name)
-        ):
+    agents, claimed, now = ctx.snap.agents, ctx.claimed, ctx.now
+    quiet = min(policy.warn_seconds, policy.escalate_seconds, policy.force_stop_seconds)
+    for name in ctx.index.working:  # working workers with a hook
+        if (Kind.AGENT, name) in claimed:
             continue
+        agent = agents[name]
         base = progress_base(agent)
         if base is None:
             continue
-        elapsed = (ctx.now - base).total_seconds()
-        if elapsed < 0:
-            continue  # clock skew: never act on a timestamp from the future
+        elapsed = (now - base).total_seconds()
+        if elapsed < 0 or elapsed <= quiet:
+            continue  # clock skew (never act on a future timestamp), or no tier is due yet
         gupp = agent.status.gupp
         if elapsed > policy.force_stop_seconds:
             if not _fired(agent, gupp.force_stopped_at, base):

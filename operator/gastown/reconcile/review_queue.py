@@ -11,6 +11,9 @@ consecutive unknown results.
 
 from __future__ import annotations
 
+import heapq
+from datetime import UTC, datetime
+
 from gastown.model import (
     Agent,
     AgentPhase,
@@ -26,7 +29,7 @@ from gastown.model import (
 from gastown.reconcile import names
 from gastown.reconcile.actions import WARNING, AnnotateBead, PollPullRequest
 from gastown.reconcile.beads import dispatch, hooked_in_progress
-from gastown.reconcile.context import Pass, aware
+from gastown.reconcile.context import Pass
 from gastown.reconcile.ops import (
     MAX_ATTEMPTS,
     close_merged,
@@ -138,7 +141,7 @@ def _apply_outcome(ctx: Pass, agent: Agent, mr: Bead, report: Report) -> None:
 def apply_pr_results(ctx: Pass) -> None:
     """Consume PR states written by the poller (merged, closed, unknown, open)."""
     limit = ctx.policy.review.pr_unknown_limit
-    for name in ctx.index.live_mrs:
+    for name in ctx.index.pr_mrs:  # live merge requests with a pull request URL
         mr = ctx.snap.beads[name]
         review = mr.status.review
         if (
@@ -192,18 +195,25 @@ def apply_pr_results(ctx: Pass) -> None:
 def repair_merge_requests(ctx: Pass) -> None:
     """Failed rework or source, abandoned and stuck reviews, PRs that never opened."""
     review = ctx.policy.review
-    for name in ctx.index.live_mrs:
-        mr = ctx.snap.beads[name]
-        if not is_mr(mr) or not ctx.free(Kind.BEAD, name) or ctx.phase(mr).terminal:
+    beads, claimed, phase_of = ctx.snap.beads, ctx.claimed, ctx.phase_of
+    closed, failed, in_progress = BeadPhase.CLOSED, BeadPhase.FAILED, BeadPhase.IN_PROGRESS
+    for name in ctx.index.live_mrs:  # every one is a merge request (is_mr holds)
+        if (Kind.BEAD, name) in claimed:
             continue
-        failed_rework = rework_failed(ctx, mr)
-        if failed_rework is not None:
-            fail_merge_request(ctx, mr, "ReworkFailed", failed_rework)
+        phase = phase_of(name)
+        if phase is closed or phase is failed:
             continue
+        mr = beads[name]
+        status = mr.status
+        if status.review is not None and status.review.rework:
+            failed_rework = rework_failed(ctx, mr)
+            if failed_rework is not None:
+                fail_merge_request(ctx, mr, "ReworkFailed", failed_rework)
+                continue
         if _source_gone(ctx, mr):
             fail_merge_request(ctx, mr, "SourceFinished", "the reviewed work is no longer open")
             continue
-        if ctx.phase(mr) is not BeadPhase.IN_PROGRESS or pr_url(mr) is not None:
+        if phase is not in_progress or pr_url(mr) is not None:
             continue
         hooked = [ctx.snap.agents[a] for a in ctx.hooked_to(name) if a in ctx.snap.agents]
         working = any(a.status.phase is AgentPhase.WORKING for a in hooked)
@@ -249,10 +259,8 @@ def _source_gone(ctx: Pass, mr: Bead) -> bool:
         return convoy is None or (
             convoy.status.phase is not None and (convoy.status.phase.value in ("Failed", "Landed"))
         )
-    source = ctx.snap.beads.get(spec.source_bead)
-    if source is None:
-        return True
-    return ctx.phase(source).terminal
+    phase = ctx.phase_of(spec.source_bead)
+    return phase is None or phase is BeadPhase.CLOSED or phase is BeadPhase.FAILED
 
 
 def _never_opened_pr(ctx: Pass, mr: Bead, working: bool) -> bool:
@@ -266,7 +274,7 @@ def _never_opened_pr(ctx: Pass, mr: Bead, working: bool) -> bool:
 def poll_pull_requests(ctx: Pass) -> None:
     """Poll each open PR at most once per interval (lifecycle timestamps untouched)."""
     interval = ctx.policy.review.pr_poll_interval_seconds
-    for name in ctx.index.live_mrs:
+    for name in ctx.index.pr_mrs:  # live merge requests with a pull request URL
         mr = ctx.snap.beads[name]
         url = pr_url(mr)
         if url is None or not is_mr(mr) or not ctx.free(Kind.BEAD, name):
@@ -285,7 +293,7 @@ def poll_pull_requests(ctx: Pass) -> None:
 def redispatch_refineries(ctx: Pass) -> None:
     """Re-dispatch an idle/stalled refinery still hooked to its in-review MR (with backoff)."""
     cooldown = ctx.policy.agents.redispatch_cooldown_seconds
-    for name in ctx.index.agent_names:
+    for name in ctx.index.parked:  # hooked workers that are not working
         agent = ctx.snap.agents[name]
         if agent.spec.role is not AgentRole.REFINERY:
             continue
@@ -312,25 +320,45 @@ def pop_queues(ctx: Pass) -> None:
     """Per rig: if no direct review is under way, give the oldest ready MR to the refinery."""
     by_rig: dict[str, list[Bead]] = {}
     busy: set[str] = set()
+    beads, phase_of, snapshot_phases = ctx.snap.beads, ctx.phase_of, ctx.index.phases
+    open_, in_progress = BeadPhase.OPEN, BeadPhase.IN_PROGRESS
     for name in ctx.index.live_mrs:
-        mr = ctx.snap.beads[name]
-        phase = ctx.phase(mr)
-        rig = mr.spec.rig or ""
-        if phase is BeadPhase.IN_PROGRESS and pr_url(mr) is None:
-            busy.add(rig)
-        elif phase is BeadPhase.OPEN and mr.status.phase is BeadPhase.OPEN:
-            by_rig.setdefault(rig, []).append(mr)
+        phase = phase_of(name)
+        if phase is in_progress:
+            mr = beads[name]
+            if pr_url(mr) is None:
+                busy.add(mr.spec.rig or "")
+        elif phase is open_ and snapshot_phases[name] is open_:  # open in the snapshot, too
+            mr = beads[name]
+            by_rig.setdefault(mr.spec.rig or "", []).append(mr)
     for rig in sorted(by_rig):
         if rig in busy or rig not in ctx.index.rigs:
             continue
-        for mr in sorted(by_rig[rig], key=_age_key):
+        # Oldest first. Usually the first MR is popped, so order lazily: a heap is linear to
+        # build and pays log n per MR actually tried, where a full sort pays n log n per rig.
+        queue = [(*_age_key(mr), i) for i, mr in enumerate(by_rig[rig])]
+        heapq.heapify(queue)
+        while queue:
+            mr = by_rig[rig][heapq.heappop(queue)[2]]
             if _pop(ctx, rig, mr):
                 break
 
 
-def _age_key(mr: Bead) -> tuple[object, str]:
-    created = mr.metadata.creation_timestamp
-    return (aware(created).timestamp() if created is not None else 0.0, mr.name)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _age_key(mr: Bead) -> tuple[datetime, str]:
+    """Creation time (naive means UTC; unknown sorts as the epoch), then name.
+
+    Aware datetimes order exactly as their POSIX timestamps do, without computing them.
+    """
+    meta = mr.metadata
+    created = meta.creation_timestamp
+    if created is None:
+        created = _EPOCH
+    elif created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    return (created, meta.name)
 
 
 def _pop(ctx: Pass, rig: str, mr: Bead) -> bool:

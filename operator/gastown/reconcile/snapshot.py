@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 
-from gastown.model import Agent, AgentRole, Bead, BeadPhase, BeadType, Convoy, Rig, Town
+from gastown.model import Agent, AgentPhase, AgentRole, Bead, BeadPhase, BeadType, Convoy, Rig, Town
 
 
 @dataclass(frozen=True)
@@ -61,83 +61,148 @@ class Snapshot:
 class Index:
     """Reverse lookups and buckets over a snapshot, built in one sweep per kind.
 
-    Rules iterate buckets (live beads, live merge requests, cancel requests, ...) instead of
-    every bead, so a pass costs time in proportion to the work in flight, plus one sweep.
+    Rules iterate buckets (live beads, live merge requests, cancel requests, working agents,
+    ...) instead of every bead or agent, so a pass costs time in proportion to the work in
+    flight, plus one sweep. The sweeps touch each object once and read only the fields the
+    buckets need: in a large town they are memory-bound, so every attribute read counts.
     """
 
     def __init__(self, snap: Snapshot) -> None:
         self.rigs: dict[str, Rig] = {rig.name: rig for rig in snap.town.spec.rigs}
-        self.agent_names: list[str] = sorted(snap.agents)
-        self.hooked: dict[str, list[str]] = defaultdict(list)
-        self.refineries: dict[str, str] = {}
-        self.polecats_by_rig: dict[str, list[str]] = defaultdict(list)
-        for name in self.agent_names:
-            agent = snap.agents[name]
-            if agent.spec.hook is not None:
-                self.hooked[agent.spec.hook].append(name)
-            if agent.spec.role is AgentRole.POLECAT and agent.spec.rig is not None:
-                self.polecats_by_rig[agent.spec.rig].append(name)
-            elif agent.spec.role is AgentRole.REFINERY and agent.spec.rig is not None:
-                # A rig has one refinery; if two exist (a race), the first name wins.
-                self.refineries.setdefault(agent.spec.rig, name)
+        self._sweep_agents(snap)
         self.pods_by_agent: dict[str, list[PodView]] = defaultdict(list)
         for pod in snap.pods.values():
             self.pods_by_agent[pod.agent].append(pod)
         self._sweep_beads(snap)
+        beads = snap.beads
         for cname in sorted(snap.convoys):
-            for bname in snap.convoys[cname].spec.beads:
+            listed = snap.convoys[cname].spec.beads
+            if not listed:
+                continue
+            members = self.members[cname]
+            seen = set(members)
+            for bname in listed:
                 if bname not in self.convoy_of:
                     self.convoy_of[bname] = cname
-                if bname in snap.beads and bname not in self.members[cname]:
-                    self.members[cname].append(bname)
+                if bname in beads and bname not in seen:
+                    seen.add(bname)
+                    members.append(bname)
+
+    def _sweep_agents(self, snap: Snapshot) -> None:
+        self.agent_names: list[str] = sorted(snap.agents)
+        self.hooked: dict[str, list[str]] = defaultdict(list)
+        self.refineries: dict[str, str] = {}
+        self.polecats_by_rig: dict[str, list[str]] = defaultdict(list)
+        # Buckets of workers (not the mayor), each in name order, on snapshot fields only:
+        self.workers: list[str] = []
+        self.hooked_workers: list[str] = []  # with a hook
+        self.working: list[str] = []  # working, with a hook
+        self.reporting: list[str] = []  # with a report newer than appliedReportSeq
+        self.parked: list[str] = []  # hooked, not working, not being deleted
+        self.unhooked_idle: list[str] = []  # idle, no hook, not being deleted
+        polecat, refinery, mayor = AgentRole.POLECAT, AgentRole.REFINERY, AgentRole.MAYOR
+        working_phase, idle_phase = AgentPhase.WORKING, AgentPhase.IDLE
+        hooked, agents = self.hooked, snap.agents
+        for name in self.agent_names:
+            agent = agents[name]
+            spec = agent.spec
+            status = agent.status
+            hook = spec.hook
+            role = spec.role
+            if hook is not None:
+                hooked[hook].append(name)
+            if role is polecat and spec.rig is not None:
+                self.polecats_by_rig[spec.rig].append(name)
+            elif role is refinery and spec.rig is not None:
+                # A rig has one refinery; if two exist (a race), the first name wins.
+                self.refineries.setdefault(spec.rig, name)
+            if role is mayor:
+                continue
+            self.workers.append(name)
+            phase = status.phase
+            reports = status.reports
+            if reports:
+                applied = status.applied_report_seq
+                if any(report.seq > applied for report in reports):
+                    self.reporting.append(name)
+            if hook is None:
+                if phase is idle_phase and agent.metadata.deletion_timestamp is None:
+                    self.unhooked_idle.append(name)
+                continue
+            self.hooked_workers.append(name)
+            if phase is working_phase:
+                self.working.append(name)
+            elif agent.metadata.deletion_timestamp is None:
+                self.parked.append(name)
 
     def _sweep_beads(self, snap: Snapshot) -> None:
         self.merge_requests_by_source: dict[str, list[str]] = defaultdict(list)
         self.members: dict[str, list[str]] = defaultdict(list)
         self.convoy_of: dict[str, str] = {}
-        self.live: list[str] = []  # beads that are not closed or failed
+        self.phases: dict[str, BeadPhase] = {}  # every bead's phase in the snapshot
         self.live_mrs: list[str] = []  # merge requests that are not closed or failed
+        self.pr_mrs: list[str] = []  # live merge requests with a pull request URL
         self.cancels: list[str] = []  # live beads with spec.cancel
         self.open_work: list[str] = []  # open, unassigned issue/rework beads: candidates
         self.failures: list[datetime] = []  # lastFailureAt of every bead that has one
         self.graph: dict[str, list[str]] = {}  # bead -> beads it depends on
         self.active_work: list[str] = []  # issue/rework beads in progress, in review, or
         # open with a (possibly stale) assignee: what the repair rules look at
+        self.in_review: list[str] = []  # beads of any type in phase in_review
+        self.holders: list[str] = []  # the assignee of every in_progress bead that has one
         closed, failed, open_ = BeadPhase.CLOSED, BeadPhase.FAILED, BeadPhase.OPEN
+        in_progress, in_review = BeadPhase.IN_PROGRESS, BeadPhase.IN_REVIEW
         issue, rework, mr_type = BeadType.ISSUE, BeadType.REWORK, BeadType.MERGE_REQUEST
-        live, live_mrs, graph = self.live, self.live_mrs, self.graph
+        phases, graph, failures = self.phases, self.graph, self.failures
+        by_source, members, convoy_of = self.merge_requests_by_source, self.members, self.convoy_of
+        open_work, active_work, live_mrs = self.open_work, self.active_work, self.live_mrs
         for name, bead in snap.beads.items():
             spec = bead.spec
             status = bead.status
             phase = status.phase
-            kind = spec.type
+            phases[name] = phase
             if status.last_failure_at is not None:
-                self.failures.append(status.last_failure_at)
-            if spec.depends_on:
-                graph[name] = spec.depends_on
-            mr = spec.merge_request
-            if kind is mr_type and mr is not None:
-                self.merge_requests_by_source[mr.source_bead].append(name)
-            elif spec.convoy is not None and kind is issue:
-                self.members[spec.convoy].append(name)
-                self.convoy_of[name] = spec.convoy
+                failures.append(status.last_failure_at)
+            deps = spec.depends_on
+            if deps:
+                graph[name] = deps
+            kind = spec.type
+            mr = None
+            if kind is mr_type:
+                mr = spec.merge_request
+                if mr is not None:
+                    by_source[mr.source_bead].append(name)
+            elif kind is issue:
+                convoy = spec.convoy
+                if convoy is not None:
+                    members[convoy].append(name)
+                    convoy_of[name] = convoy
             if phase is closed or phase is failed:
                 continue
-            live.append(name)
             work = kind is issue or kind is rework
-            if phase is open_ and status.assignee is None:
+            assignee = status.assignee
+            if phase is open_ and assignee is None:
                 if work and not spec.cancel and bead.metadata.deletion_timestamp is None:
-                    self.open_work.append(name)
+                    open_work.append(name)
             elif work:
-                self.active_work.append(name)
-            if kind is mr_type and mr is not None:
+                active_work.append(name)
+            if mr is not None:
                 live_mrs.append(name)
+                review = status.review
+                if review is not None and review.pr_url is not None:
+                    self.pr_mrs.append(name)
             if spec.cancel:
                 self.cancels.append(name)
-        self.live.sort()
-        self.active_work.sort()
-        self.live_mrs.sort()
+            if phase is in_progress:
+                if assignee is not None:
+                    self.holders.append(assignee)
+            elif phase is in_review:
+                self.in_review.append(name)
+        active_work.sort()
+        live_mrs.sort()
+        self.pr_mrs.sort()
         self.cancels.sort()
+        self.in_review.sort()
 
     def pod(self, agent: str, generation: int) -> PodView | None:
         """The pod of one dispatch generation of an agent, if it exists."""

@@ -72,7 +72,7 @@ app.kubernetes.io/component: operator
 {{/*
 The operator's rules inside a watched namespace (a Role per namespace, or the ClusterRole when
 it watches all namespaces). Every verb is one the operator's code or kopf uses; docs/helm.md
-explains each rule. There is no "*" anywhere (a unit test checks it).
+explains each rule. No wildcards anywhere (tests/unit/test_chart.py checks it).
 */}}
 {{- define "gastown.namespacedRules" -}}
 # Towns: kopf lists and watches them, runs one reconcile loop (daemon) per Town and keeps its

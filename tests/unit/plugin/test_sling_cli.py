@@ -44,7 +44,7 @@ def test_bead_object_is_validated_and_named_from_the_title() -> None:
     assert obj["spec"]["dependsOn"] == ["x"]
     with pytest.raises(sling.SlingError, match=r"spec\.title: String should have at least 1"):
         sling.bead_object(town="t", title="", rig="app")
-    with pytest.raises(sling.SlingError, match="spec.priority"):
+    with pytest.raises(sling.SlingError, match=r"spec\.priority"):
         sling.bead_object(town="t", title="x", rig="app", priority="urgent")
     with pytest.raises(sling.SlingError, match="not a valid object name"):
         sling.bead_object(town="t", title="x", rig="app", name="Bad_Name")
@@ -79,7 +79,8 @@ def test_convoy_object_reports_field_paths() -> None:
 )
 def test_tasks_from_file(data: Any, tasks: int, options: dict[str, Any]) -> None:
     got_tasks, got_options = sling.tasks_from_file(data)
-    assert len(got_tasks) == tasks and got_options == options
+    assert len(got_tasks) == tasks
+    assert got_options == options
 
 
 @pytest.mark.parametrize("data", ["text", {"tasks": "x"}, [1, 2]])
@@ -163,7 +164,7 @@ def cli(*argv: str) -> tuple[int, str, str]:
 
 def test_version() -> None:
     assert cli("version") == (0, "kubectl-gastown 0.1.0\n", "")
-    code, out, _ = cli("version", "-o", "json")
+    _code, out, _ = cli("version", "-o", "json")
     assert json.loads(out) == {"plugin": "kubectl-gastown", "version": "0.1.0"}
 
 

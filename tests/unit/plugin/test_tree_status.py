@@ -92,7 +92,8 @@ def test_tree_places_everything_once() -> None:
     assert [b["name"] for b in tree["beads"]] == ["orphan-mr", "solo"]
     assert [a["name"] for a in tree["agents"]] == ["p2", "ref"]
     text = render_tree(tree, PLAIN)
-    assert "other-town-bead" not in text and "x-g1" not in text
+    assert "other-town-bead" not in text
+    assert "x-g1" not in text
     for name in ("c-a-mr-1", "c-a-mr-1-rework-1", "p1-g2", "orphan-mr", "ref"):
         assert text.count(f" {name} ") == 1, (name, text)
 
@@ -123,7 +124,8 @@ def test_status_counts_and_rigs() -> None:
     board = build_status(busy_town(per_rig=2), NOW)
     assert board["beads"]["in_review"] == 1
     assert board["beads"]["open"] == 1  # c-b; the bead of another town is not counted
-    assert board["beads"]["in_progress"] == 1 and board["beads"]["failed"] == 1
+    assert board["beads"]["in_progress"] == 1
+    assert board["beads"]["failed"] == 1
     assert board["beads"]["mergeRequests"] == 2
     assert board["agents"] == {
         "working": 1,
@@ -134,7 +136,9 @@ def test_status_counts_and_rigs() -> None:
         "refineries": 1,
     }
     (rig,) = board["rigs"]
-    assert rig["polecatsBusy"] == 1 and rig["polecatCap"] == 2 and rig["queued"] == 2
+    assert rig["polecatsBusy"] == 1
+    assert rig["polecatCap"] == 2
+    assert rig["queued"] == 2
     assert board["convoys"][0]["progress"] == "0/3"
 
 

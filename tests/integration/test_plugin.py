@@ -316,6 +316,9 @@ def test_sling_bead_and_convoy(
         "namespace": town_ns,
         "beads": ["rel-api", "rel-db"],
     }
+    code, _, err = plugin(control_plane, "why", "rel-db", "-n", town_ns)
+    assert code == 1
+    assert "bead rel-db does not exist yet: it is a task of convoy rel" in err
     spec = api.get("Convoy", town_ns, "rel").body["spec"]
     assert spec["staged"] is True
     assert spec["tasks"][0] == {

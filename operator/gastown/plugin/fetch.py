@@ -20,6 +20,7 @@ from gastown.kube.errors import NotFound
 from gastown.kube.rest import SA_DIR, RestClient
 from gastown.kube.store import pod_view
 from gastown.plugin.state import TownState
+from gastown.reconcile import names
 from gastown.reconcile.snapshot import PodView
 
 DEFAULT_NAMESPACE = "default"
@@ -106,6 +107,17 @@ def get_bead(session: Session, name: str) -> dict[str, Any]:
         return session.client.get("Bead", session.namespace, name)
     except NotFound:
         raise PluginError(f"bead {name!r} not found in namespace {session.namespace}") from None
+
+
+def convoy_materialising(session: Session, bead: str) -> str | None:
+    """The convoy one of whose tasks becomes bead `bead`, if any (task beads are named
+    `<convoy>-<key>`)."""
+    for convoy in session.client.list_objects("Convoy", session.namespace):
+        name = convoy["metadata"]["name"]
+        for task in (convoy.get("spec") or {}).get("tasks") or []:
+            if names.task_bead_name(name, str(task.get("key", ""))) == bead:
+                return str(name)
+    return None
 
 
 def load_state(session: Session, town: Mapping[str, Any]) -> TownState:

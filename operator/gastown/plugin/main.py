@@ -177,7 +177,16 @@ def cmd_status(ctx: Context) -> int:
 
 def cmd_why(ctx: Context) -> int:
     """`why BEAD`: why the bead is where it is."""
-    bead = fetch.get_bead(ctx.session, ctx.args.bead)
+    try:
+        bead = fetch.get_bead(ctx.session, ctx.args.bead)
+    except PluginError:
+        convoy = fetch.convoy_materialising(ctx.session, ctx.args.bead)
+        if convoy is None:
+            raise
+        raise PluginError(
+            f"bead {ctx.args.bead} does not exist yet: it is a task of convoy {convoy}, which "
+            "the operator materialises on its next pass (is the operator running?)"
+        ) from None
     town_name = (bead.get("spec") or {}).get("town")
     try:
         town = fetch.find_town(ctx.session, town_name)

@@ -120,4 +120,4 @@ def iso(moment: datetime | None) -> str | None:
     """RFC 3339 in UTC with a Z, for JSON output (None stays None)."""
     if moment is None:
         return None
-    return aware(moment).astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return aware(moment).astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")

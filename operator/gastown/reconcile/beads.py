@@ -151,11 +151,13 @@ def _submit_for_review(
 def repair_beads(ctx: Pass) -> None:
     """Stale assignees, lost agents, and the in_review safety net."""
     lost_after = ctx.policy.agents.lost_agent_timeout_seconds
-    beads, claimed, phase_of = ctx.snap.beads, ctx.claimed, ctx.phase_of
+    beads, claimed = ctx.snap.beads, ctx.claimed
+    # ctx.phase_of, inlined (phases are non-empty strings, so `or` falls through on None).
+    planned, phases = ctx.planned_phases, ctx.index.phases
     for name in ctx.index.active_work:
         if (Kind.BEAD, name) in claimed:
             continue
-        phase = phase_of(name)
+        phase = planned.get(name) or phases[name]
         if phase is BeadPhase.IN_REVIEW:
             _review_safety_net(ctx, name, lost_after)
             continue
@@ -186,11 +188,11 @@ def _review_safety_net(ctx: Pass, name: str, lost_after: int) -> None:
         if ctx.older_than(bead.status.phase_since, lost_after):
             retry_or_fail(ctx, bead, "MergeRequestMissing", "in review without a merge request")
         return
-    phase_of = ctx.phase_of
+    planned, snapshot_phases = ctx.planned_phases, ctx.index.phases
     closed, failed = BeadPhase.CLOSED, BeadPhase.FAILED
     phases = []
     for mr in mrs:
-        phase = phase_of(mr)
+        phase = planned.get(mr) or snapshot_phases[mr]
         if phase is not closed and phase is not failed:
             return  # a merge request is still open or under review: nothing to repair
         phases.append(phase)
@@ -305,13 +307,15 @@ def _surface(ctx: Pass, bead: Bead, reason: str, message: str) -> None:
 def ready_beads(ctx: Pass, readiness: Readiness) -> list[Bead]:
     """Beads that may be dispatched now, most urgent first; surfaces holds as a side job."""
     ready: list[Bead] = []
+    rigs, hold_of, waiting = ctx.index.rigs, readiness.hold, Hold.WAITING
     for bead in _candidates(ctx):
-        if bead.spec.rig is None or bead.spec.rig not in ctx.index.rigs:
-            _surface(ctx, bead, "UnknownRig", f"rig {bead.spec.rig!r} is not in the town")
+        rig = bead.spec.rig
+        if rig is None or rig not in rigs:
+            _surface(ctx, bead, "UnknownRig", f"rig {rig!r} is not in the town")
             continue
-        hold = readiness.hold(bead)
+        hold = hold_of(bead)
         if hold is not None:
-            if hold is not Hold.WAITING:
+            if hold is not waiting:
                 _surface(ctx, bead, hold.value, _hold_message(hold, bead))
             continue
         if in_staged_convoy(ctx, bead):

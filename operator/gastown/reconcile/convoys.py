@@ -28,7 +28,7 @@ LANDING_RECREATE_SECONDS = 60
 
 def convoy_of(ctx: Pass, bead: Bead) -> Convoy | None:
     """The convoy a bead belongs to, if any."""
-    name = ctx.index.convoy_of.get(bead.name)
+    name = ctx.index.convoy_name(bead)
     return ctx.snap.convoys.get(name) if name is not None else None
 
 

@@ -19,6 +19,10 @@ def cyclic_nodes(graph: Mapping[str, Sequence[str]]) -> set[str]:
 
     `graph` maps a node to the nodes it depends on; edges to unknown nodes are ignored.
     """
+    # Fast path, linear and cheap: most dependencies point at beads that depend on nothing
+    # (so are not keys of `graph`); without an edge between two keys there is no cycle.
+    if not any(dep in graph for deps in graph.values() for dep in deps):
+        return set()
     indegree = {node: 0 for node in graph}
     dependents: dict[str, list[str]] = {node: [] for node in graph}
     for node, deps in graph.items():
@@ -92,8 +96,14 @@ class Doom:
 
     def __call__(self, node: str) -> bool:
         """True if `node` will never close without human intervention."""
-        if node in self._memo:
-            return self._memo[node]
+        memo = self._memo
+        known = memo.get(node)
+        if known is not None:
+            return known
+        if node not in self._graph and node not in self._cyclic:
+            # A leaf (it depends on nothing): doomed exactly when it failed.
+            memo[node] = result = self._phase_of(node) is BeadPhase.FAILED
+            return result
         # Iterative DFS: graphs are acyclic apart from `cyclic`, which is doomed outright.
         stack = [node]
         while stack:
@@ -139,4 +149,14 @@ class Readiness:
         deps = bead.spec.depends_on
         if not deps:
             return None
+        if len(deps) == 1:  # the common case, `dependency_hold` inlined
+            dep = deps[0]
+            phase = self._phase_of(dep)
+            if phase is BeadPhase.CLOSED:
+                return None
+            if phase is None:
+                return Hold.MISSING
+            if phase is BeadPhase.FAILED or self.doomed(dep):
+                return Hold.FAILED
+            return Hold.WAITING
         return dependency_hold(deps, self._phase_of, self.doomed)

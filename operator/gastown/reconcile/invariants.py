@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime
 
-from gastown.model import AgentPhase, AgentRole, BeadPhase, BeadType, Violation
+from gastown.model import AgentPhase, BeadPhase, Violation
 from gastown.reconcile.context import Pass
 from gastown.reconcile.convoys import member_names
 from gastown.reconcile.snapshot import Snapshot
@@ -55,11 +55,7 @@ def _hooks(ctx: Pass) -> list[Violation]:
                     f"bead {bead} has {len(agents)} agents hooked: {', '.join(agents)}",
                 )
             )
-    holders = Counter(
-        b.status.assignee
-        for b in ctx.snap.beads.values()
-        if b.status.phase is BeadPhase.IN_PROGRESS and b.status.assignee is not None
-    )
+    holders = Counter(ctx.index.holders)  # assignees of in_progress beads
     for agent, count in sorted(holders.items()):
         if agent is not None and count > 1:
             found.append(
@@ -75,24 +71,20 @@ def _hooks(ctx: Pass) -> list[Violation]:
 def _workers(ctx: Pass, *, timed: bool) -> list[Violation]:
     found: list[Violation] = []
     grace = ctx.policy.agents.startup_grace_seconds
-    for name in sorted(ctx.snap.agents):
-        agent = ctx.snap.agents[name]
-        if agent.spec.role is AgentRole.MAYOR:
-            continue
+    agents, phases = ctx.snap.agents, ctx.index.phases
+    closed, failed, working = BeadPhase.CLOSED, BeadPhase.FAILED, AgentPhase.WORKING
+    for name in ctx.index.workers:  # every agent but the mayor, in name order
+        agent = agents[name]
         hook = agent.spec.hook
         if hook is not None:
-            bead = ctx.snap.beads.get(hook)
-            if bead is None:
+            phase = phases.get(hook)
+            if phase is None:
                 found.append(_v(HOOK_ON_MISSING, name, f"agent {name} is hooked to missing {hook}"))
-            elif bead.status.phase.terminal:
+            elif phase is closed or phase is failed:
                 found.append(
-                    _v(
-                        HOOK_ON_TERMINAL,
-                        name,
-                        f"agent {name} is hooked to {bead.status.phase.value} {hook}",
-                    )
+                    _v(HOOK_ON_TERMINAL, name, f"agent {name} is hooked to {phase.value} {hook}")
                 )
-        if agent.status.phase is not AgentPhase.WORKING:
+        if agent.status.phase is not working:
             continue
         if hook is None:
             found.append(_v(WORKING_WITHOUT_HOOK, name, f"working agent {name} has no hook"))
@@ -112,15 +104,22 @@ def _reviews(ctx: Pass) -> list[Violation]:
     found: list[Violation] = []
     direct: Counter[str] = Counter()
     live_mr_sources: set[str] = set()
-    for bead in ctx.snap.beads.values():
+    beads = ctx.snap.beads
+    open_, in_progress = BeadPhase.OPEN, BeadPhase.IN_PROGRESS
+    # Closed and failed merge requests count for neither check: live ones are enough.
+    for name in ctx.index.live_mrs:
+        bead = beads[name]
         spec = bead.spec.merge_request
-        if bead.spec.type is not BeadType.MERGE_REQUEST or spec is None:
+        if spec is None:
             continue
-        if bead.status.phase in (BeadPhase.OPEN, BeadPhase.IN_PROGRESS):
+        phase = bead.status.phase
+        if phase is open_:
             live_mr_sources.add(spec.source_bead)
-        pr = bead.status.review.pr_url if bead.status.review is not None else None
-        if bead.status.phase is BeadPhase.IN_PROGRESS and pr is None:
-            direct[bead.spec.rig or ""] += 1
+        elif phase is in_progress:
+            live_mr_sources.add(spec.source_bead)
+            review = bead.status.review
+            if review is None or review.pr_url is None:
+                direct[bead.spec.rig or ""] += 1
     for rig, count in sorted(direct.items()):
         if count > 1:
             found.append(
@@ -130,9 +129,8 @@ def _reviews(ctx: Pass) -> list[Violation]:
                     f"rig {rig} has {count} direct-merge reviews in progress",
                 )
             )
-    for name in sorted(ctx.snap.beads):
-        bead = ctx.snap.beads[name]
-        if bead.status.phase is BeadPhase.IN_REVIEW and name not in live_mr_sources:
+    for name in ctx.index.in_review:  # every in_review bead, in name order
+        if name not in live_mr_sources:
             found.append(
                 _v(
                     REVIEW_WITHOUT_MR,
@@ -145,14 +143,20 @@ def _reviews(ctx: Pass) -> list[Violation]:
 
 def _convoys(ctx: Pass) -> list[Violation]:
     found: list[Violation] = []
+    phases = ctx.index.phases
+    closed_phase, failed_phase = BeadPhase.CLOSED, BeadPhase.FAILED
     for name in sorted(ctx.snap.convoys):
         convoy = ctx.snap.convoys[name]
         if convoy.status.observed_generation is None and convoy.status.phase is None:
             continue  # never reconciled yet: nothing has been claimed about it
         members = member_names(ctx, convoy)
-        phases = [ctx.snap.beads[m].status.phase for m in members if m in ctx.snap.beads]
-        closed = sum(p is BeadPhase.CLOSED for p in phases)
-        failed = sum(p is BeadPhase.FAILED for p in phases)
+        closed = failed = 0
+        for member in members:
+            phase = phases.get(member)
+            if phase is closed_phase:
+                closed += 1
+            elif phase is failed_phase:
+                failed += 1
         status = convoy.status
         if (status.total, status.closed, status.failed) != (len(members), closed, failed):
             found.append(

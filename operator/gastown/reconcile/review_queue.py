@@ -195,12 +195,13 @@ def apply_pr_results(ctx: Pass) -> None:
 def repair_merge_requests(ctx: Pass) -> None:
     """Failed rework or source, abandoned and stuck reviews, PRs that never opened."""
     review = ctx.policy.review
-    beads, claimed, phase_of = ctx.snap.beads, ctx.claimed, ctx.phase_of
+    beads, claimed = ctx.snap.beads, ctx.claimed
+    planned, phases = ctx.planned_phases, ctx.index.phases  # ctx.phase_of, inlined
     closed, failed, in_progress = BeadPhase.CLOSED, BeadPhase.FAILED, BeadPhase.IN_PROGRESS
     for name in ctx.index.live_mrs:  # every one is a merge request (is_mr holds)
         if (Kind.BEAD, name) in claimed:
             continue
-        phase = phase_of(name)
+        phase = planned.get(name) or phases[name]
         if phase is closed or phase is failed:
             continue
         mr = beads[name]
@@ -320,10 +321,10 @@ def pop_queues(ctx: Pass) -> None:
     """Per rig: if no direct review is under way, give the oldest ready MR to the refinery."""
     by_rig: dict[str, list[Bead]] = {}
     busy: set[str] = set()
-    beads, phase_of, snapshot_phases = ctx.snap.beads, ctx.phase_of, ctx.index.phases
+    beads, planned, snapshot_phases = ctx.snap.beads, ctx.planned_phases, ctx.index.phases
     open_, in_progress = BeadPhase.OPEN, BeadPhase.IN_PROGRESS
     for name in ctx.index.live_mrs:
-        phase = phase_of(name)
+        phase = planned.get(name) or snapshot_phases[name]  # ctx.phase_of, inlined
         if phase is in_progress:
             mr = beads[name]
             if pr_url(mr) is None:

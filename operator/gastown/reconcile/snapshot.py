@@ -75,6 +75,9 @@ class Index:
             self.pods_by_agent[pod.agent].append(pod)
         self._sweep_beads(snap)
         beads = snap.beads
+        # Beads a convoy lists by name; the first convoy (by name) that lists a bead owns it,
+        # unless the bead names its convoy itself (see `convoy_name`).
+        self.listed_in: dict[str, str] = {}
         for cname in sorted(snap.convoys):
             listed = snap.convoys[cname].spec.beads
             if not listed:
@@ -82,8 +85,7 @@ class Index:
             members = self.members[cname]
             seen = set(members)
             for bname in listed:
-                if bname not in self.convoy_of:
-                    self.convoy_of[bname] = cname
+                self.listed_in.setdefault(bname, cname)
                 if bname in beads and bname not in seen:
                     seen.add(bname)
                     members.append(bname)
@@ -138,7 +140,6 @@ class Index:
     def _sweep_beads(self, snap: Snapshot) -> None:
         self.merge_requests_by_source: dict[str, list[str]] = defaultdict(list)
         self.members: dict[str, list[str]] = defaultdict(list)
-        self.convoy_of: dict[str, str] = {}
         self.phases: dict[str, BeadPhase] = {}  # every bead's phase in the snapshot
         self.live_mrs: list[str] = []  # merge requests that are not closed or failed
         self.pr_mrs: list[str] = []  # live merge requests with a pull request URL
@@ -154,7 +155,7 @@ class Index:
         in_progress, in_review = BeadPhase.IN_PROGRESS, BeadPhase.IN_REVIEW
         issue, rework, mr_type = BeadType.ISSUE, BeadType.REWORK, BeadType.MERGE_REQUEST
         phases, graph, failures = self.phases, self.graph, self.failures
-        by_source, members, convoy_of = self.merge_requests_by_source, self.members, self.convoy_of
+        by_source, members = self.merge_requests_by_source, self.members
         open_work, active_work, live_mrs = self.open_work, self.active_work, self.live_mrs
         for name, bead in snap.beads.items():
             spec = bead.spec
@@ -176,7 +177,6 @@ class Index:
                 convoy = spec.convoy
                 if convoy is not None:
                     members[convoy].append(name)
-                    convoy_of[name] = convoy
             if phase is closed or phase is failed:
                 continue
             work = kind is issue or kind is rework
@@ -203,6 +203,14 @@ class Index:
         self.pr_mrs.sort()
         self.cancels.sort()
         self.in_review.sort()
+
+    def convoy_name(self, bead: Bead) -> str | None:
+        """The convoy a snapshot bead belongs to: the one it names (issues), else the first
+        convoy that lists it."""
+        spec = bead.spec
+        if spec.type is BeadType.ISSUE and spec.convoy is not None:
+            return spec.convoy
+        return self.listed_in.get(bead.metadata.name)
 
     def pod(self, agent: str, generation: int) -> PodView | None:
         """The pod of one dispatch generation of an agent, if it exists."""

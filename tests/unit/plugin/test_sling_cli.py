@@ -13,7 +13,7 @@ import yaml
 
 from gastown.plugin import sling
 from gastown.plugin.fetch import context_namespace, kubeconfig_path
-from gastown.plugin.main import run
+from gastown.plugin.main import Context, build_parser, run
 from gastown.plugin.style import ago, colour_wanted, duration
 from tests.unit.reconcile.builders import town
 
@@ -228,3 +228,33 @@ def test_options_before_or_after_the_subcommand(tmp_path: Path) -> None:
     ):
         code, _, err = cli(*argv)
         assert (code, err) == (1, "error: kubeconfig /nope does not exist\n")
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("stream", "argv", "env", "coloured"),
+    [
+        (_Tty, [], {}, True),
+        (_Tty, [], {"NO_COLOR": ""}, False),
+        (io.StringIO, [], {}, False),
+        (io.StringIO, ["--color", "always"], {}, True),
+        (_Tty, ["--color", "never"], {}, False),
+    ],
+)
+def test_colour_follows_the_terminal(
+    monkeypatch: pytest.MonkeyPatch,
+    stream: type[io.StringIO],
+    argv: list[str],
+    env: dict[str, str],
+    coloured: bool,
+) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.delenv("TERM", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    args = build_parser().parse_args(["version", *argv])
+    assert Context(args, stream()).style.enabled is coloured

@@ -240,6 +240,44 @@ CASES: dict[str, tuple[Case, str, str, str]] = {
         "CancelRequested",
         "reason Cancelled",
     ),
+    "mr queued": (
+        lambda: state(
+            merge_request("first", "x"),
+            merge_request("second", "y", created=T0 + minutes(1)),
+        ),
+        "second",
+        "Queued",
+        "first first",
+    ),
+    "mr next": (lambda: state(merge_request("m", "x")), "m", "Ready", "review queue"),
+    "mr pull request": (
+        lambda: state(
+            merge_request(
+                "m",
+                "x",
+                phase="in_progress",
+                review={"prUrl": "https://git.example/pr/9", "prState": "open"},
+            )
+        ),
+        "m",
+        "PullRequestOpen",
+        "https://git.example/pr/9",
+    ),
+    "idle agent still hooked": (
+        lambda: state(
+            bead("b", phase="in_progress", assignee="p1"),
+            agent("p1", hook="b", phase="idle"),
+        ),
+        "b",
+        "Redispatching",
+        "re-dispatches it",
+    ),
+    "stale assignee": (
+        lambda: state(bead("b", assignee="gone")),
+        "b",
+        "StaleAssignee",
+        "no longer holds it",
+    ),
     "escalation": (
         lambda: state(bead("e", type="escalation", rig=None)),
         "e",

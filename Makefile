@@ -54,8 +54,13 @@ test-unit: setup ## Only the unit tests (no cluster needed).
 	$(VENV)/bin/pytest tests/unit
 
 .PHONY: bench
-bench: setup ## Run the benchmarks in bench/ and print the figures.
+bench: setup kube-bin ## Run the benchmarks in bench/ and print the figures.
 	$(PY) bench/bench_reconcile.py
+	$(PY) bench/bench_operator.py
+
+.PHONY: demo
+demo: setup kube-bin ## A whole town locally: control plane, node runner, operator, a convoy that lands.
+	$(PY) -m gastown.devtools.demo
 
 .PHONY: run
 run: setup kube-bin ## Run the operator: on $$KUBECONFIG if set, else on a local control plane it starts.

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from gastown.kube import metrics
 from gastown.kube.apply import Applier, ApplyResult, PRPoller
@@ -47,6 +48,16 @@ class PassReport:
     violations: list[Violation]
     status_written: bool
     duration_ms: int
+
+
+def replacing(current: Any, desired: Any) -> Any:
+    """A JSON merge patch that turns `current` into `desired` (nulls for removed keys)."""
+    if not isinstance(desired, dict) or not isinstance(current, dict):
+        return desired
+    patch: dict[str, Any] = {key: None for key in current if key not in desired}
+    for key, value in desired.items():
+        patch[key] = replacing(current.get(key), value)
+    return patch
 
 
 class TownLoop:
@@ -131,7 +142,7 @@ class TownLoop:
             violations=len(violations),
         )
         status = build_town_status(after, violations, last_pass, planned, self.clock())
-        written = await self._write_status(status, force=bool(actions) and not shadow)
+        written = await self._write_status(status)
         self._export_gauges(status)
         if actions or written:
             log.info(
@@ -145,15 +156,23 @@ class TownLoop:
             )
         return PassReport(counts, result, violations, written, duration_ms)
 
-    async def _write_status(self, status: TownStatus, force: bool) -> bool:
+    async def _write_status(self, status: TownStatus) -> bool:
         town = self.town.town
         if town is None:
             return False
-        if not force and semantic(status) == semantic(town.status):
+        new, old = semantic(status), semantic(town.status)
+        if new == old:
             return False
+        changed = sorted(key for key in new if new[key] != old.get(key))
+        log.debug(
+            "town %s status changed: %s", town.name, ", ".join(changed), extra={"town": town.name}
+        )
+        body = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+        current = town.status.model_dump(mode="json", by_alias=True, exclude_none=True)
         patch = {
             "metadata": {"resourceVersion": town.metadata.resource_version},
-            "status": status.model_dump(mode="json", by_alias=True, exclude_none=True),
+            # A merge patch only adds keys: say null for keys that are gone (e.g. a rig's queue).
+            "status": replacing(current, body),
         }
         try:
             result = await self.kube.patch(

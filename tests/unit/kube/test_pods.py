@@ -154,3 +154,13 @@ def test_identity_grants_only_the_own_agent() -> None:
     assert build_pod(TOWN, agent(), "uid-1", 3, "b1")["spec"][
         "serviceAccountName"
     ] == identity_name("demo-polecat-app-1")
+
+
+def test_status_patch_nulls_removed_keys() -> None:
+    from gastown.kube.loop import replacing
+
+    current = {"queue": {"app": 1, "lib": 2}, "summary": "x", "beads": {"open": 1}}
+    desired = {"queue": {"lib": 1}, "summary": "y", "beads": {"open": 1}}
+    assert replacing(current, desired) == {
+        "queue": {"app": None, "lib": 1}, "summary": "y", "beads": {"open": 1}
+    }

@@ -1,0 +1,283 @@
+"""Benchmarks of the operator on a real local control plane.
+
+Measures, with the operator running as a process (`gastown run`) as in production:
+
+1. dispatch latency: a paused town holding N ready beads is switched to active; the time from
+   that write to each bead's agent Pod being observed through a watch (p50, p99, max);
+2. API writes per bead over a whole convoy life (operator writes, from its own metrics);
+3. API writes per minute by an idle town (after everything landed);
+4. operator peak RSS with 10,000 beads in its store.
+
+Run: `.venv/bin/python bench/bench_operator.py` (starts its own control plane; about 5 min).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.support.api import Api, eventually  # noqa: E402
+from tests.support.procs import operator, wait_started  # noqa: E402
+from tests.support.town import AgentPlayer, TownView, convoy  # noqa: E402
+
+from gastown.devtools.controlplane import ControlPlane, free_port  # noqa: E402
+
+RIGS = [f"r{i}" for i in range(5)]
+
+
+def town_body(mode: str, per_rig: int, total: int) -> dict[str, Any]:
+    """A town with five rigs and generous caps."""
+    return {
+        "apiVersion": "gastown.dev/v1alpha1",
+        "kind": "Town",
+        "metadata": {"name": "demo"},
+        "spec": {
+            "rigs": [{"name": r, "gitUrl": f"/srv/{r}.git"} for r in RIGS],
+            "agent": {"image": "gastown-agent:bench"},
+            "limits": {"maxPolecatsPerRig": per_rig, "maxPolecats": total},
+            "policy": {"agents": {"startupGraceSeconds": 3600, "podPendingTimeoutSeconds": 3600}},
+            "mode": mode,
+        },
+    }
+
+
+def bead_body(name: str, rig: str) -> dict[str, Any]:
+    """One issue bead."""
+    return {
+        "apiVersion": "gastown.dev/v1alpha1",
+        "kind": "Bead",
+        "metadata": {"name": name},
+        "spec": {"town": "demo", "rig": rig, "title": name},
+    }
+
+
+def new_namespace(api: Api, name: str) -> str:
+    """Create a namespace and wait for its default ServiceAccount."""
+    assert api.call("POST", "/api/v1/namespaces", {"metadata": {"name": name}}).status == 201
+    eventually(
+        lambda: api.call("GET", f"/api/v1/namespaces/{name}/serviceaccounts/default").status == 200,
+        60,
+        "default ServiceAccount",
+    )
+    return name
+
+
+def create_many(api: Api, namespace: str, bodies: list[dict[str, Any]]) -> None:
+    """Create objects with a few parallel clients."""
+
+    def create(body: dict[str, Any]) -> None:
+        response = api.create(namespace, body)
+        assert response.status == 201, response.message
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(create, bodies))
+
+
+class PodWatch(threading.Thread):
+    """Records the monotonic time each pod is first seen through a watch."""
+
+    def __init__(self, api: Api, namespace: str) -> None:
+        super().__init__(daemon=True)
+        self.api = api
+        self.ns = namespace
+        self.seen: dict[str, float] = {}
+        listing = api.call("GET", f"/api/v1/namespaces/{namespace}/pods")
+        self.rv = listing.body["metadata"]["resourceVersion"]
+
+    def run(self) -> None:
+        url = (
+            f"{self.api.server}/api/v1/namespaces/{self.ns}/pods?watch=1"
+            f"&resourceVersion={self.rv}&timeoutSeconds=600"
+        )
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.api.token}"})
+        with urllib.request.urlopen(request, context=self.api._ssl, timeout=620) as stream:
+            for line in stream:
+                event = json.loads(line)
+                name = event["object"]["metadata"]["name"]
+                if event["type"] == "ADDED" and name not in self.seen:
+                    self.seen[name] = time.monotonic()
+
+
+def metric_sum(port: int, name: str, **labels: str) -> float:
+    """Sum of a Prometheus counter's samples matching the labels."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+def bench_dispatch(plane: ControlPlane, api: Api, log_dir: Path, count: int) -> dict[str, Any]:
+    """Latency from 'ready' to Pod for `count` beads at once."""
+    ns = new_namespace(api, "bench-dispatch")
+    proc = operator(plane, ns, log_dir)
+    proc.start()
+    wait_started(proc, "Initial authentication has finished")
+    try:
+        per_rig = -(-count // len(RIGS))
+        assert api.create(ns, town_body("paused", min(per_rig, 100), count)).status == 201
+        create_many(api, ns, [bead_body(f"b{i:04d}", RIGS[i % len(RIGS)]) for i in range(count)])
+        view = TownView(api, ns)
+        eventually(
+            lambda: view.town().get("status", {}).get("beads", {}).get("open") == count,
+            120,
+            "the operator to see every bead",
+        )
+        watch = PodWatch(api, ns)
+        watch.start()
+        t0 = time.monotonic()
+        assert api.merge_patch("Town", ns, "demo", {"spec": {"mode": "active"}}).status == 200
+        eventually(lambda: len(watch.seen) >= count, 300, f"{count} pods", interval=0.05)
+        latencies = [watch.seen[name] - t0 for name in watch.seen]
+        return {
+            "beads": count,
+            "p50_ms": round(percentile(latencies, 0.50) * 1000),
+            "p99_ms": round(percentile(latencies, 0.99) * 1000),
+            "max_ms": round(max(latencies) * 1000),
+        }
+    finally:
+        proc.stop()
+
+
+def bench_writes(plane: ControlPlane, api: Api, log_dir: Path) -> dict[str, Any]:
+    """Operator API writes per bead over a convoy's life, then writes per idle minute."""
+    ns = new_namespace(api, "bench-writes")
+    port = free_port()
+    proc = operator(plane, ns, log_dir, GASTOWN_METRICS_PORT=str(port))
+    proc.start()
+    wait_started(proc, "Initial authentication has finished")
+    try:
+        body = town_body("active", 3, 5)
+        body["spec"]["rigs"] = [{"name": "app", "gitUrl": "/srv/app.git"}]
+        assert api.create(ns, body).status == 201
+        tasks = [
+            {"key": f"t{i}", "title": f"T{i}", "dependsOn": [f"t{i - 1}"] if i % 4 else []}
+            for i in range(20)
+        ]
+        spec_convoy = convoy("bench", tasks)
+        assert api.create(ns, spec_convoy).status == 201
+        view = TownView(api, ns)
+        player = AgentPlayer(api, plane.kubeconfig, ns)
+
+        def landed() -> bool:
+            player.step()
+            return view.convoy("bench").status.phase is not None and view.convoy(
+                "bench"
+            ).status.phase.value in ("Landed", "Failed")
+
+        eventually(landed, 300, "the convoy to land", interval=0.2)
+        phase = view.convoy("bench").status.phase
+        # Let the last writes settle, then count.
+        time.sleep(3)
+        writes = metric_sum(port, "gastown_api_writes_total", town="demo")
+        by_kind = {
+            kind: int(metric_sum(port, "gastown_api_writes_total", town="demo", kind=kind))
+            for kind in (
+                "Bead",
+                "Agent",
+                "Convoy",
+                "Town",
+                "Pod",
+                "ServiceAccount",
+                "Role",
+                "RoleBinding",
+            )
+        }
+        agent_reports = len(player.played)
+        time.sleep(60)  # the idle window itself is what is measured
+        idle = metric_sum(port, "gastown_api_writes_total", town="demo") - writes
+        return {
+            "convoy": phase.value if phase else None,
+            "beads": len(tasks),
+            "operator_writes": int(writes),
+            "writes_per_bead": round(writes / len(tasks), 1),
+            "agent_reports": agent_reports,
+            "idle_writes_per_minute": int(idle),
+        }
+    finally:
+        proc.stop()
+
+
+def bench_memory(plane: ControlPlane, api: Api, log_dir: Path, count: int) -> dict[str, Any]:
+    """Operator RSS with `count` beads in a paused town."""
+    ns = new_namespace(api, "bench-memory")
+    proc = operator(plane, ns, log_dir)
+    proc.start()
+    wait_started(proc, "Initial authentication has finished")
+    try:
+        assert api.create(ns, town_body("paused", 100, 500)).status == 201
+        create_many(api, ns, [bead_body(f"m{i:05d}", RIGS[i % len(RIGS)]) for i in range(count)])
+        view = TownView(api, ns)
+        eventually(
+            lambda: view.town().get("status", {}).get("beads", {}).get("open") == count,
+            300,
+            "the operator to hold every bead",
+        )
+        assert proc.proc is not None
+        status = Path(f"/proc/{proc.proc.pid}/status").read_text()
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        return {
+            "beads": count,
+            "rss_mb": int(fields["VmRSS"].split()[0]) // 1024,
+            "peak_rss_mb": int(fields["VmHWM"].split()[0]) // 1024,
+        }
+    finally:
+        proc.stop()
+
+
+def main() -> int:
+    """Run the benchmarks and print a JSON summary and a table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dispatch", type=int, default=500)
+    parser.add_argument("--memory-beads", type=int, default=10000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        plane = ControlPlane(directory=Path(tmp) / "cp")
+        plane.start()
+        try:
+            plane.install_crds(REPO / "crds")
+            api = Api.from_kubeconfig(plane.kubeconfig, plane.directory / "pki" / "ca.crt")
+            results = {
+                "dispatch": bench_dispatch(plane, api, Path(tmp), args.dispatch),
+                "writes": bench_writes(plane, api, Path(tmp)),
+                "memory": bench_memory(plane, api, Path(tmp), args.memory_beads),
+            }
+        finally:
+            plane.stop()
+    print(json.dumps(results, indent=2))
+    d, w, m = results["dispatch"], results["writes"], results["memory"]
+    print(
+        f"| dispatch latency, {d['beads']} beads ready at once | p50 {d['p50_ms']} ms, "
+        f"p99 {d['p99_ms']} ms, max {d['max_ms']} ms |"
+    )
+    print(f"| operator API writes per bead (convoy of {w['beads']}) | {w['writes_per_bead']} |")
+    print(f"| API writes per minute, idle town | {w['idle_writes_per_minute']} |")
+    print(
+        f"| operator RSS with {m['beads']} beads | {m['rss_mb']} MB (peak {m['peak_rss_mb']} MB) |"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -214,6 +214,7 @@ def bench_writes(plane: ControlPlane, api: Api, log_dir: Path) -> dict[str, Any]
             "writes_per_bead": round(writes / len(tasks), 1),
             "agent_reports": agent_reports,
             "idle_writes_per_minute": int(idle),
+            "writes_by_kind": by_kind,
         }
     finally:
         proc.stop()

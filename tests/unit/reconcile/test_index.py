@@ -33,10 +33,9 @@ def naive_check(snap: Snapshot) -> None:
     }
     work = {n: b.spec.type in (BeadType.ISSUE, BeadType.REWORK) for n, b in beads.items()}
     assert index.live_mrs == [n for n in live if is_mr[n]]
+    reviews = {n: b.status.review for n, b in beads.items()}
     assert index.pr_mrs == [
-        n
-        for n in live
-        if is_mr[n] and beads[n].status.review is not None and beads[n].status.review.pr_url
+        n for n in live if is_mr[n] and (r := reviews[n]) is not None and r.pr_url is not None
     ]
     assert index.cancels == [n for n in live if beads[n].spec.cancel]
     assert index.in_review == [n for n in live if beads[n].status.phase is BeadPhase.IN_REVIEW]

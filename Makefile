@@ -36,6 +36,7 @@ cluster-down: setup ## Stop the local control plane started by cluster-up.
 .PHONY: manifests
 manifests: setup ## Regenerate the CRDs (crds/ and the chart) from the pydantic models.
 	$(VENV)/bin/gastown crds crds charts/gastown/crds
+	$(VENV)/bin/gastown docs docs/configuration.md
 
 .PHONY: lint
 lint: setup ## ruff, mypy, import-linter contracts, generated files up to date.
@@ -44,6 +45,7 @@ lint: setup ## ruff, mypy, import-linter contracts, generated files up to date.
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/gastown crds --check crds charts/gastown/crds
+	$(VENV)/bin/gastown docs --check docs/configuration.md
 
 .PHONY: test
 test: lint kube-bin ## Lint, then run every test (unit, integration, e2e) against a real local control plane.

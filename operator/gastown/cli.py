@@ -84,6 +84,12 @@ def _agent_run(args: argparse.Namespace) -> int:
     return agent_main(args.extra)
 
 
+def _docs(args: argparse.Namespace) -> int:
+    from gastown import docgen
+
+    return docgen.main([*(["--check"] if args.check else []), str(args.path)])
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `gastown`."""
     parser = argparse.ArgumentParser(prog="gastown", description=__doc__)
@@ -140,6 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
     crds.add_argument("dirs", nargs="+", type=Path)
     crds.add_argument("--check", action="store_true", help="fail if the files differ")
     crds.set_defaults(func=_crds)
+
+    docs = sub.add_parser(
+        "docs", help="write the configuration reference generated from the models"
+    )
+    docs.add_argument("path", type=Path)
+    docs.add_argument("--check", action="store_true", help="fail if the file differs")
+    docs.set_defaults(func=_docs)
     return parser
 
 

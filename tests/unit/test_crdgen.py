@@ -62,3 +62,10 @@ def test_kind_names_and_category() -> None:
 def test_every_kind_has_an_age_column() -> None:
     for kind in KINDS:
         assert kind.info.columns[-1].name == "Age"
+
+
+def test_configuration_reference_is_up_to_date() -> None:
+    from gastown import docgen
+
+    path = REPO_ROOT / "docs" / "configuration.md"
+    assert path.read_text() == docgen.render(), "docs/configuration.md is stale: `make manifests`"

@@ -14,8 +14,9 @@
 # needs to be writable.
 #
 # Adding a coding-agent CLI. This image has no coding agent of its own; add the one your Towns
-# use (spec.agent.codingAgent) in a derived image, or uncomment one of these blocks below the
-# runtime stage's package install. Claude Code, for example, is an npm package and needs Node.js:
+# use (spec.agent.codingAgent) in a derived image (`FROM ghcr.io/gastown/agent:0.1.0`, then
+# `USER root`, the lines below, `USER 1000:1000`) or in the runtime stage below, after the
+# apt-get line. Claude Code, for example, is an npm package and needs Node.js:
 #
 #   # Node.js from the official image (pin it by digest too), then the CLI, installed globally:
 #   COPY --from=node:22-bookworm-slim /usr/local/bin/node /usr/local/bin/node

@@ -43,6 +43,7 @@ class Pass:
         self._phase: dict[str, BeadPhase] = {}
         self.planned_phases: dict[str, BeadPhase] = self._phase
         self._phases: dict[str, BeadPhase] = self.index.phases
+        self._phase_view: dict[str, BeadPhase] | None = None  # snapshot + plan, merged
         self._assignee: dict[str, str | None] = {}
         self._hook: dict[str, str | None] = {}
         self._hooked_by_plan: dict[str, list[str]] = {}
@@ -97,6 +98,7 @@ class Pass:
     def plan_phase(self, bead: str, phase: BeadPhase) -> None:
         """Record that this pass moves a bead to `phase`."""
         self._phase[bead] = phase
+        self._phase_view = None
 
     def plan_assignee(self, bead: str, agent: str | None) -> None:
         """Record that this pass changes a bead's assignee."""
@@ -115,6 +117,18 @@ class Pass:
             if planned is not None:
                 return planned
         return bead.status.phase
+
+    def phase_view(self) -> dict[str, BeadPhase]:
+        """Every bead's phase after this pass's decisions so far, as one mapping (read-only).
+
+        For loops that look up many beads while planning no transitions themselves: one
+        lookup per bead instead of two; rebuilt only after a new transition is planned.
+        """
+        if not self._phase:
+            return self._phases
+        if self._phase_view is None:
+            self._phase_view = {**self._phases, **self._phase}
+        return self._phase_view
 
     def phase_of(self, name: str) -> BeadPhase | None:
         """Phase of a bead by name, or None if it does not exist."""

@@ -130,14 +130,12 @@ def _materialise(ctx: Pass, convoy: Convoy) -> None:
 def _counts(ctx: Pass, convoy: Convoy) -> tuple[int, int, int, bool]:
     """(total, closed, failed, settled): settled means nothing in the convoy can progress."""
     members = member_names(ctx, convoy)
-    planned, phases = ctx.planned_phases, ctx.index.phases
+    phase_of = ctx.phase_view().get  # this loop sees every member and plans nothing
     closed_phase, failed_phase = BeadPhase.CLOSED, BeadPhase.FAILED
     closed = failed = 0
     settled = True
     for name in members:
-        phase = planned.get(name)  # ctx.phase_of, inlined: this loop sees every member
-        if phase is None:
-            phase = phases.get(name)
+        phase = phase_of(name)
         if phase is closed_phase:
             closed += 1
         elif phase is failed_phase:

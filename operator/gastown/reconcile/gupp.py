@@ -32,13 +32,15 @@ _MAX_NUDGES = 20
 
 def progress_base(agent: Agent) -> datetime | None:
     """Last progress of the current generation, or the dispatch time if there is none yet."""
-    candidates: list[datetime] = []
-    activity = agent.status.activity
-    if activity.generation == agent.spec.generation and activity.last_event_at is not None:
-        candidates.append(aware(activity.last_event_at))
-    if agent.status.dispatched_at is not None:
-        candidates.append(aware(agent.status.dispatched_at))
-    return max(candidates) if candidates else None
+    status = agent.status
+    activity = status.activity
+    event = activity.last_event_at if activity.generation == agent.spec.generation else None
+    dispatched = status.dispatched_at
+    if event is None:
+        return None if dispatched is None else aware(dispatched)
+    if dispatched is None:
+        return aware(event)
+    return max(aware(event), aware(dispatched))  # the event wins a tie, as before
 
 
 def _fired(agent: Agent, tier_at: datetime | None, base: datetime) -> bool:

@@ -11,6 +11,7 @@ from gastown.reconcile.context import Pass
 from gastown.reconcile.facts import Session, classify_session, current_heartbeat
 from gastown.reconcile.ops import release_agent, retry_or_fail
 from gastown.reconcile.retries import failure_record
+from gastown.reconcile.snapshot import PodView
 from gastown.reconcile.writes import Kind
 
 
@@ -140,29 +141,31 @@ def repair_hooks(ctx: Pass) -> None:
 
 def clean_pods(ctx: Pass) -> None:
     """Stop pods that belong to no current session (no invariant allows them to live)."""
-    for pod_name in sorted(ctx.snap.pods):
-        pod = ctx.snap.pods[pod_name]
-        if pod.deleting or not ctx.free(Kind.POD, pod_name):
+    pods, agents, claimed = ctx.snap.pods, ctx.snap.agents, ctx.claimed
+    for pod_name in sorted(pods):
+        pod = pods[pod_name]
+        if pod.deleting or (Kind.POD, pod_name) in claimed:
             continue
-        agent = ctx.snap.agents.get(pod.agent)
-        reason = _pod_verdict(ctx, agent, pod.generation, pod.finished)
+        reason = _pod_verdict(agents.get(pod.agent), pod)
         if reason is not None:
             ctx.add(StopAgentPod(pod=pod_name, reason=reason), (Kind.POD, pod_name))
 
 
-def _pod_verdict(ctx: Pass, agent: Agent | None, generation: int, finished: bool) -> str | None:
+def _pod_verdict(agent: Agent | None, pod: PodView) -> str | None:
     if agent is None:
         return "AgentMissing"
-    if not is_worker(agent):
+    spec = agent.spec
+    if spec.role is AgentRole.MAYOR:  # not a worker
         return None
-    if generation < agent.spec.generation:
+    generation = pod.generation
+    if generation < spec.generation:
         return "OldGeneration"
-    if generation > agent.spec.generation:
+    if generation > spec.generation:
         return None  # created by a dispatch the agent index has not caught up with
-    if agent.spec.hook is None:
+    if spec.hook is None:
         # Judged on the snapshot, not this pass's plan: a runtime that has just reported gets
         # until the next pass to exit on its own.
         return "SessionOver"
-    if finished and agent.status.phase is not AgentPhase.WORKING:
+    if agent.status.phase is not AgentPhase.WORKING and pod.finished:
         return "SessionOver"
     return None

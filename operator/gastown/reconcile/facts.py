@@ -13,7 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from gastown.model import Agent, Report
-from gastown.reconcile.context import Pass
+from gastown.reconcile.context import Pass, aware
 from gastown.reconcile.snapshot import PodView
 
 # A pod that has just terminated may have written its final report a moment before; wait this
@@ -121,7 +121,7 @@ def _liveness(ctx: Pass, agent: Agent, pod: PodView) -> SessionState:
         if ctx.older_than(started, agents.startup_grace_seconds):
             return SessionState(Session.LOST, "NoHeartbeat")
         return _STARTING
-    if ctx.older_than(beat, agents.heartbeat_timeout_seconds):
+    if (ctx.now - aware(beat)).total_seconds() > agents.heartbeat_timeout_seconds:  # older_than
         return SessionState(Session.LOST, "HeartbeatLost")
     return _HEALTHY
 

@@ -282,7 +282,7 @@ def dispatch(
 def _candidates(ctx: Pass) -> Iterator[Bead]:
     beads, claimed, planned = ctx.snap.beads, ctx.claimed, ctx.planned_phases
     open_ = BeadPhase.OPEN
-    for name in ctx.index.open_work:  # open in the snapshot: only a planned phase can differ
+    for name, _, _ in ctx.index.open_work:  # open in the snapshot: only a plan can differ
         if (Kind.BEAD, name) not in claimed and planned.get(name, open_) is open_:
             yield beads[name]
 
@@ -307,17 +307,23 @@ def _surface(ctx: Pass, bead: Bead, reason: str, message: str) -> None:
 def ready_beads(ctx: Pass, readiness: Readiness) -> list[Bead]:
     """Beads that may be dispatched now, most urgent first; surfaces holds as a side job."""
     ready: list[Bead] = []
-    rigs, hold_of, waiting = ctx.index.rigs, readiness.hold, Hold.WAITING
-    for bead in _candidates(ctx):
-        rig = bead.spec.rig
-        if rig is None or rig not in rigs:
-            _surface(ctx, bead, "UnknownRig", f"rig {rig!r} is not in the town")
+    rigs, hold_of, waiting = ctx.index.rigs, readiness.hold_deps, Hold.WAITING
+    beads, claimed, planned = ctx.snap.beads, ctx.claimed, ctx.planned_phases
+    open_ = BeadPhase.OPEN
+    # `_candidates`, inlined, on the facts the index read: a held bead is not walked again.
+    for name, rig, deps in ctx.index.open_work:
+        if (Kind.BEAD, name) in claimed or planned.get(name, open_) is not open_:
             continue
-        hold = hold_of(bead)
+        if rig is None or rig not in rigs:
+            _surface(ctx, beads[name], "UnknownRig", f"rig {rig!r} is not in the town")
+            continue
+        hold = hold_of(name, deps)
         if hold is not None:
             if hold is not waiting:
+                bead = beads[name]
                 _surface(ctx, bead, hold.value, _hold_message(hold, bead))
             continue
+        bead = beads[name]
         if in_staged_convoy(ctx, bead):
             continue
         if attempts_exhausted(ctx, bead):

@@ -144,9 +144,12 @@ class Readiness:
 
     def hold(self, bead: Bead) -> Hold | None:
         """Why the bead's dependencies keep it from being ready (None: they do not)."""
-        if self.cyclic and bead.metadata.name in self.cyclic:
+        return self.hold_deps(bead.metadata.name, bead.spec.depends_on)
+
+    def hold_deps(self, name: str, deps: Sequence[str]) -> Hold | None:
+        """`hold` of the bead `name` whose dependencies are `deps`."""
+        if self.cyclic and name in self.cyclic:
             return Hold.CYCLE
-        deps = bead.spec.depends_on
         if not deps:
             return None
         if len(deps) == 1:  # the common case, `dependency_hold` inlined

@@ -104,22 +104,18 @@ def _reviews(ctx: Pass) -> list[Violation]:
     found: list[Violation] = []
     direct: Counter[str] = Counter()
     live_mr_sources: set[str] = set()
-    beads = ctx.snap.beads
+    facts, phases = ctx.index.mr_facts, ctx.index.phases
     open_, in_progress = BeadPhase.OPEN, BeadPhase.IN_PROGRESS
     # Closed and failed merge requests count for neither check: live ones are enough.
     for name in ctx.index.live_mrs:
-        bead = beads[name]
-        spec = bead.spec.merge_request
-        if spec is None:
-            continue
-        phase = bead.status.phase
+        phase = phases[name]
         if phase is open_:
-            live_mr_sources.add(spec.source_bead)
+            live_mr_sources.add(facts[name][0])
         elif phase is in_progress:
-            live_mr_sources.add(spec.source_bead)
-            review = bead.status.review
-            if review is None or review.pr_url is None:
-                direct[bead.spec.rig or ""] += 1
+            source, _, rig, _, pr, _ = facts[name]
+            live_mr_sources.add(source)
+            if pr is None:
+                direct[rig] += 1
     for rig, count in sorted(direct.items()):
         if count > 1:
             found.append(

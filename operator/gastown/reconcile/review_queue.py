@@ -195,7 +195,7 @@ def apply_pr_results(ctx: Pass) -> None:
 def repair_merge_requests(ctx: Pass) -> None:
     """Failed rework or source, abandoned and stuck reviews, PRs that never opened."""
     review = ctx.policy.review
-    beads, claimed = ctx.snap.beads, ctx.claimed
+    beads, claimed, facts = ctx.snap.beads, ctx.claimed, ctx.index.mr_facts
     planned, phases = ctx.planned_phases, ctx.index.phases  # ctx.phase_of, inlined
     closed, failed, in_progress = BeadPhase.CLOSED, BeadPhase.FAILED, BeadPhase.IN_PROGRESS
     for name in ctx.index.live_mrs:  # every one is a merge request (is_mr holds)
@@ -204,18 +204,19 @@ def repair_merge_requests(ctx: Pass) -> None:
         phase = planned.get(name) or phases[name]
         if phase is closed or phase is failed:
             continue
-        mr = beads[name]
-        status = mr.status
-        if status.review is not None and status.review.rework:
-            failed_rework = rework_failed(ctx, mr)
+        source, landing, _, _, pr, has_rework = facts[name]
+        if has_rework:
+            failed_rework = rework_failed(ctx, beads[name])
             if failed_rework is not None:
-                fail_merge_request(ctx, mr, "ReworkFailed", failed_rework)
+                fail_merge_request(ctx, beads[name], "ReworkFailed", failed_rework)
                 continue
-        if _source_gone(ctx, mr):
-            fail_merge_request(ctx, mr, "SourceFinished", "the reviewed work is no longer open")
+        if _source_gone_by(ctx, source, landing):
+            message = "the reviewed work is no longer open"
+            fail_merge_request(ctx, beads[name], "SourceFinished", message)
             continue
-        if phase is not in_progress or pr_url(mr) is not None:
+        if phase is not in_progress or pr is not None:
             continue
+        mr = beads[name]
         hooked = [ctx.snap.agents[a] for a in ctx.hooked_to(name) if a in ctx.snap.agents]
         working = any(a.status.phase is AgentPhase.WORKING for a in hooked)
         if not hooked and ctx.older_than(mr.status.phase_since, review.abandoned_seconds):
@@ -255,12 +256,16 @@ def _source_gone(ctx: Pass, mr: Bead) -> bool:
     spec = mr.spec.merge_request
     if spec is None:
         return False
-    if spec.landing:
-        convoy = ctx.snap.convoys.get(spec.source_bead)
+    return _source_gone_by(ctx, spec.source_bead, spec.landing)
+
+
+def _source_gone_by(ctx: Pass, source: str, landing: bool) -> bool:
+    if landing:
+        convoy = ctx.snap.convoys.get(source)
         return convoy is None or (
             convoy.status.phase is not None and (convoy.status.phase.value in ("Failed", "Landed"))
         )
-    phase = ctx.phase_of(spec.source_bead)
+    phase = ctx.phase_of(source)
     return phase is None or phase is BeadPhase.CLOSED or phase is BeadPhase.FAILED
 
 
@@ -319,47 +324,44 @@ def redispatch_refineries(ctx: Pass) -> None:
 
 def pop_queues(ctx: Pass) -> None:
     """Per rig: if no direct review is under way, give the oldest ready MR to the refinery."""
-    by_rig: dict[str, list[Bead]] = {}
+    by_rig: dict[str, list[tuple[datetime, str]]] = {}
     busy: set[str] = set()
-    beads, planned, snapshot_phases = ctx.snap.beads, ctx.planned_phases, ctx.index.phases
+    facts, planned, snapshot_phases = ctx.index.mr_facts, ctx.planned_phases, ctx.index.phases
     open_, in_progress = BeadPhase.OPEN, BeadPhase.IN_PROGRESS
     for name in ctx.index.live_mrs:
         phase = planned.get(name) or snapshot_phases[name]  # ctx.phase_of, inlined
         if phase is in_progress:
-            mr = beads[name]
-            if pr_url(mr) is None:
-                busy.add(mr.spec.rig or "")
+            _, _, rig, _, pr, _ = facts[name]
+            if pr is None:
+                busy.add(rig)
         elif phase is open_ and snapshot_phases[name] is open_:  # open in the snapshot, too
-            mr = beads[name]
-            by_rig.setdefault(mr.spec.rig or "", []).append(mr)
+            _, _, rig, created, _, _ = facts[name]
+            by_rig.setdefault(rig, []).append(_age_key(created, name))
     for rig in sorted(by_rig):
         if rig in busy or rig not in ctx.index.rigs:
             continue
         # Oldest first. Usually the first MR is popped, so order lazily: a heap is linear to
         # build and pays log n per MR actually tried, where a full sort pays n log n per rig.
-        queue = [(*_age_key(mr), i) for i, mr in enumerate(by_rig[rig])]
+        queue = by_rig[rig]
         heapq.heapify(queue)
         while queue:
-            mr = by_rig[rig][heapq.heappop(queue)[2]]
-            if _pop(ctx, rig, mr):
+            if _pop(ctx, rig, ctx.snap.beads[heapq.heappop(queue)[1]]):
                 break
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _age_key(mr: Bead) -> tuple[datetime, str]:
+def _age_key(created: datetime | None, name: str) -> tuple[datetime, str]:
     """Creation time (naive means UTC; unknown sorts as the epoch), then name.
 
     Aware datetimes order exactly as their POSIX timestamps do, without computing them.
     """
-    meta = mr.metadata
-    created = meta.creation_timestamp
     if created is None:
         created = _EPOCH
     elif created.tzinfo is None:
         created = created.replace(tzinfo=UTC)
-    return (created, meta.name)
+    return (created, name)
 
 
 def _pop(ctx: Pass, rig: str, mr: Bead) -> bool:

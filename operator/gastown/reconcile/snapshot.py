@@ -14,6 +14,13 @@ from functools import cached_property
 
 from gastown.model import Agent, AgentPhase, AgentRole, Bead, BeadPhase, BeadType, Convoy, Rig, Town
 
+# What the rules need of a live merge request, read while the sweep has it in hand (so the
+# rules do not walk the object again): (source bead, landing?, rig or "", creationTimestamp,
+# PR URL, has rework beads?).
+MRFacts = tuple[str, bool, str, datetime | None, str | None, bool]
+# What lazy assignment needs of an open candidate: (name, rig, dependencies).
+OpenFacts = tuple[str, str | None, list[str]]
+
 
 @dataclass(frozen=True)
 class PodView:
@@ -144,7 +151,8 @@ class Index:
         self.live_mrs: list[str] = []  # merge requests that are not closed or failed
         self.pr_mrs: list[str] = []  # live merge requests with a pull request URL
         self.cancels: list[str] = []  # live beads with spec.cancel
-        self.open_work: list[str] = []  # open, unassigned issue/rework beads: candidates
+        self.open_work: list[OpenFacts] = []  # open, unassigned issue/rework beads: candidates
+        self.mr_facts: dict[str, MRFacts] = {}  # of every live merge request
         self.failures: list[datetime] = []  # lastFailureAt of every bead that has one
         self.graph: dict[str, list[str]] = {}  # bead -> beads it depends on
         self.active_work: list[str] = []  # issue/rework beads in progress, in review, or
@@ -157,6 +165,7 @@ class Index:
         phases, graph, failures = self.phases, self.graph, self.failures
         by_source, members = self.merge_requests_by_source, self.members
         open_work, active_work, live_mrs = self.open_work, self.active_work, self.live_mrs
+        mr_facts = self.mr_facts
         for name, bead in snap.beads.items():
             spec = bead.spec
             status = bead.status
@@ -183,14 +192,23 @@ class Index:
             assignee = status.assignee
             if phase is open_ and assignee is None:
                 if work and not spec.cancel and bead.metadata.deletion_timestamp is None:
-                    open_work.append(name)
+                    open_work.append((name, spec.rig, deps))
             elif work:
                 active_work.append(name)
             if mr is not None:
                 live_mrs.append(name)
                 review = status.review
-                if review is not None and review.pr_url is not None:
+                pr = None if review is None else review.pr_url
+                if pr is not None:
                     self.pr_mrs.append(name)
+                mr_facts[name] = (
+                    mr.source_bead,
+                    mr.landing,
+                    spec.rig or "",
+                    bead.metadata.creation_timestamp,
+                    pr,
+                    review is not None and bool(review.rework),
+                )
             if spec.cancel:
                 self.cancels.append(name)
             if phase is in_progress:

@@ -50,10 +50,23 @@ def naive_check(snap: Snapshot) -> None:
         if beads[n].status.phase is BeadPhase.OPEN and beads[n].status.assignee is None
     }
     assert sorted(index.open_work) == sorted(
-        n
+        (n, beads[n].spec.rig, beads[n].spec.depends_on)
         for n in unassigned_open
         if work[n] and not beads[n].spec.cancel and beads[n].metadata.deletion_timestamp is None
     )
+    for n in index.live_mrs:
+        spec = beads[n].spec.merge_request
+        assert spec is not None
+        review = reviews[n]
+        assert index.mr_facts[n] == (
+            spec.source_bead,
+            spec.landing,
+            beads[n].spec.rig or "",
+            beads[n].metadata.creation_timestamp,
+            None if review is None else review.pr_url,
+            review is not None and len(review.rework) > 0,
+        )
+    assert set(index.mr_facts) == set(index.live_mrs)
     assert index.active_work == [n for n in live if work[n] and n not in unassigned_open]
     assert index.graph == {n: b.spec.depends_on for n, b in beads.items() if b.spec.depends_on}
     for name, b in beads.items():

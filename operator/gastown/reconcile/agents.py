@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from gastown.model import Agent, AgentPhase, AgentRole, BeadPhase
 from gastown.reconcile.actions import WARNING, AnnotateBead, StopAgentPod, UpdateAgent
-from gastown.reconcile.context import Pass
+from gastown.reconcile.context import Pass, aware
 from gastown.reconcile.facts import Session, classify_session, current_heartbeat
 from gastown.reconcile.ops import release_agent, retry_or_fail
 from gastown.reconcile.retries import failure_record
-from gastown.reconcile.snapshot import PodView
+from gastown.reconcile.snapshot import AgentFacts, PodView
 from gastown.reconcile.writes import Kind
 
 
@@ -22,18 +22,29 @@ def is_worker(agent: Agent) -> bool:
 
 def apply_session_facts(ctx: Pass) -> None:
     """Turn pod observations of working agents into state: ended, lost or healthy."""
-    agents = ctx.snap.agents
-    claimed = ctx.claimed
+    agents, facts, claimed = ctx.snap.agents, ctx.index.agent_facts, ctx.claimed
     working, idle = AgentPhase.WORKING, AgentPhase.IDLE
+    timeout = ctx.policy.agents.heartbeat_timeout_seconds
+    now, pod_of = ctx.now, ctx.index.pod
     for name in ctx.index.hooked_workers:
         if (Kind.AGENT, name) in claimed:
             continue
-        agent = agents[name]
-        phase = agent.status.phase
+        _, _, generation, phase, _, beat_generation, beat, _ = facts[name]
         if phase is working:
-            _observe_working(ctx, agent)
+            # Fast path, from facts the index read: a running pod of this generation and a
+            # fresh heartbeat of it is a healthy session (`classify_session` says the same).
+            if beat is not None and beat_generation == generation:
+                pod = pod_of(name, generation)
+                if (
+                    pod is not None
+                    and pod.phase == "Running"
+                    and not pod.deleting
+                    and (now - aware(beat)).total_seconds() <= timeout
+                ):
+                    continue
+            _observe_working(ctx, agents[name])
         elif phase is idle:
-            _maybe_restore(ctx, agent)
+            _maybe_restore(ctx, agents[name])
 
 
 def _observe_working(ctx: Pass, agent: Agent) -> None:
@@ -117,55 +128,54 @@ def _maybe_restore(ctx: Pass, agent: Agent) -> None:
 
 def repair_hooks(ctx: Pass) -> None:
     """Unhook agents whose bead is missing, terminal, or assigned to someone else."""
-    agents, beads, claimed = ctx.snap.agents, ctx.snap.beads, ctx.claimed
+    agents, facts, claimed = ctx.snap.agents, ctx.index.agent_facts, ctx.claimed
+    in_snapshot = ctx.index.phases
     in_progress, closed, failed = BeadPhase.IN_PROGRESS, BeadPhase.CLOSED, BeadPhase.FAILED
     for name in ctx.index.hooked_workers:
         if (Kind.AGENT, name) in claimed:
             continue
-        agent = agents[name]
-        hook = agent.spec.hook
+        hook = facts[name][1]
         if hook is None:
             continue
-        bead = beads.get(hook)
-        phase = None if bead is None else ctx.phase_of(hook)
-        if bead is None:
+        phase = ctx.phase_of(hook) if hook in in_snapshot else None
+        if phase is None:
             reason = "HookedBeadMissing"
         elif phase is closed or phase is failed:
             reason = "HookedBeadTerminal"
-        elif phase is not in_progress or ctx.assignee(bead) != name:
+        elif phase is not in_progress or ctx.assignee_of(hook) != name:
             reason = "HookMismatch"
         else:
             continue
-        release_agent(ctx, agent, reason, f"hook {hook} released", stop_pod=True)
+        release_agent(ctx, agents[name], reason, f"hook {hook} released", stop_pod=True)
 
 
 def clean_pods(ctx: Pass) -> None:
     """Stop pods that belong to no current session (no invariant allows them to live)."""
-    pods, agents, claimed = ctx.snap.pods, ctx.snap.agents, ctx.claimed
+    pods, facts, claimed = ctx.snap.pods, ctx.index.agent_facts, ctx.claimed
     for pod_name in sorted(pods):
         pod = pods[pod_name]
         if pod.deleting or (Kind.POD, pod_name) in claimed:
             continue
-        reason = _pod_verdict(agents.get(pod.agent), pod)
+        reason = _pod_verdict(facts.get(pod.agent), pod)
         if reason is not None:
             ctx.add(StopAgentPod(pod=pod_name, reason=reason), (Kind.POD, pod_name))
 
 
-def _pod_verdict(agent: Agent | None, pod: PodView) -> str | None:
+def _pod_verdict(agent: AgentFacts | None, pod: PodView) -> str | None:
     if agent is None:
         return "AgentMissing"
-    spec = agent.spec
-    if spec.role is AgentRole.MAYOR:  # not a worker
+    role, hook, agent_generation, phase = agent[:4]
+    if role is AgentRole.MAYOR:  # not a worker
         return None
     generation = pod.generation
-    if generation < spec.generation:
+    if generation < agent_generation:
         return "OldGeneration"
-    if generation > spec.generation:
+    if generation > agent_generation:
         return None  # created by a dispatch the agent index has not caught up with
-    if spec.hook is None:
+    if hook is None:
         # Judged on the snapshot, not this pass's plan: a runtime that has just reported gets
         # until the next pass to exit on its own.
         return "SessionOver"
-    if agent.status.phase is not AgentPhase.WORKING and pod.finished:
+    if phase is not AgentPhase.WORKING and pod.finished:
         return "SessionOver"
     return None

@@ -141,6 +141,13 @@ class Pass:
         """The bead's assignee after this pass's decisions so far."""
         return self._assignee.get(bead.metadata.name, bead.status.assignee)
 
+    def assignee_of(self, bead: str) -> str | None:
+        """`assignee`, by the name of a snapshot bead."""
+        planned = self._assignee
+        if planned and bead in planned:
+            return planned[bead]
+        return self.index.assignees.get(bead)
+
     def hook(self, agent: Agent) -> str | None:
         """The agent's hook after this pass's decisions so far."""
         return self._hook.get(agent.metadata.name, agent.spec.hook)

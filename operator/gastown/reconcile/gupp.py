@@ -34,8 +34,17 @@ def progress_base(agent: Agent) -> datetime | None:
     """Last progress of the current generation, or the dispatch time if there is none yet."""
     status = agent.status
     activity = status.activity
-    event = activity.last_event_at if activity.generation == agent.spec.generation else None
-    dispatched = status.dispatched_at
+    return _base(
+        agent.spec.generation, activity.generation, activity.last_event_at, status.dispatched_at
+    )
+
+
+def _base(
+    generation: int, event_generation: int, event: datetime | None, dispatched: datetime | None
+) -> datetime | None:
+    """`progress_base` from the fields it reads."""
+    if event_generation != generation:
+        event = None
     if event is None:
         return None if dispatched is None else aware(dispatched)
     if dispatched is None:
@@ -56,18 +65,19 @@ def _fired(agent: Agent, tier_at: datetime | None, base: datetime) -> bool:
 def apply_gupp(ctx: Pass) -> None:
     """Run the ladder for every working worker."""
     policy = ctx.policy.gupp
-    agents, claimed, now = ctx.snap.agents, ctx.claimed, ctx.now
+    agents, facts, claimed, now = ctx.snap.agents, ctx.index.agent_facts, ctx.claimed, ctx.now
     quiet = min(policy.warn_seconds, policy.escalate_seconds, policy.force_stop_seconds)
     for name in ctx.index.working:  # working workers with a hook
         if (Kind.AGENT, name) in claimed:
             continue
-        agent = agents[name]
-        base = progress_base(agent)
+        _, _, generation, _, dispatched, event_generation, _, event = facts[name]
+        base = _base(generation, event_generation, event, dispatched)
         if base is None:
             continue
         elapsed = (now - base).total_seconds()
         if elapsed < 0 or elapsed <= quiet:
             continue  # clock skew (never act on a future timestamp), or no tier is due yet
+        agent = agents[name]
         gupp = agent.status.gupp
         if elapsed > policy.force_stop_seconds:
             if not _fired(agent, gupp.force_stopped_at, base):

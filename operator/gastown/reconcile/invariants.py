@@ -71,11 +71,10 @@ def _hooks(ctx: Pass) -> list[Violation]:
 def _workers(ctx: Pass, *, timed: bool) -> list[Violation]:
     found: list[Violation] = []
     grace = ctx.policy.agents.startup_grace_seconds
-    agents, phases = ctx.snap.agents, ctx.index.phases
+    facts, phases = ctx.index.agent_facts, ctx.index.phases
     closed, failed, working = BeadPhase.CLOSED, BeadPhase.FAILED, AgentPhase.WORKING
     for name in ctx.index.workers:  # every agent but the mayor, in name order
-        agent = agents[name]
-        hook = agent.spec.hook
+        _, hook, generation, agent_phase, dispatched, _, _, _ = facts[name]
         if hook is not None:
             phase = phases.get(hook)
             if phase is None:
@@ -84,17 +83,17 @@ def _workers(ctx: Pass, *, timed: bool) -> list[Violation]:
                 found.append(
                     _v(HOOK_ON_TERMINAL, name, f"agent {name} is hooked to {phase.value} {hook}")
                 )
-        if agent.status.phase is not working:
+        if agent_phase is not working:
             continue
         if hook is None:
             found.append(_v(WORKING_WITHOUT_HOOK, name, f"working agent {name} has no hook"))
-        pod = ctx.index.pod(name, agent.spec.generation)
-        if timed and pod is None and ctx.older_than(agent.status.dispatched_at, grace):
+        pod = ctx.index.pod(name, generation)
+        if timed and pod is None and ctx.older_than(dispatched, grace):
             found.append(
                 _v(
                     WORKING_WITHOUT_POD,
                     name,
-                    f"working agent {name} has no pod for generation {agent.spec.generation}",
+                    f"working agent {name} has no pod for generation {generation}",
                 )
             )
     return found

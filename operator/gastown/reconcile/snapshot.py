@@ -20,6 +20,11 @@ from gastown.model import Agent, AgentPhase, AgentRole, Bead, BeadPhase, BeadTyp
 MRFacts = tuple[str, bool, str, datetime | None, str | None, bool]
 # What lazy assignment needs of an open candidate: (name, rig, dependencies).
 OpenFacts = tuple[str, str | None, list[str]]
+# What the agent rules need to see that an agent needs nothing (the common case), read once:
+# (role, hook, generation, phase, dispatchedAt, activity generation, last heartbeat, last event).
+AgentFacts = tuple[
+    AgentRole, str | None, int, AgentPhase, datetime | None, int, datetime | None, datetime | None
+]
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,8 @@ class Index:
         self.reporting: list[str] = []  # with a report newer than appliedReportSeq
         self.parked: list[str] = []  # hooked, not working, not being deleted
         self.unhooked_idle: list[str] = []  # idle, no hook, not being deleted
+        self.agent_facts: dict[str, AgentFacts] = {}  # of every agent, the mayor too
+        facts = self.agent_facts
         polecat, refinery, mayor = AgentRole.POLECAT, AgentRole.REFINERY, AgentRole.MAYOR
         working_phase, idle_phase = AgentPhase.WORKING, AgentPhase.IDLE
         hooked, agents = self.hooked, snap.agents
@@ -118,6 +125,18 @@ class Index:
             status = agent.status
             hook = spec.hook
             role = spec.role
+            activity = status.activity
+            phase = status.phase
+            facts[name] = (
+                role,
+                hook,
+                spec.generation,
+                phase,
+                status.dispatched_at,
+                activity.generation,
+                activity.last_heartbeat_at,
+                activity.last_event_at,
+            )
             if hook is not None:
                 hooked[hook].append(name)
             if role is polecat and spec.rig is not None:
@@ -128,7 +147,6 @@ class Index:
             if role is mayor:
                 continue
             self.workers.append(name)
-            phase = status.phase
             reports = status.reports
             if reports:
                 applied = status.applied_report_seq
@@ -159,6 +177,8 @@ class Index:
         # open with a (possibly stale) assignee: what the repair rules look at
         self.in_review: list[str] = []  # beads of any type in phase in_review
         self.holders: list[str] = []  # the assignee of every in_progress bead that has one
+        self.assignees: dict[str, str] = {}  # bead -> assignee, for beads that have one
+        assignees = self.assignees
         closed, failed, open_ = BeadPhase.CLOSED, BeadPhase.FAILED, BeadPhase.OPEN
         in_progress, in_review = BeadPhase.IN_PROGRESS, BeadPhase.IN_REVIEW
         issue, rework, mr_type = BeadType.ISSUE, BeadType.REWORK, BeadType.MERGE_REQUEST
@@ -171,6 +191,9 @@ class Index:
             status = bead.status
             phase = status.phase
             phases[name] = phase
+            assignee = status.assignee
+            if assignee is not None:
+                assignees[name] = assignee
             if status.last_failure_at is not None:
                 failures.append(status.last_failure_at)
             deps = spec.depends_on
@@ -189,7 +212,6 @@ class Index:
             if phase is closed or phase is failed:
                 continue
             work = kind is issue or kind is rework
-            assignee = status.assignee
             if phase is open_ and assignee is None:
                 if work and not spec.cancel and bead.metadata.deletion_timestamp is None:
                     open_work.append((name, spec.rig, deps))

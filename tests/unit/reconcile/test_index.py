@@ -73,6 +73,22 @@ def naive_check(snap: Snapshot) -> None:
         listed = [c for c in sorted(snap.convoys) if name in snap.convoys[c].spec.beads]
         own = b.spec.convoy if b.spec.type is BeadType.ISSUE else None
         assert index.convoy_name(b) == (own or (listed[0] if listed else None))
+    assert index.assignees == {
+        n: b.status.assignee for n, b in beads.items() if b.status.assignee is not None
+    }
+    for n, a in agents.items():
+        activity = a.status.activity
+        assert index.agent_facts[n] == (
+            a.spec.role,
+            a.spec.hook,
+            a.spec.generation,
+            a.status.phase,
+            a.status.dispatched_at,
+            activity.generation,
+            activity.last_heartbeat_at,
+            activity.last_event_at,
+        )
+    assert set(index.agent_facts) == set(agents)
     workers = sorted(n for n, a in agents.items() if a.spec.role is not AgentRole.MAYOR)
     assert index.workers == workers
     assert index.hooked_workers == [n for n in workers if agents[n].spec.hook is not None]

@@ -7,6 +7,11 @@ in-review merge request), so every rule family walks real data. Each timed pass 
 fresh `Snapshot` (indices are rebuilt, as the adapter hands over a new snapshot every pass).
 `check_invariants(snapshot, now)` is timed the same way, on its own fresh snapshot (the adapter
 calls it after every pass, on the snapshot after the apply, so it builds its own indices too).
+As yardsticks for linearity it also times two bare loops over every bead: one that reads two
+fields in storage order (`bead.status.phase`, `bead.spec.type`: the floor of any sweep), and one
+that looks each bead up by name in name order (`beads[name].status.phase`: what rules that walk
+a sorted bucket pay per bead). Both are linear algorithms; how much their per-bead cost still
+grows from 10k to 100k beads is the memory hierarchy (objects no longer fit in the CPU caches).
 
 Run:  .venv/bin/python bench/bench_reconcile.py [--sizes 1000,10000,100000] [--repeat 15]
 """
@@ -176,6 +181,25 @@ def fresh(snap: Snapshot) -> Snapshot:
     )
 
 
+def read_all(snap: Snapshot) -> int:
+    """Yardstick: read two fields of every bead in storage order (the floor of any sweep)."""
+    count = 0
+    for bead in snap.beads.values():
+        if bead.status.phase is not None and bead.spec.type is not None:
+            count += 1
+    return count
+
+
+def look_up_all(snap: Snapshot, names: list[str]) -> int:
+    """Yardstick: look every bead up by name, in name order, and read its phase."""
+    beads = snap.beads
+    count = 0
+    for name in names:
+        if beads[name].status.phase is not None:
+            count += 1
+    return count
+
+
 def measure(n_beads: int, repeat: int) -> dict[str, float]:
     """Median, min and max wall time of one pass (and of one invariant check), in ms."""
     snap = build(n_beads)
@@ -183,8 +207,17 @@ def measure(n_beads: int, repeat: int) -> dict[str, float]:
     check_invariants(fresh(snap), NOW)
     times = []
     checks = []
+    reads = []
+    lookups = []
+    names = sorted(snap.beads)
     actions = violations = 0
     for _ in range(repeat):
+        start = time.perf_counter()
+        read_all(snap)
+        reads.append((time.perf_counter() - start) * 1000)
+        start = time.perf_counter()
+        look_up_all(snap, names)
+        lookups.append((time.perf_counter() - start) * 1000)
         current = fresh(snap)
         start = time.perf_counter()
         actions = len(reconcile(current, NOW))
@@ -204,6 +237,8 @@ def measure(n_beads: int, repeat: int) -> dict[str, float]:
         "inv_median": statistics.median(checks),
         "inv_min": min(checks),
         "violations": violations,
+        "read_median": statistics.median(reads),
+        "lookup_median": statistics.median(lookups),
     }
 
 
@@ -216,23 +251,34 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{'issue beads':>11} {'all beads':>9} {'agents':>6} {'convoys':>7} "
         f"{'median ms':>9} {'min ms':>7} {'max ms':>7} {'actions':>7} "
-        f"{'us/bead':>7} {'inv median ms':>13} {'inv min ms':>10}"
+        f"{'us/bead':>7} {'inv median ms':>13} {'inv min ms':>10} {'read us/bead':>12} "
+        f"{'lookup us/bead':>14}"
     )
     ok = True
     per_bead: dict[int, float] = {}
+    read_per_bead: dict[int, float] = {}
+    lookup_per_bead: dict[int, float] = {}
     for size in (int(s) for s in args.sizes.split(",")):
         r = measure(size, args.repeat if size < 100000 else max(3, args.repeat // 3))
         per_bead[size] = r["median"] * 1000 / r["beads"]
+        read_per_bead[size] = r["read_median"] * 1000 / r["beads"]
+        lookup_per_bead[size] = r["lookup_median"] * 1000 / r["beads"]
         print(
             f"{size:>11} {r['beads']:>9} {r['agents']:>6} {r['convoys']:>7} "
             f"{r['median']:>9.1f} {r['min']:>7.1f} {r['max']:>7.1f} {r['actions']:>7} "
-            f"{per_bead[size]:>7.2f} {r['inv_median']:>13.1f} {r['inv_min']:>10.1f}"
+            f"{per_bead[size]:>7.2f} {r['inv_median']:>13.1f} {r['inv_min']:>10.1f} "
+            f"{read_per_bead[size]:>12.3f} {lookup_per_bead[size]:>14.3f}"
         )
         if size == 10000 and (r["median"] > 50 or r["inv_median"] > 50):
             ok = False
     if 10000 in per_bead and 100000 in per_bead:
         ratio = per_bead[100000] / per_bead[10000]
-        print(f"per-bead cost ratio 100k/10k: {ratio:.2f} (1.00 is perfectly linear)")
+        floor = read_per_bead[100000] / read_per_bead[10000]
+        lookup = lookup_per_bead[100000] / lookup_per_bead[10000]
+        print(
+            f"per-bead cost ratio 100k/10k: pass {ratio:.2f}; yardsticks: read {floor:.2f}, "
+            f"lookup by name {lookup:.2f} (1.00 would be perfectly linear)"
+        )
     return 0 if ok else 1
 
 

@@ -163,7 +163,7 @@ def repair_beads(ctx: Pass) -> None:
             continue
         bead = beads[name]
         if phase is BeadPhase.OPEN and bead.status.assignee is not None:
-            if not ctx.hooked_to(name):
+            if not ctx.is_hooked(name):
                 ctx.add(
                     AnnotateBead(
                         bead=name,
@@ -175,7 +175,7 @@ def repair_beads(ctx: Pass) -> None:
                 )
         elif (
             phase is BeadPhase.IN_PROGRESS
-            and not ctx.hooked_to(name)
+            and not ctx.is_hooked(name)
             and ctx.older_than(bead.status.phase_since, lost_after)
         ):
             retry_or_fail(ctx, bead, "AgentLost", "no agent holds this bead")

@@ -152,6 +152,12 @@ class Pass:
         """The agent's hook after this pass's decisions so far."""
         return self._hook.get(agent.metadata.name, agent.spec.hook)
 
+    def is_hooked(self, bead: str) -> bool:
+        """True if some agent is hooked to the bead after this pass's decisions so far."""
+        if not self._hook:  # hot path: no hook planned yet (the index lists no empty entries)
+            return bead in self.index.hooked
+        return bool(self.hooked_to(bead))
+
     def hooked_to(self, bead: str) -> list[str]:
         """Agents hooked to a bead after this pass's decisions so far."""
         if not self._hook:  # hot path: no hook planned yet, the snapshot is the answer

@@ -161,6 +161,7 @@ class Index:
                 self.working.append(name)
             elif agent.metadata.deletion_timestamp is None:
                 self.parked.append(name)
+        self.hooked = dict(hooked)  # a plain dict: a lookup never adds an empty entry
 
     def _sweep_beads(self, snap: Snapshot) -> None:
         self.merge_requests_by_source: dict[str, list[str]] = defaultdict(list)

@@ -142,14 +142,6 @@ def _bytes(quantity: str) -> int:
     return int(quantity)
 
 
-# kube/apply.py `_start_pod` creates an agent's RoleBinding concurrently with its Role. Without
-# `bind` (which the chart deliberately does not grant: it cannot be limited to the operator's own
-# Roles), the API server checks a new RoleBinding against the rules of the Role it names, so a
-# RoleBinding that arrives before its Role is refused with 404 and never retried: the agent pod
-# would run without its permissions. An admin identity (all other e2e tests) hides this.
-ROLEBINDING_RACE = "StartPod: 404: rolebindings"
-
-
 def _land_convoy(api: Api, namespace: str, view: TownView, player: AgentPlayer) -> None:
     assert api.create(namespace, town()).status == 201
     assert api.create(namespace, convoy("feat", DIAMOND)).status == 201
@@ -206,12 +198,9 @@ def test_chart_rbac_is_sufficient_to_land_a_convoy(
 
     log = chart_operator.process.log.read_text(errors="replace")
     if chart_operator.mode == "namespaced":
-        # Nothing else runs in this operator's namespaces: its whole log must be clean (but for
-        # the RoleBinding race, which test_every_agent_gets_its_role_binding covers).
+        # Nothing else runs in this operator's namespaces: its whole log must be clean.
         problems = [
-            line
-            for line in log.splitlines()
-            if any(p in line.lower() for p in PERMISSION_ERRORS) and ROLEBINDING_RACE not in line
+            line for line in log.splitlines() if any(p in line.lower() for p in PERMISSION_ERRORS)
         ]
         assert problems == [], "\n".join(problems)
     else:
@@ -228,11 +217,6 @@ def test_chart_rbac_is_sufficient_to_land_a_convoy(
     assert peak < _bytes(values["resources"]["limits"]["memory"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kube/apply.py creates an agent's RoleBinding in parallel with its Role; without "
-    "`bind` the RoleBinding can be refused (404) and is not retried (see ROLEBINDING_RACE)",
-)
 def test_every_agent_gets_its_role_binding(
     api: Api,
     namespace: str,

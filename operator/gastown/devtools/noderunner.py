@@ -1,6 +1,7 @@
 """The local node runner: a stand-in kubelet for machines without one (dev and test tooling).
 
-It registers a Node, binds unscheduled pods to it (there is no scheduler here either), and runs
+It registers a Node, binds unscheduled agent pods (labelled `gastown.dev/town`; there is no
+scheduler here either) to it, and runs
 each bound pod's first container as a local process: the container's command and args, its
 environment (plain values, Secret keys, downward-API fields), emptyDir and Secret volumes as
 directories of a per-pod working directory, and a kubeconfig holding a token of the pod's own
@@ -161,6 +162,8 @@ class NodeRunner:
             async for event in w.stream(
                 self.kube.core.list_pod_for_all_namespaces,
                 field_selector="spec.nodeName=,status.phase=Pending",
+                # Only agent pods: other pods in a shared test cluster are not ours to run.
+                label_selector="gastown.dev/town",
                 timeout_seconds=300,
             ):
                 pod = event["object"]

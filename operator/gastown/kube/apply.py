@@ -292,14 +292,16 @@ class Applier:
             if town.spec.agent.service_account_name
             else build_identity(town, agent, uid, self.ns)
         )
-        # The ServiceAccount must exist before the Pod (admission checks it); the Role and
-        # RoleBinding only before the agent's first API call, so they go in parallel with it.
-        for kind, body in identity[:1]:
+        # The ServiceAccount must exist before the Pod (admission checks it). The Role must
+        # exist before its RoleBinding: without `bind`, the API server lets us bind only a Role
+        # that exists and whose rules we hold. The binding goes in parallel with the Pod (the
+        # agent needs it only for its first API call).
+        for kind, body in identity[:2]:
             await self._create_core(kind, body)
         pod = build_pod(town, agent, uid, effect.generation, effect.bead)
         results = await asyncio.gather(
             self._create_pod(pod),
-            *(self._create_core(kind, body) for kind, body in identity[1:]),
+            *(self._create_core(kind, body) for kind, body in identity[2:]),
         )
         created = results[0]
         if created is None:

@@ -102,6 +102,11 @@ def _apply_outcome(ctx: Pass, agent: Agent, mr: Bead, report: Report) -> None:
             if report.pr_url
             else ReportType.DONE
         )
+    if kind is ReportType.DONE:
+        # A plain `done` from the refinery is its review approval: the runtime's verified
+        # outcome (merged, conflict, gate-failed, pr-opened, failed) follows in the same
+        # generation. Acting on it would release the refinery and make that outcome stale.
+        return
     if kind is ReportType.MERGED and report.merge_commit:
         release_agent(ctx, agent, "Merged")
         close_merged(ctx, mr, report.merge_commit, "Merged")

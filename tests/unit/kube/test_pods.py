@@ -162,5 +162,7 @@ def test_status_patch_nulls_removed_keys() -> None:
     current = {"queue": {"app": 1, "lib": 2}, "summary": "x", "beads": {"open": 1}}
     desired = {"queue": {"lib": 1}, "summary": "y", "beads": {"open": 1}}
     assert replacing(current, desired) == {
-        "queue": {"app": None, "lib": 1}, "summary": "y", "beads": {"open": 1}
+        "queue": {"app": None, "lib": 1},
+        "summary": "y",
+        "beads": {"open": 1},
     }

@@ -526,3 +526,33 @@ def test_review_then_land_lands_through_exactly_one_landing_mr() -> None:
     assert w.convoys["c"].status.landing.merge_commit == "c0ffee"
     assert AgentPhase.WORKING not in {a.status.phase for a in w.agents.values()}
     assert RIG in w.town.spec.rigs[0].name
+
+
+# --- the runtime's refinery report sequence ------------------------------------------------------
+
+
+def test_refinery_approval_done_then_merged_closes_the_mr_once() -> None:
+    """The refinery runtime reports `done` (review approved) and then `merged` in one generation.
+
+    The approval alone must not release the refinery: if it did, the verified `merged` would
+    arrive from a stale generation, be dropped, and the MR would be reviewed again on a branch
+    that was already merged and deleted.
+    """
+    w = World.of(town(), bead("a"))
+    w.step()
+    mr = finish(w, "a")
+    for _ in range(3):
+        if w.bead(mr).status.phase is BeadPhase.IN_PROGRESS:
+            break
+        w.step(seconds(5))
+    refinery = w.agent_on(mr)
+    generation = refinery.spec.generation
+    w.report(refinery.name, "done", summary="looks good")
+    w.step(seconds(1))
+    assert w.agents[refinery.name].spec.generation == generation
+    assert w.bead(mr).status.phase is BeadPhase.IN_PROGRESS
+    w.report(refinery.name, "merged", mergeCommit="c0ffee")
+    w.settle(advance=seconds(1))
+    assert w.bead(mr).status.phase is BeadPhase.CLOSED
+    assert w.bead("a").status.phase is BeadPhase.CLOSED
+    assert w.agents[refinery.name].spec.generation == generation

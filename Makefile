@@ -48,7 +48,7 @@ lint: setup ## ruff, mypy, import-linter contracts, generated files up to date.
 	$(VENV)/bin/gastown docs --check docs/configuration.md
 
 .PHONY: test
-test: lint kube-bin ## Lint, then run every test (unit, integration, e2e) against a real local control plane.
+test: lint kube-bin helm-bin ## Lint, then run every test (unit, integration, e2e) against a real local control plane.
 	$(VENV)/bin/pytest
 
 .PHONY: test-unit

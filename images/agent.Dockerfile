@@ -2,7 +2,7 @@
 # The gastown agent image: what every agent Pod runs (`gastown agent run`, with the `gt` tools
 # and git on PATH). Towns name it in spec.agent.image.
 #
-#   docker build -f images/agent.Dockerfile -t ghcr.io/gastown/agent:0.1.0 .
+#   docker build -f images/agent.Dockerfile -t gastown/agent:0.1.0 .
 #
 # Build context: the repository root. Pin the base image by digest for reproducible builds:
 #   --build-arg PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:<digest>
@@ -14,7 +14,7 @@
 # needs to be writable.
 #
 # Adding a coding-agent CLI. This image has no coding agent of its own; add the one your Towns
-# use (spec.agent.codingAgent) in a derived image (`FROM ghcr.io/gastown/agent:0.1.0`, then
+# use (spec.agent.codingAgent) in a derived image (`FROM gastown/agent:0.1.0`, then
 # `USER root`, the lines below, `USER 1000:1000`) or in the runtime stage below, after the
 # apt-get line. Claude Code, for example, is an npm package and needs Node.js:
 #

@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # The gastown operator image: `gastown run` (kopf) and nothing else.
 #
-#   docker build -f images/operator.Dockerfile -t ghcr.io/gastown/operator:0.1.0 .
+#   docker build -f images/operator.Dockerfile -t gastown/operator:0.1.0 .
 #
 # Build context: the repository root. The tag must match the chart's appVersion (or set
 # image.tag). Pin the base image by digest for reproducible builds: pass

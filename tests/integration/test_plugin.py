@@ -183,7 +183,12 @@ def town_ns(api: Api, namespace: str) -> str:
                 "gastown.dev/bead": "feat-a",
             },
         },
-        "spec": {"containers": [{"name": "agent", "image": "gastown-agent:test"}]},
+        # Bound to a node nobody runs, so it stays Pending even when the e2e tests' node runner
+        # shares this control plane.
+        "spec": {
+            "nodeName": "nobody",
+            "containers": [{"name": "agent", "image": "gastown-agent:test"}],
+        },
     }
     made = api.call("POST", f"/api/v1/namespaces/{namespace}/pods", pod)
     assert made.status == 201, made.message

@@ -433,4 +433,4 @@ def test_image_digest_overrides_the_tag() -> None:
     digest = "sha256:" + "a" * 64
     deployment = find(documents(render(sets=[f"image.digest={digest}"])), "Deployment")[0]
     image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
-    assert image == f"ghcr.io/gastown/operator@{digest}"
+    assert image == f"gastown/operator@{digest}"

@@ -252,6 +252,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dispatch", type=int, default=500)
     parser.add_argument("--memory-beads", type=int, default=10000)
+    parser.add_argument(
+        "--only",
+        choices=["dispatch", "writes", "memory"],
+        default=None,
+        help="run one benchmark only",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         plane = ControlPlane(directory=Path(tmp) / "cp")
@@ -259,24 +265,31 @@ def main() -> int:
         try:
             plane.install_crds(REPO / "crds")
             api = Api.from_kubeconfig(plane.kubeconfig, plane.directory / "pki" / "ca.crt")
-            results = {
-                "dispatch": bench_dispatch(plane, api, Path(tmp), args.dispatch),
-                "writes": bench_writes(plane, api, Path(tmp)),
-                "memory": bench_memory(plane, api, Path(tmp), args.memory_beads),
+            runs = {
+                "dispatch": lambda: bench_dispatch(plane, api, Path(tmp), args.dispatch),
+                "writes": lambda: bench_writes(plane, api, Path(tmp)),
+                "memory": lambda: bench_memory(plane, api, Path(tmp), args.memory_beads),
             }
+            results = {name: run() for name, run in runs.items() if args.only in (None, name)}
         finally:
             plane.stop()
     print(json.dumps(results, indent=2))
-    d, w, m = results["dispatch"], results["writes"], results["memory"]
-    print(
-        f"| dispatch latency, {d['beads']} beads ready at once | p50 {d['p50_ms']} ms, "
-        f"p99 {d['p99_ms']} ms, max {d['max_ms']} ms |"
-    )
-    print(f"| operator API writes per bead (convoy of {w['beads']}) | {w['writes_per_bead']} |")
-    print(f"| API writes per minute, idle town | {w['idle_writes_per_minute']} |")
-    print(
-        f"| operator RSS with {m['beads']} beads | {m['rss_mb']} MB (peak {m['peak_rss_mb']} MB) |"
-    )
+    if "dispatch" in results:
+        d = results["dispatch"]
+        print(
+            f"| dispatch latency, {d['beads']} beads ready at once | p50 {d['p50_ms']} ms, "
+            f"p99 {d['p99_ms']} ms, max {d['max_ms']} ms |"
+        )
+    if "writes" in results:
+        w = results["writes"]
+        print(f"| operator API writes per bead (convoy of {w['beads']}) | {w['writes_per_bead']} |")
+        print(f"| API writes per minute, idle town | {w['idle_writes_per_minute']} |")
+    if "memory" in results:
+        m = results["memory"]
+        print(
+            f"| operator RSS with {m['beads']} beads | {m['rss_mb']} MB "
+            f"(peak {m['peak_rss_mb']} MB) |"
+        )
     return 0
 
 

@@ -47,7 +47,7 @@ from gastown.reconcile.writes import (
 
 log = logging.getLogger(__name__)
 
-CONCURRENCY = 16
+CONCURRENCY = 64
 """Dispatches applied at once; bounded so a burst does not flood the API server."""
 
 PRPoller = Callable[[TownStore, PollPR], Awaitable[dict[str, Any] | None]]

@@ -44,7 +44,7 @@ async def connect() -> client.ApiClient:
         await config.load_kube_config()
     configuration = client.Configuration.get_default_copy()
     # Concurrent dispatches share this pool (see kube.apply.CONCURRENCY).
-    configuration.connection_pool_maxsize = 32
+    configuration.connection_pool_maxsize = 64
     return client.ApiClient(configuration)
 
 

@@ -6,12 +6,11 @@ Pure functions; the loop writes the result only when it differs from what is on 
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from gastown.model import AgentRole, BeadPhase, BeadType, Condition, ConditionStatus, TownMode
+from gastown.model import AgentPhase, AgentRole, BeadPhase, Condition, ConditionStatus, TownMode
 from gastown.model.town import (
     AgentCounts,
     PassMetrics,
@@ -20,6 +19,7 @@ from gastown.model.town import (
     Violation,
 )
 from gastown.reconcile.snapshot import Snapshot
+from gastown.reconcile.summary import agent_phase_counts, review_queue_lengths, work_bead_counts
 
 READY = "Ready"
 PROGRESSING = "Progressing"
@@ -28,11 +28,7 @@ DEGRADED = "Degraded"
 
 def bead_counts(snapshot: Snapshot) -> PhaseCounts:
     """Work beads (issues and rework) by phase; merge requests are counted as queue."""
-    counts = Counter(
-        bead.status.phase
-        for bead in snapshot.beads.values()
-        if bead.spec.type in (BeadType.ISSUE, BeadType.REWORK)
-    )
+    counts = work_bead_counts(snapshot.beads.values())
     return PhaseCounts(
         open=counts[BeadPhase.OPEN],
         in_progress=counts[BeadPhase.IN_PROGRESS],
@@ -44,17 +40,12 @@ def bead_counts(snapshot: Snapshot) -> PhaseCounts:
 
 def agent_counts(snapshot: Snapshot) -> AgentCounts:
     """Agents (all roles) by phase."""
-    counts = Counter(agent.status.phase.value for agent in snapshot.agents.values())
-    return AgentCounts(idle=counts["idle"], working=counts["working"], stalled=counts["stalled"])
-
-
-def queue_lengths(snapshot: Snapshot) -> dict[str, int]:
-    """Open or in-review merge requests per rig."""
-    queue: Counter[str] = Counter()
-    for bead in snapshot.beads.values():
-        if bead.spec.type is BeadType.MERGE_REQUEST and not bead.status.phase.terminal:
-            queue[bead.spec.rig or ""] += 1
-    return {rig: queue[rig] for rig in sorted(queue)}
+    counts = agent_phase_counts(snapshot.agents.values())
+    return AgentCounts(
+        idle=counts[AgentPhase.IDLE],
+        working=counts[AgentPhase.WORKING],
+        stalled=counts[AgentPhase.STALLED],
+    )
 
 
 def _condition(
@@ -157,7 +148,7 @@ def build_town_status(
         summary=summary_line(snapshot, beads, violations),
         beads=beads,
         agents=agent_counts(snapshot),
-        queue=queue_lengths(snapshot),
+        queue=review_queue_lengths(snapshot.beads.values()),
         last_pass=last_pass,
         violations=list(violations)[:50],
         circuit_breaker=breaker,

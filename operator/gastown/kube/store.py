@@ -164,7 +164,9 @@ class Store:
         key = (kind, name)
         if deleted:
             self._forget(store, kind, name)
-        elif _rv(obj) >= store.raw_versions.get(key, 0):
+        elif _rv(obj) > store.raw_versions.get(key, -1):
+            # Strictly newer only: the watch echo of our own write carries the version the
+            # write already put here, and parsing it again is the costliest part of an event.
             self._remember(store, kind, obj)
         store.wake.set()
         return store
@@ -209,7 +211,7 @@ class Store:
         if deleted:
             store.pods.pop(view.name, None)
             store.raw_versions.pop(key, None)
-        elif _rv(obj) >= store.raw_versions.get(key, 0):
+        elif _rv(obj) > store.raw_versions.get(key, -1):
             store.pods[view.name] = view
             store.raw_versions[key] = _rv(obj)
             store.uids[key] = obj["metadata"].get("uid", "")

@@ -14,6 +14,7 @@ from gastown.model import AgentPhase, AgentRole, BeadPhase, BeadType
 from gastown.plugin.state import TownState
 from gastown.plugin.style import Style, ago, aware, iso
 from gastown.reconcile.review_queue import pr_url
+from gastown.reconcile.summary import agent_phase_counts, review_queue_lengths, work_bead_counts
 
 Dashboard = dict[str, Any]
 
@@ -49,23 +50,21 @@ def build_status(state: TownState, now: datetime) -> Dashboard:
 
 def bead_counts(state: TownState) -> dict[str, int]:
     """Work beads (issues, rework) by phase; merge requests and escalations counted apart."""
-    counts = {phase.value: 0 for phase in BeadPhase}
-    counts["mergeRequests"] = 0
-    counts["escalations"] = 0
-    for bead in state.beads.values():
-        if bead.spec.type is BeadType.MERGE_REQUEST:
-            counts["mergeRequests"] += not bead.status.phase.terminal
-        elif bead.spec.type is BeadType.ESCALATION:
-            counts["escalations"] += not bead.status.phase.terminal
-        else:
-            counts[bead.status.phase.value] += 1
+    work = work_bead_counts(state.beads.values())
+    counts = {phase.value: work[phase] for phase in BeadPhase}
+    counts["mergeRequests"] = sum(review_queue_lengths(state.beads.values()).values())
+    counts["escalations"] = sum(
+        1
+        for bead in state.beads.values()
+        if bead.spec.type is BeadType.ESCALATION and not bead.status.phase.terminal
+    )
     return counts
 
 
 def agent_counts(state: TownState, now: datetime) -> dict[str, int]:
     """Agents by phase, plus working ones whose heartbeat is late and agents by role."""
     timeout = state.town.spec.policy.agents.heartbeat_timeout_seconds
-    phases = Counter(a.status.phase.value for a in state.agents.values())
+    phases = agent_phase_counts(state.agents.values())
     late = 0
     for agent in state.agents.values():
         beat = agent.status.activity.last_heartbeat_at
@@ -73,9 +72,9 @@ def agent_counts(state: TownState, now: datetime) -> dict[str, int]:
             late += (now - aware(beat)).total_seconds() > timeout
     roles = Counter(a.spec.role.value for a in state.agents.values())
     return {
-        "working": phases.get("working", 0),
-        "idle": phases.get("idle", 0),
-        "stalled": phases.get("stalled", 0),
+        "working": phases[AgentPhase.WORKING],
+        "idle": phases[AgentPhase.IDLE],
+        "stalled": phases[AgentPhase.STALLED],
         "heartbeatLate": late,
         "polecats": roles.get(AgentRole.POLECAT.value, 0),
         "refineries": roles.get(AgentRole.REFINERY.value, 0),

@@ -9,14 +9,16 @@ from gastown.reconcile.actions import Action, lower
 from gastown.reconcile.core import reconcile
 from gastown.reconcile.invariants import check_invariants
 from gastown.reconcile.snapshot import PodView, Snapshot
-from gastown.reconcile.summary import town_status_counts
+from gastown.reconcile.summary import agent_phase_counts, review_queue_lengths, work_bead_counts
 
 __all__ = [
     "Action",
     "PodView",
     "Snapshot",
+    "agent_phase_counts",
     "check_invariants",
     "lower",
     "reconcile",
-    "town_status_counts",
+    "review_queue_lengths",
+    "work_bead_counts",
 ]

@@ -1,46 +1,34 @@
-"""Pure summaries of a town for its status: counts by phase, queue lengths, one line."""
+"""Pure counts of a town, shared by the Town status (the adapter) and `kubectl gastown status`.
+
+Work beads (issues and rework) are counted by phase; merge requests are the review queue and
+escalations are counted apart, so "open" means work waiting for an agent.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from collections.abc import Iterable
 
-from gastown.model import AgentRole, BeadPhase, BeadType
-from gastown.reconcile.snapshot import Snapshot
+from gastown.model import Agent, AgentPhase, Bead, BeadPhase, BeadType
 
-_PHASE_KEYS = {
-    BeadPhase.OPEN: "open",
-    BeadPhase.IN_PROGRESS: "inProgress",
-    BeadPhase.IN_REVIEW: "inReview",
-    BeadPhase.CLOSED: "closed",
-    BeadPhase.FAILED: "failed",
-}
+WORK_TYPES = (BeadType.ISSUE, BeadType.REWORK)
 
 
-def town_status_counts(snapshot: Snapshot) -> dict[str, Any]:
-    """camelCase `beads`, `agents`, `queue` (open MRs per rig) and `summary` for Town status."""
-    beads: Counter[str] = Counter({key: 0 for key in _PHASE_KEYS.values()})
-    queue: Counter[str] = Counter()
-    for bead in snapshot.beads.values():
-        if bead.spec.type is BeadType.ESCALATION:
-            continue
-        beads[_PHASE_KEYS[bead.status.phase]] += 1
-        if bead.spec.type is BeadType.MERGE_REQUEST and bead.status.phase is BeadPhase.OPEN:
-            queue[bead.spec.rig or ""] += 1
-    agents: Counter[str] = Counter({"idle": 0, "working": 0, "stalled": 0})
-    for agent in snapshot.agents.values():
-        if agent.spec.role is not AgentRole.MAYOR:
-            agents[agent.status.phase.value] += 1
-    summary = (
-        f"{beads['inProgress']} in progress, {beads['inReview']} in review, "
-        f"{beads['open']} open, {beads['closed']} closed, {beads['failed']} failed; "
-        f"{agents['working']} agents working"
+def work_bead_counts(beads: Iterable[Bead]) -> Counter[BeadPhase]:
+    """Issue and rework beads by phase."""
+    return Counter(bead.status.phase for bead in beads if bead.spec.type in WORK_TYPES)
+
+
+def agent_phase_counts(agents: Iterable[Agent]) -> Counter[AgentPhase]:
+    """Agents (all roles) by phase."""
+    return Counter(agent.status.phase for agent in agents)
+
+
+def review_queue_lengths(beads: Iterable[Bead]) -> dict[str, int]:
+    """Merge requests not yet terminal, per rig (sorted by rig)."""
+    queue: Counter[str] = Counter(
+        bead.spec.rig or ""
+        for bead in beads
+        if bead.spec.type is BeadType.MERGE_REQUEST and not bead.status.phase.terminal
     )
-    if snapshot.town.status.circuit_breaker.open:
-        summary = "dispatch paused (circuit breaker); " + summary
-    return {
-        "beads": dict(beads),
-        "agents": dict(agents),
-        "queue": dict(sorted(queue.items())),
-        "summary": summary[:256],
-    }
+    return dict(sorted(queue.items()))

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from gastown.devtools.controlplane import ControlPlane
 from gastown.model import BeadPhase, BeadType, ConvoyPhase
 from tests.support.api import Api
 from tests.support.procs import Process, wait_started
@@ -58,7 +59,12 @@ def assert_no_duplicates(view: TownView) -> None:
 
 
 def test_convoy_lands_in_dependency_order(
-    api: Api, namespace: str, operator_proc: Process, view: TownView, player: AgentPlayer
+    api: Api,
+    namespace: str,
+    operator_proc: Process,
+    view: TownView,
+    player: AgentPlayer,
+    control_plane: ControlPlane,
 ) -> None:
     assert api.create(namespace, town()).status == 201
     assert api.create(namespace, convoy("feat", DIAMOND)).status == 201
@@ -93,6 +99,14 @@ def test_convoy_lands_in_dependency_order(
     assert status["beads"]["closed"] >= 4
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True", status
+    # What the README tells users to type works as written.
+    for target, condition in (("town/demo", "Ready"), ("convoy/feat", "Complete")):
+        control_plane.kubectl(
+            "wait", f"--for=condition={condition}", target, "-n", namespace, "--timeout=30s"
+        )
+    described = control_plane.kubectl("describe", "convoy", "feat", "-n", namespace).stdout
+    assert "Complete" in described
+    assert "Landed" in described
 
 
 def test_operator_killed_at_several_points_loses_and_duplicates_nothing(

@@ -21,5 +21,11 @@ fi
 kube="$(bash hack/build-kube.sh)"
 "$kube" kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
 "$kube" kubectl wait --for=condition=Established --timeout=60s crd -l app.kubernetes.io/part-of=gastown >/dev/null
+# Discovery (and the new resources' storage) lags establishment by a moment; wait, with a deadline.
+for _ in $(seq 1 120); do
+  "$kube" kubectl get gastown -A >/dev/null 2>&1 && break
+  sleep 0.5
+done
 echo "CRDs installed. Try: kubectl apply -f manifests/samples/ && kubectl get gastown" >&2
-exec "$venv/bin/gastown" run "$@"
+# Humans read `make run`; pass --log-format json (the production default) to see JSON logs.
+exec "$venv/bin/gastown" run --log-format plain "$@"

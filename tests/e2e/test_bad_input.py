@@ -9,20 +9,9 @@ import pytest
 from gastown.model import BeadPhase, ConvoyPhase
 from tests.support.api import Api
 from tests.support.procs import Process
-from tests.support.town import AgentPlayer, TownView, convoy, town
+from tests.support.town import AgentPlayer, TownView, bead, convoy, town
 
 pytestmark = pytest.mark.cluster
-
-
-def bead(name: str, **spec: Any) -> dict[str, Any]:
-    """A Bead of town demo on rig app."""
-    body = {"town": "demo", "rig": "app", "title": name.capitalize(), **spec}
-    return {
-        "apiVersion": "gastown.dev/v1alpha1",
-        "kind": "Bead",
-        "metadata": {"name": name},
-        "spec": body,
-    }
 
 
 def events_for(api: Api, namespace: str, name: str) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from gastown.model import BeadPhase
 from tests.support.api import Api
 from tests.support.git import files_on, log
 from tests.support.procs import Process
-from tests.support.town import TownView, town
+from tests.support.town import TownView, bead, town
 
 pytestmark = pytest.mark.cluster
 
@@ -28,15 +28,6 @@ def scripted_town(repo: Path, **spec: Any) -> dict[str, Any]:
     return body
 
 
-def _bead(name: str, description: str = "", **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "gastown.dev/v1alpha1",
-        "kind": "Bead",
-        "metadata": {"name": name},
-        "spec": {"town": "demo", "rig": "app", "title": name, "description": description, **spec},
-    }
-
-
 def test_single_bead_is_merged_into_main(
     api: Api,
     namespace: str,
@@ -46,7 +37,7 @@ def test_single_bead_is_merged_into_main(
     rig_repo: Path,
 ) -> None:
     assert api.create(namespace, scripted_town(rig_repo)).status == 201
-    assert api.create(namespace, _bead("hello")).status == 201
+    assert api.create(namespace, bead("hello")).status == 201
     view.wait(
         lambda: any(b.name == "hello" and b.status.phase is BeadPhase.CLOSED for b in view.beads()),
         120,

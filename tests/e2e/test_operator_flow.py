@@ -11,7 +11,7 @@ from gastown.devtools.controlplane import ControlPlane
 from gastown.model import BeadPhase, BeadType, ConvoyPhase
 from tests.support.api import Api
 from tests.support.procs import Process, wait_started
-from tests.support.town import AgentPlayer, TownView, convoy, town
+from tests.support.town import AgentPlayer, TownView, bead, convoy, town
 
 pytestmark = pytest.mark.cluster
 
@@ -71,13 +71,13 @@ def test_convoy_lands_in_dependency_order(
     order: list[str] = []
 
     def record() -> None:
-        for bead in view.beads():
+        for item in view.beads():
             if (
-                bead.spec.type is BeadType.ISSUE
-                and bead.status.phase is not BeadPhase.OPEN
-                and bead.name not in order
+                item.spec.type is BeadType.ISSUE
+                and item.status.phase is not BeadPhase.OPEN
+                and item.name not in order
             ):
-                order.append(bead.name)
+                order.append(item.name)
 
     drive(view, player, "feat", between=record)
     result = view.convoy("feat")
@@ -91,10 +91,10 @@ def test_convoy_lands_in_dependency_order(
     assert_no_duplicates(view)
     complete = next(c for c in result.status.conditions if c.type == "Complete")
     assert (complete.status.value, complete.reason) == ("True", "Landed")
-    for bead in view.beads():
-        if bead.spec.type is BeadType.ISSUE:
-            done = next(c for c in bead.status.conditions if c.type == "Complete")
-            assert done.status.value == "True", bead.status
+    for item in view.beads():
+        if item.spec.type is BeadType.ISSUE:
+            done = next(c for c in item.status.conditions if c.type == "Complete")
+            assert done.status.value == "True", item.status
     status = view.town()["status"]
     assert status["beads"]["closed"] >= 4
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
@@ -146,20 +146,11 @@ def test_shadow_mode_changes_nothing(
     assert all(b.status.phase is BeadPhase.OPEN for b in view.beads())
 
 
-def _bead(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "gastown.dev/v1alpha1",
-        "kind": "Bead",
-        "metadata": {"name": name},
-        "spec": {"town": "demo", "rig": "app", "title": name, **spec},
-    }
-
-
 def test_cancel_releases_the_agent_and_deletes_its_pod(
     api: Api, namespace: str, operator_proc: Process, view: TownView
 ) -> None:
     assert api.create(namespace, town()).status == 201
-    assert api.create(namespace, _bead("doomed")).status == 201
+    assert api.create(namespace, bead("doomed")).status == 201
     pod = view.wait(
         lambda: next(
             (p for p in view.pods() if p["metadata"]["labels"].get("gastown.dev/bead") == "doomed"),
@@ -174,8 +165,8 @@ def test_cancel_releases_the_agent_and_deletes_its_pod(
         30,
         "the pod to be deleted",
     )
-    bead = next(b for b in view.beads() if b.name == "doomed")
-    assert (bead.status.phase, bead.status.reason) == (BeadPhase.FAILED, "Cancelled")
+    doomed = next(b for b in view.beads() if b.name == "doomed")
+    assert (doomed.status.phase, doomed.status.reason) == (BeadPhase.FAILED, "Cancelled")
     view.wait(lambda: all(a.spec.hook != "doomed" for a in view.agents()), 10, "agent released")
 
 
@@ -183,7 +174,7 @@ def test_replayed_report_from_an_old_generation_changes_nothing(
     api: Api, namespace: str, operator_proc: Process, view: TownView, player: AgentPlayer
 ) -> None:
     assert api.create(namespace, town()).status == 201
-    assert api.create(namespace, _bead("once")).status == 201
+    assert api.create(namespace, bead("once")).status == 201
 
     def closed() -> bool:
         player.step()

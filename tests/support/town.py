@@ -51,6 +51,17 @@ def convoy(
     }
 
 
+def bead(name: str, town_name: str = "demo", **spec: Any) -> dict[str, Any]:
+    """A Bead of a town on rig `app` (title defaults to the name)."""
+    body = {"town": town_name, "rig": "app", "title": name, **spec}
+    return {
+        "apiVersion": "gastown.dev/v1alpha1",
+        "kind": "Bead",
+        "metadata": {"name": name},
+        "spec": body,
+    }
+
+
 class TownView:
     """Typed reads of one namespace."""
 

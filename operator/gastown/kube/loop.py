@@ -37,6 +37,9 @@ class LoopSettings:
 
     debounce_seconds: float = 0.03
     resync_seconds: float = 10.0
+    status_interval_seconds: float = 1.0
+    """Minimum time between Town status writes that change only counts or the summary; a
+    change of conditions, violations or the breaker is written at once."""
 
 
 @dataclass
@@ -48,6 +51,16 @@ class PassReport:
     violations: list[Violation]
     status_written: bool
     duration_ms: int
+
+
+def _urgent(new: dict[str, Any], old: dict[str, Any]) -> bool:
+    """Changes a user waits for (kubectl wait, alerts) are written without delay."""
+
+    def key(status: dict[str, Any]) -> Any:
+        conditions = [(c["type"], c["status"], c["reason"]) for c in status.get("conditions", [])]
+        return conditions, status.get("violations"), status.get("circuitBreaker")
+
+    return bool(key(new) != key(old))
 
 
 def replacing(current: Any, desired: Any) -> Any:
@@ -80,6 +93,8 @@ class TownLoop:
         self.pr_poller = pr_poller
         self.clock = clock
         self._reported_violations: set[tuple[str, str]] = set()
+        self._last_status_write = float("-inf")
+        self._status_wake: asyncio.TimerHandle | None = None
 
     async def run(self, stopped: Callable[[], bool]) -> None:
         """Run passes until `stopped()` is true; a failing pass is logged and retried."""
@@ -163,6 +178,12 @@ class TownLoop:
         new, old = semantic(status), semantic(town.status)
         if new == old:
             return False
+        wait = self.settings.status_interval_seconds - (time.monotonic() - self._last_status_write)
+        if wait > 0 and not _urgent(new, old):
+            # Busy towns change counts on every pass; coalesce those writes, and come back
+            # when the interval is over so the last state is always written.
+            self._wake_later(wait)
+            return False
         changed = sorted(key for key in new if new[key] != old.get(key))
         log.debug(
             "town %s status changed: %s", town.name, ", ".join(changed), extra={"town": town.name}
@@ -183,7 +204,19 @@ class TownLoop:
             return False
         metrics.API_WRITES.labels(self.town.name, "Town").inc()
         self.store.observe("Town", result)
+        self._last_status_write = time.monotonic()
         return True
+
+    def _wake_later(self, delay: float) -> None:
+        if self._status_wake is not None and not self._status_wake.cancelled():
+            return
+        loop = asyncio.get_running_loop()
+
+        def wake() -> None:
+            self._status_wake = None
+            self.town.wake.set()
+
+        self._status_wake = loop.call_later(delay, wake)
 
     async def _emit_new_violations(self, applier: Applier, violations: Sequence[Violation]) -> None:
         """One Warning Event per violation when it first appears (not on every pass)."""

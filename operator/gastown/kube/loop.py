@@ -118,6 +118,15 @@ class TownLoop:
                 self.town.wake.set()
                 await asyncio.sleep(1.0)
                 continue
+            except Exception:  # a bug or a dropped connection must not end the town's loop
+                log.exception(
+                    "pass of town %s crashed; retrying",
+                    self.town.name,
+                    extra={"town": self.town.name},
+                )
+                self.town.wake.set()
+                await asyncio.sleep(2.0)
+                continue
             if report is not None and report.actions.total():
                 # Our own writes are already in the store: go again at once until quiet.
                 self.town.wake.set()

@@ -71,6 +71,7 @@ class ApplyResult:
     side_effects_failed: int = 0
     events: int = 0
     errors: list[str] = field(default_factory=list)
+    stopped_early: bool = False
 
 
 class Applier:
@@ -94,7 +95,8 @@ class Applier:
         Actions run in plan order, except that a run of consecutive dispatches — which by
         construction touch disjoint agents, beads and pods — runs concurrently (bounded), so
         hundreds of beads becoming ready at once do not queue behind each other's API calls.
-        Events are posted last; they never fail a pass.
+        The first conflict ends the pass (see below). Events of applied actions are posted
+        last; they never fail a pass.
         """
         self._emits = []
         for batch, concurrent in _batches(actions):
@@ -103,6 +105,14 @@ class Applier:
             else:
                 for action in batch:
                     await self._run(action)
+                    if self.result.conflicts:
+                        break
+            if self.result.conflicts:
+                # The plan was made on a state that has changed since. Later actions may record
+                # the effects of earlier ones (e.g. "reports applied" after the bead moved), so
+                # none of them may land: stop here; the next pass recomputes from fresh state.
+                self.result.stopped_early = True
+                break
         await asyncio.gather(*(self._bounded_emit(emit) for emit in self._emits))
         return self.result
 
@@ -116,10 +126,11 @@ class Applier:
 
     async def _run(self, action: Lowerable) -> None:
         effects: list[StartPod | StopPod | PollPR] = []
+        emits: list[Emit] = []
         held = True
         for write in action.writes():
             if isinstance(write, Emit):
-                self._emits.append(write)
+                emits.append(write)
             elif isinstance(write, StartPod | StopPod | PollPR):
                 effects.append(write)
             elif held:
@@ -128,6 +139,7 @@ class Applier:
             self.result.conflicts += 1
             metrics.CONFLICTS.labels(self.town.name).inc()
             return
+        self._emits.extend(emits)  # only what really happened is announced
         for effect in effects:
             await self._side_effect(effect)
 

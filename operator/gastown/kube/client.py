@@ -41,7 +41,9 @@ async def connect() -> client.ApiClient:
     if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     else:
-        await config.load_kube_config()
+        # Read $KUBECONFIG now, not when the client library was imported.
+        path = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
+        await config.load_kube_config(config_file=path)
     configuration = client.Configuration.get_default_copy()
     # Concurrent dispatches share this pool (see kube.apply.CONCURRENCY).
     configuration.connection_pool_maxsize = 64

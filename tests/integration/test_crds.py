@@ -10,14 +10,13 @@ import pytest
 import yaml
 
 from gastown.devtools.controlplane import REPO_ROOT, ControlPlane
-from gastown.model import KINDS
 from gastown.model.common import GROUP, VERSION
+from gastown.model.resources import BY_KIND
 from tests.support.api import Api, eventually
 
 pytestmark = pytest.mark.cluster
 
 SAMPLES = sorted((REPO_ROOT / "manifests" / "samples").glob("*.yaml"))
-MODELS = {kind.info.kind: kind for kind in KINDS}
 TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io"
 
 
@@ -54,7 +53,7 @@ def test_sample_round_trips_with_status_subresource(api: Api, namespace: str, sa
     got = api.get(kind, namespace, name)
     assert got.status == 200
     # The API server's defaults and the models' defaults agree: both parse to the same spec.
-    model = MODELS[kind]
+    model = BY_KIND[kind]
     assert model.from_api(got.body).spec == model.from_api(obj).spec
 
     condition = {

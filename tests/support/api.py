@@ -19,10 +19,9 @@ from typing import Any, TypeVar
 import yaml
 
 from gastown.model.common import GROUP, VERSION
+from gastown.model.resources import PLURALS
 
 T = TypeVar("T")
-
-PLURALS = {"Town": "towns", "Bead": "beads", "Convoy": "convoys", "Agent": "agents"}
 
 
 @dataclass(frozen=True)

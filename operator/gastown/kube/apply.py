@@ -42,7 +42,6 @@ from gastown.reconcile.writes import (
     StopPod,
     Write,
     expect_holds,
-    merge_patch,
 )
 
 log = logging.getLogger(__name__)
@@ -241,19 +240,14 @@ class Applier:
         return True
 
     def _add_conditions(self, kind: str, held: Any, patch: dict[str, Any]) -> None:
-        """Put derived conditions into the same patch when the new state changes them."""
-        spec = held.spec.model_dump(mode="json", by_alias=True)
-        status = held.status.model_dump(mode="json", by_alias=True)
-        new_spec = merge_patch(spec, patch.get("spec", {}))
-        new_status = merge_patch(status, patch.get("status", {}))
-        previous = status.get("conditions") or []
-        derived = conditions.derive(
-            kind, new_spec, new_status, previous, held.metadata.generation, datetime.now(UTC)
-        )
-        if derived is None or conditions.same(derived, previous):
+        """Put derived conditions into the same status patch when the new state changes them.
+
+        A spec patch cannot carry status: conditions for it wait for the next status patch.
+        """
+        if "status" not in patch:
             return
-        # A spec patch cannot carry status: conditions for it wait for the next status patch.
-        if "status" in patch:
+        derived = conditions.after_patch(kind, held, {}, patch["status"], datetime.now(UTC))
+        if derived is not None:
             patch["status"]["conditions"] = derived
 
     async def _delete(self, write: DeleteObject) -> None:
@@ -262,14 +256,7 @@ class Applier:
             self._count(str(write.kind))
         except NotFound:
             pass
-        self.store.observe(
-            str(write.kind),
-            {
-                "metadata": {"name": write.name, "namespace": self.ns},
-                "spec": {"town": self.town.name},
-            },
-            deleted=True,
-        )
+        self.store.forget(self.town, str(write.kind), write.name)
 
     # -- side effects ----------------------------------------------------------------------
 

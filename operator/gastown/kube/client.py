@@ -8,7 +8,9 @@ of the adapter never handles generated client models. Errors are mapped onto a s
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -18,19 +20,17 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from gastown.kube.errors import ERRORS, ApiError, Conflict, Forbidden, Invalid, NotFound
 from gastown.model.common import GROUP, VERSION
+from gastown.model.resources import PLURALS
 
 __all__ = ["ApiError", "Conflict", "Forbidden", "Invalid", "Kube", "NotFound", "connect"]
 
 MERGE_PATCH = "application/merge-patch+json"
-PLURALS = {"Town": "towns", "Bead": "beads", "Convoy": "convoys", "Agent": "agents"}
 
 
 def _error(exc: ApiException) -> ApiError:
     message = str(exc.reason or "")
     body = getattr(exc, "body", None)
     if body:
-        import json
-
         with contextlib.suppress(ValueError, AttributeError):
             message = json.loads(body).get("message", message)
     return ERRORS.get(int(exc.status or 0), ApiError)(int(exc.status or 0), message)
@@ -191,8 +191,6 @@ class Kube:
 
     async def read_secret_key(self, namespace: str, name: str, key: str) -> str:
         """One value of a Secret (only for the PR poller's token; never logged)."""
-        import base64
-
         try:
             secret = await self.core.read_namespaced_secret(name, namespace)
         except ApiException as exc:

@@ -16,7 +16,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from gastown.reconcile.writes import iso
+from gastown.model.resources import Resource
+from gastown.reconcile.writes import iso, merge_patch
 
 Status = Mapping[str, Any]
 
@@ -128,6 +129,29 @@ def derive(
     else:
         return None
     return with_transitions(desired, previous, generation, now)
+
+
+def after_patch(
+    kind: str,
+    held: Resource[Any, Any],
+    spec_patch: Mapping[str, Any],
+    status_patch: Mapping[str, Any],
+    now: datetime,
+) -> list[dict[str, Any]] | None:
+    """The conditions `held` must carry once the patches apply, or None if they stay the same.
+
+    Every status write of ours goes through here, so conditions travel in the same patch and
+    keep their lastTransitionTime unless their status really changes.
+    """
+    status = held.status.model_dump(mode="json", by_alias=True)
+    new_spec = merge_patch(held.spec.model_dump(mode="json", by_alias=True), spec_patch)
+    previous = status.get("conditions") or []
+    derived = derive(
+        kind, new_spec, merge_patch(status, status_patch), previous, held.metadata.generation, now
+    )
+    if derived is None or same(derived, previous):
+        return None
+    return derived
 
 
 def same(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]]) -> bool:

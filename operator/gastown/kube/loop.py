@@ -150,7 +150,9 @@ class TownLoop:
         else:
             result = await applier.apply(actions)
             planned = []
-        after = self.town.snapshot() or snapshot
+        # Without writes the pass's own snapshot is still current, and reusing it reuses the
+        # index reconcile already built (a full sweep at 10,000 beads).
+        after = (self.town.snapshot() or snapshot) if sum(result.writes.values()) else snapshot
         violations = check_invariants(after)
         metrics.VIOLATIONS.labels(self.town.name).set(len(violations))
         await self._emit_new_violations(applier, violations)

@@ -33,12 +33,9 @@ async def flag_orphans(kube: Kube, store: Store) -> int:
                     continue
                 message = f"town {town.name!r} does not exist in namespace {town.namespace!r}"
                 status: dict[str, Any] = {"reason": REASON, "message": message}
-                spec = obj.spec.model_dump(mode="json", by_alias=True)
-                merged = {**obj.status.model_dump(mode="json", by_alias=True), **status}
-                derived = conditions.derive(
-                    kind, spec, merged, [], obj.metadata.generation, datetime.now(UTC)
-                )
-                status["conditions"] = derived
+                derived = conditions.after_patch(kind, obj, {}, status, datetime.now(UTC))
+                if derived is not None:
+                    status["conditions"] = derived
                 patch = {
                     "metadata": {"resourceVersion": obj.metadata.resource_version},
                     "status": status,

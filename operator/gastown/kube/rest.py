@@ -23,9 +23,9 @@ import yaml
 
 from gastown.kube.errors import error_for
 from gastown.model.common import GROUP, VERSION
+from gastown.model.resources import PLURALS
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-PLURALS = {"Town": "towns", "Bead": "beads", "Convoy": "convoys", "Agent": "agents"}
 
 
 @dataclass(frozen=True)

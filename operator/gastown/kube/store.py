@@ -19,18 +19,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from gastown.kube import labels
-from gastown.model import Agent, Bead, Convoy, Town
-from gastown.model.resources import Resource
+from gastown.model import Town
+from gastown.model.resources import BY_KIND, Resource
 from gastown.reconcile.snapshot import PodView, Snapshot
 
 log = logging.getLogger(__name__)
-
-MODELS: dict[str, type[Resource[Any, Any]]] = {
-    "Town": Town,
-    "Bead": Bead,
-    "Convoy": Convoy,
-    "Agent": Agent,
-}
 
 
 def _rv(obj: Mapping[str, Any]) -> int:
@@ -101,7 +94,6 @@ class TownStore:
     namespace: str
     name: str
     town: Town | None = None
-    town_raw: dict[str, Any] | None = None
     objects: dict[str, dict[str, Resource[Any, Any]]] = field(
         default_factory=lambda: {"Bead": {}, "Convoy": {}, "Agent": {}}
     )
@@ -131,11 +123,6 @@ class TownStore:
             return self.town if self.town and self.town.name == name else None
         return self.objects[kind].get(name)
 
-    def resource_version(self, kind: str, name: str) -> str | None:
-        """resourceVersion of the held object."""
-        held = self.get(kind, name)
-        return held.metadata.resource_version if held else None
-
 
 class Store:
     """All towns the operator watches, keyed by (namespace, town name)."""
@@ -163,7 +150,7 @@ class Store:
         name = meta["name"]
         key = (kind, name)
         if deleted:
-            self._forget(store, kind, name)
+            self.forget(store, kind, name)
         elif _rv(obj) > store.raw_versions.get(key, -1):
             # Strictly newer only: the watch echo of our own write carries the version the
             # write already put here, and parsing it again is the costliest part of an event.
@@ -174,7 +161,7 @@ class Store:
     def _remember(self, store: TownStore, kind: str, obj: Mapping[str, Any]) -> None:
         name = obj["metadata"]["name"]
         try:
-            parsed = MODELS[kind].from_api(dict(obj))
+            parsed = BY_KIND[kind].from_api(dict(obj))
         except ValidationError as err:
             # The API server validated it, so this is version skew; keep the old copy.
             store.invalid[(kind, name)] = str(err).splitlines()[0]
@@ -186,33 +173,36 @@ class Store:
         if kind == "Town":
             assert isinstance(parsed, Town)
             store.town = parsed
-            store.town_raw = dict(obj)
         else:
             store.objects[kind][name] = parsed
 
-    def _forget(self, store: TownStore, kind: str, name: str) -> None:
+    def forget(self, store: TownStore, kind: str, name: str) -> None:
+        """Drop an object that is gone (deleted by us, or a DELETED watch event)."""
         store.raw_versions.pop((kind, name), None)
         store.uids.pop((kind, name), None)
         if kind == "Town":
             store.town = None
-            store.town_raw = None
         else:
             store.objects[kind].pop(name, None)
 
     def _observe_pod(
         self, namespace: str, obj: Mapping[str, Any], deleted: bool
     ) -> TownStore | None:
-        town_name = (obj.get("metadata", {}).get("labels") or {}).get(labels.TOWN)
-        view = pod_view(obj)
-        if not town_name or view is None:
+        meta = obj.get("metadata", {})
+        pod_labels = meta.get("labels") or {}
+        town_name = pod_labels.get(labels.TOWN)
+        if not town_name or not pod_labels.get(labels.AGENT):
             return None
         store = self.town(namespace, town_name)
-        key = ("Pod", view.name)
+        name = meta["name"]
+        key = ("Pod", name)
         if deleted:
-            store.pods.pop(view.name, None)
+            store.pods.pop(name, None)
             store.raw_versions.pop(key, None)
         elif _rv(obj) > store.raw_versions.get(key, -1):
-            store.pods[view.name] = view
+            view = pod_view(obj)
+            assert view is not None  # it carries the agent label checked above
+            store.pods[name] = view
             store.raw_versions[key] = _rv(obj)
             store.uids[key] = obj["metadata"].get("uid", "")
         store.wake.set()

@@ -220,3 +220,7 @@ class Agent(Resource[AgentSpec, AgentStatus]):
 
 
 KINDS: tuple[type[Resource[Any, Any]], ...] = (Town, Bead, Convoy, Agent)
+BY_KIND: dict[str, type[Resource[Any, Any]]] = {kind.info.kind: kind for kind in KINDS}
+"""Model class of each kind, by kind name."""
+PLURALS: dict[str, str] = {kind.info.kind: kind.info.plural for kind in KINDS}
+"""REST resource name (plural) of each kind."""

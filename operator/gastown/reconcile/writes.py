@@ -119,11 +119,6 @@ class Emit:
 
 
 Write = CreateObject | PatchStatus | PatchSpec | DeleteObject | StartPod | StopPod | PollPR | Emit
-StateWrite = CreateObject | PatchStatus | PatchSpec | DeleteObject
-SideEffect = StartPod | StopPod | PollPR
-
-STATE_WRITES: tuple[type, ...] = (CreateObject, PatchStatus, PatchSpec, DeleteObject)
-SIDE_EFFECTS: tuple[type, ...] = (StartPod, StopPod, PollPR)
 
 
 def iso(moment: datetime) -> str:

@@ -7,7 +7,7 @@ aged priority (priority rank plus one rank per hour of waiting, so nothing starv
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -215,16 +215,29 @@ def redispatch_polecats(ctx: Pass) -> None:
         bead = hooked_in_progress(ctx, agent)
         if bead is None:
             continue
-        if attempts_exhausted(ctx, bead):
-            release_agent(ctx, agent, MAX_ATTEMPTS, stop_pod=True, event=WARNING)
-            retry_or_fail(ctx, bead, MAX_ATTEMPTS)
-            continue
-        if (
-            ctx.dispatch_allowed
-            and backoff_over(ctx, bead)
-            and ctx.older_than(agent.status.phase_since, cooldown)
-        ):
-            dispatch(ctx, agent.name, agent, bead, rig=agent.spec.rig or "", role="polecat")
+        redispatch_or_give_up(ctx, agent, bead, "polecat", cooldown, retry_or_fail)
+
+
+def redispatch_or_give_up(
+    ctx: Pass,
+    agent: Agent,
+    bead: Bead,
+    role: str,
+    cooldown: int,
+    give_up: Callable[[Pass, Bead, str], None],
+) -> None:
+    """A parked agent's hooked bead: give up after the last attempt, else dispatch it again once
+    dispatch is allowed, the bead's backoff is over and the agent has cooled down."""
+    if attempts_exhausted(ctx, bead):
+        release_agent(ctx, agent, MAX_ATTEMPTS, stop_pod=True, event=WARNING)
+        give_up(ctx, bead, MAX_ATTEMPTS)
+        return
+    if (
+        ctx.dispatch_allowed
+        and backoff_over(ctx, bead)
+        and ctx.older_than(agent.status.phase_since, cooldown)
+    ):
+        dispatch(ctx, agent.name, agent, bead, rig=agent.spec.rig or "", role=role)
 
 
 def hooked_in_progress(ctx: Pass, agent: Agent) -> Bead | None:

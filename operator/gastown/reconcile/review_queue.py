@@ -28,7 +28,7 @@ from gastown.model import (
 )
 from gastown.reconcile import names
 from gastown.reconcile.actions import WARNING, AnnotateBead, PollPullRequest
-from gastown.reconcile.beads import dispatch, hooked_in_progress
+from gastown.reconcile.beads import dispatch, hooked_in_progress, redispatch_or_give_up
 from gastown.reconcile.context import Pass
 from gastown.reconcile.ops import (
     MAX_ATTEMPTS,
@@ -315,16 +315,7 @@ def redispatch_refineries(ctx: Pass) -> None:
             release_agent(ctx, agent, "ReworkPending")
             transition(ctx, mr, BeadPhase.OPEN, "ReworkPending", set={"assignee": None})
             continue
-        if attempts_exhausted(ctx, mr):
-            release_agent(ctx, agent, MAX_ATTEMPTS, stop_pod=True, event=WARNING)
-            fail_merge_request(ctx, mr, MAX_ATTEMPTS)
-            continue
-        if (
-            ctx.dispatch_allowed
-            and backoff_over(ctx, mr)
-            and ctx.older_than(agent.status.phase_since, cooldown)
-        ):
-            dispatch(ctx, name, agent, mr, rig=agent.spec.rig or "", role="refinery")
+        redispatch_or_give_up(ctx, agent, mr, "refinery", cooldown, fail_merge_request)
 
 
 def pop_queues(ctx: Pass) -> None:

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from gastown.devtools.controlplane import ControlPlane
-from gastown.kube.pods import identity_name
+from gastown.kube.identity import town_identity_name
 from gastown.model import ConvoyPhase
 from tests.e2e.test_operator_flow import DIAMOND, assert_no_duplicates, drive
 from tests.support.api import Api
@@ -148,10 +148,10 @@ def _land_convoy(api: Api, namespace: str, view: TownView, player: AgentPlayer) 
     pods_seen: set[str] = set()
 
     def check_pods() -> None:
-        # Each agent pod runs under the agent's own ServiceAccount (not the namespace default).
+        # Each agent pod runs under the town's agent ServiceAccount (not the namespace default),
+        # scoped to its own Agent by the admission policy.
         for pod in view.pods():
-            agent = pod["metadata"]["labels"]["gastown.dev/agent"]
-            assert pod["spec"]["serviceAccountName"] == identity_name(agent)
+            assert pod["spec"]["serviceAccountName"] == town_identity_name("demo")
             pods_seen.add(pod["metadata"]["name"])
 
     drive(view, player, "feat", between=check_pods)
@@ -162,8 +162,7 @@ def _land_convoy(api: Api, namespace: str, view: TownView, player: AgentPlayer) 
     assert pods_seen
 
 
-def _identity_status(api: Api, namespace: str, agent: str) -> dict[str, int]:
-    name = identity_name(agent)
+def _identity_status(api: Api, namespace: str, name: str) -> dict[str, int]:
     rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
     paths = {
         "ServiceAccount": f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}",
@@ -181,13 +180,11 @@ def test_chart_rbac_is_sufficient_to_land_a_convoy(
     player: AgentPlayer,
 ) -> None:
     _land_convoy(api, namespace, view, player)
-    # Every agent got its own ServiceAccount and Role: the operator could create the Role only
+    # The town got its agent ServiceAccount and Role: the operator could create the Role only
     # because the chart lets it hold every permission that Role grants.
-    agents = view.agents()
-    assert agents
-    for agent in agents:
-        found = _identity_status(api, namespace, agent.name)
-        assert (found["ServiceAccount"], found["Role"]) == (200, 200), (agent.name, found)
+    assert view.agents()
+    found = _identity_status(api, namespace, town_identity_name("demo"))
+    assert (found["ServiceAccount"], found["Role"]) == (200, 200), found
     # Events (the operator's own) were posted.
     events = api.call("GET", f"/api/v1/namespaces/{namespace}/events").body["items"]
     assert any(e["involvedObject"]["kind"] in ("Town", "Convoy", "Bead") for e in events)
@@ -217,7 +214,7 @@ def test_chart_rbac_is_sufficient_to_land_a_convoy(
     assert peak < _bytes(values["resources"]["limits"]["memory"])
 
 
-def test_every_agent_gets_its_role_binding(
+def test_the_town_identity_gets_its_role_binding(
     api: Api,
     namespace: str,
     chart_operator: ChartOperator,
@@ -225,8 +222,7 @@ def test_every_agent_gets_its_role_binding(
     player: AgentPlayer,
 ) -> None:
     _land_convoy(api, namespace, view, player)
-    for agent in view.agents():
-        assert _identity_status(api, namespace, agent.name)["RoleBinding"] == 200, agent.name
+    assert _identity_status(api, namespace, town_identity_name("demo"))["RoleBinding"] == 200
     log = chart_operator.process.log.read_text(errors="replace")
     assert "side effect failed" not in log
 

@@ -1,4 +1,9 @@
-"""Each agent pod's credentials can write its own Agent's status and nothing else of its kind."""
+"""Each agent pod's credentials can write its own Agent's status and nothing else of its kind.
+
+Both mechanisms are proven on the real API server: a per-town identity scoped by the admission
+policy (the default where the policy is installed, as in these tests), and the per-agent
+identity the operator falls back to without it.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,14 @@ from typing import Any
 
 import pytest
 
-from gastown.kube.pods import build_identity, identity_name
+from gastown.kube.identity import (
+    build_identity,
+    build_town_identity,
+    identity_name,
+    town_identity_name,
+)
 from gastown.model import Agent, Town
-from tests.support.api import Api
+from tests.support.api import Api, eventually
 
 pytestmark = pytest.mark.cluster
 
@@ -50,7 +60,7 @@ def _grant(api: Api, namespace: str, agent: dict[str, Any]) -> str:
     return str(token.body["status"]["token"])
 
 
-def test_agent_token_writes_only_its_own_agent(api: Api, namespace: str) -> None:
+def test_per_agent_token_writes_only_its_own_agent(api: Api, namespace: str) -> None:
     assert api.create(namespace, TOWN).status == 201
     mine = api.create(namespace, _agent("demo-polecat-app-1")).body
     other = api.create(namespace, _agent("demo-polecat-app-2")).body
@@ -80,3 +90,137 @@ def test_agent_token_writes_only_its_own_agent(api: Api, namespace: str) -> None
     assert secrets.status == 403
     # It can read its work.
     assert agent_api.get("Town", namespace, "demo").status == 200
+
+
+# -- one identity per town, scoped by the admission policy -----------------------------------
+
+
+def _town_identity(api: Api, namespace: str) -> str:
+    """Create the town's shared agent identity as the operator does; return its name."""
+    town_obj = api.get("Town", namespace, "demo").body
+    town = Town.from_api(town_obj)
+    for kind, body in build_town_identity(town, town_obj["metadata"]["uid"], namespace):
+        group = "/api/v1" if kind == "ServiceAccount" else "/apis/rbac.authorization.k8s.io/v1"
+        created = api.call("POST", f"{group}/namespaces/{namespace}/{CORE[kind]}", body)
+        assert created.status == 201, created.message
+    return town_identity_name("demo")
+
+
+def _dispatched(api: Api, namespace: str, name: str, generation: int) -> str:
+    """An Agent whose status names its current pod, as the operator writes it at dispatch."""
+    pod = f"{name}-g{generation}"
+    if api.get("Agent", namespace, name).status == 404:
+        assert api.create(namespace, _agent(name)).status == 201
+    patch = {"status": {"pod": pod}}
+    assert api.merge_patch("Agent", namespace, name, patch, sub="status").status == 200
+    return pod
+
+
+def _pod_token(api: Api, namespace: str, account: str, pod: str) -> str:
+    """Create a (never scheduled) Pod running as `account`; return a token bound to it."""
+    body = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": pod},
+        "spec": {
+            "serviceAccountName": account,
+            "containers": [{"name": "agent", "image": "agent:1"}],
+        },
+    }
+    created = api.call("POST", f"/api/v1/namespaces/{namespace}/pods", body)
+    assert created.status == 201, created.message
+    token = api.call(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token",
+        {
+            "spec": {
+                "expirationSeconds": 600,
+                "boundObjectRef": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": pod,
+                    "uid": created.body["metadata"]["uid"],
+                },
+            }
+        },
+    )
+    assert token.status == 201, token.message
+    return str(token.body["status"]["token"])
+
+
+REPORT = {"status": {"statusMessage": "working on it"}}
+
+
+def test_town_identity_writes_only_the_agent_whose_pod_it_is(api: Api, namespace: str) -> None:
+    assert api.create(namespace, TOWN).status == 201
+    account = _town_identity(api, namespace)
+    mine = _dispatched(api, namespace, "demo-polecat-app-1", 1)
+    _dispatched(api, namespace, "demo-polecat-app-2", 1)
+    agent_api = api.as_token(_pod_token(api, namespace, account, mine))
+
+    # The policy is enforced once the API server has loaded it; probe on a third agent.
+    probe = _dispatched(api, namespace, "demo-polecat-app-probe", 1)
+    assert probe
+    eventually(
+        lambda: (
+            agent_api.merge_patch(
+                "Agent", namespace, "demo-polecat-app-probe", REPORT, sub="status"
+            ).status
+            == 403
+        ),
+        30,
+        "the admission policy to be enforced",
+    )
+
+    own = agent_api.merge_patch("Agent", namespace, "demo-polecat-app-1", REPORT, sub="status")
+    assert own.status == 200, own.message
+
+    foreign = agent_api.merge_patch("Agent", namespace, "demo-polecat-app-2", REPORT, sub="status")
+    assert foreign.status == 403
+    assert "an agent pod may write only its own Agent's status" in foreign.message
+    other = api.get("Agent", namespace, "demo-polecat-app-2").body
+    assert other.get("status", {}).get("statusMessage") is None
+
+    # It cannot point its Agent at another pod, nor touch the spec (hook, generation).
+    moved = agent_api.merge_patch(
+        "Agent", namespace, "demo-polecat-app-1", {"status": {"pod": "x-g1"}}, sub="status"
+    )
+    assert moved.status == 403
+    assert "status.pod is written by the operator only" in moved.message
+    spec = agent_api.merge_patch(
+        "Agent", namespace, "demo-polecat-app-1", {"spec": {"generation": 9}}
+    )
+    assert spec.status == 403
+
+    # A new generation's pod replaces the old one: the old pod's token is refused from then on.
+    _dispatched(api, namespace, "demo-polecat-app-1", 2)
+    stale = agent_api.merge_patch("Agent", namespace, "demo-polecat-app-1", REPORT, sub="status")
+    assert stale.status == 403
+
+    # A token of the town identity that is bound to no pod carries no pod name: refused.
+    unbound = api.call(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token",
+        {"spec": {"expirationSeconds": 600}},
+    )
+    assert unbound.status == 201, unbound.message
+    loose = api.as_token(str(unbound.body["status"]["token"]))
+    refused = loose.merge_patch("Agent", namespace, "demo-polecat-app-2", REPORT, sub="status")
+    assert refused.status == 403
+
+    # No Secrets, and its work stays readable.
+    assert agent_api.call("GET", f"/api/v1/namespaces/{namespace}/secrets").status == 403
+    assert agent_api.get("Town", namespace, "demo").status == 200
+    assert agent_api.get("Agent", namespace, "demo-polecat-app-1").status == 200
+
+
+def test_the_operator_and_people_are_not_subject_to_the_agent_policy(
+    api: Api, namespace: str
+) -> None:
+    """The policy matches only town agent identities: an admin's status write is admitted."""
+    assert api.create(namespace, TOWN).status == 201
+    _dispatched(api, namespace, "demo-polecat-app-1", 1)
+    moved = api.merge_patch(
+        "Agent", namespace, "demo-polecat-app-1", {"status": {"pod": "elsewhere-g3"}}, sub="status"
+    )
+    assert moved.status == 200, moved.message

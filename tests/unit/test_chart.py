@@ -145,6 +145,8 @@ NAMESPACED_PERMISSIONS = {
 CRD_DISCOVERY = {
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+    ("admissionregistration.k8s.io", "validatingadmissionpolicies", "get"),
+    ("admissionregistration.k8s.io", "validatingadmissionpolicybindings", "get"),
 }
 NAMESPACE_DISCOVERY = {("", "namespaces", "list"), ("", "namespaces", "watch")}
 
@@ -246,10 +248,18 @@ def test_install_bundle_is_complete_and_namespaced() -> None:
     kinds = [d["kind"] for d in docs]
     assert kinds[0] == "Namespace"
     crds = {d["metadata"]["name"] for d in find(docs, "CustomResourceDefinition")}
-    chart_crds = {
-        yaml.safe_load(p.read_text())["metadata"]["name"] for p in (CHART / "crds").glob("*.yaml")
-    }
+    shipped = [yaml.safe_load(p.read_text()) for p in (CHART / "crds").glob("*.yaml")]
+    chart_crds = {d["metadata"]["name"] for d in shipped if d["kind"] == "CustomResourceDefinition"}
     assert crds == chart_crds
+    # The agent status admission policy ships with the CRDs, and so in the bundle.
+    policies = {(d["kind"], d["metadata"]["name"]) for d in shipped} - {
+        ("CustomResourceDefinition", name) for name in chart_crds
+    }
+    assert policies == {
+        ("ValidatingAdmissionPolicy", "gastown-agent-own-status"),
+        ("ValidatingAdmissionPolicyBinding", "gastown-agent-own-status"),
+    }
+    assert policies <= {(d["kind"], d["metadata"]["name"]) for d in docs}
     assert {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment"} <= set(kinds)
     for doc in docs:
         if doc["kind"] in ("ServiceAccount", "Deployment", "Service"):

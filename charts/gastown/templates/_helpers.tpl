@@ -114,8 +114,10 @@ explains each rule. No wildcards anywhere (tests/unit/test_chart.py checks it).
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch", "create", "delete"]
-# Each agent's own identity: one ServiceAccount, Role and RoleBinding per Agent (owned by it,
-# so garbage collection removes them); the operator never reads, updates or deletes them.
+# Agent pod identities (docs/helm.md, "Agent identities"): one ServiceAccount, Role and
+# RoleBinding per Town (owned by it, so garbage collection removes them) where the admission
+# policy gastown-agent-own-status is installed, else one set per Agent (owned by the Agent).
+# The operator only creates them; it never reads, updates or deletes them.
 - apiGroups: [""]
   resources: ["serviceaccounts"]
   verbs: ["create"]
@@ -148,6 +150,12 @@ The operator's cluster-scoped rules (always in a ClusterRole): kopf's own discov
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
+# At start-up the operator reads the one admission policy that scopes agent pods' writes (and
+# its binding) to choose between one agent identity per town and one per agent.
+- apiGroups: ["admissionregistration.k8s.io"]
+  resources: ["validatingadmissionpolicies", "validatingadmissionpolicybindings"]
+  resourceNames: ["gastown-agent-own-status"]
+  verbs: ["get"]
 {{- if not (include "gastown.clusterWide" .) }}
 # Namespaced mode: kopf lists and watches Namespaces to follow the watched namespaces being
 # created or deleted after start-up (names only; nothing inside them).

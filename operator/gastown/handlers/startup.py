@@ -11,10 +11,13 @@ import kopf
 
 from gastown.kube import metrics
 from gastown.kube.client import Kube, connect
+from gastown.kube.identity import POLICY_NAME
 from gastown.kube.orphans import watch_orphans
 from gastown.kube.store import Store
 
 PREFIX = "gastown.dev"
+
+log = logging.getLogger(__name__)
 
 
 @kopf.on.startup()
@@ -31,6 +34,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.execution.max_workers = 4
     memo.kube = Kube(await connect())
     memo.store = Store()
+    memo.town_identity = await _use_town_identity(memo.kube)
     # Objects of missing towns have no loop; a slow timer tells their owners.
     memo.orphans = asyncio.create_task(
         watch_orphans(memo.kube, memo.store, float(os.environ.get("GASTOWN_ORPHAN_SECONDS", "10")))
@@ -38,6 +42,25 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     port = int(os.environ.get("GASTOWN_METRICS_PORT", "0") or 0)
     if port:
         metrics.serve(port, os.environ.get("GASTOWN_METRICS_ADDRESS", "0.0.0.0"))
+
+
+async def _use_town_identity(kube: Kube) -> bool:
+    """One shared agent identity per town when the admission policy that scopes it exists.
+
+    Without the policy (or with GASTOWN_AGENT_IDENTITY=agent) every Agent gets its own
+    ServiceAccount, Role and RoleBinding instead: as safe, three more writes per new agent.
+    """
+    if os.environ.get("GASTOWN_AGENT_IDENTITY", "auto") == "agent":
+        installed = False
+    else:
+        installed = await kube.admission_policy_installed(POLICY_NAME)
+    log.info(
+        "agent identity: %s",
+        "one per town, scoped by admission policy " + POLICY_NAME
+        if installed
+        else f"one per agent (admission policy {POLICY_NAME} not installed or not readable)",
+    )
+    return installed
 
 
 @kopf.on.cleanup()

@@ -23,5 +23,13 @@ async def town_loop(
     settings = LoopSettings(
         resync_seconds=float(os.environ.get("GASTOWN_RESYNC_SECONDS", "10")),
     )
-    loop = TownLoop(memo.kube, memo.store, namespace, name, settings, make_pr_poller(memo.kube))
+    loop = TownLoop(
+        memo.kube,
+        memo.store,
+        namespace,
+        name,
+        settings,
+        make_pr_poller(memo.kube),
+        town_identity=memo.town_identity,
+    )
     await loop.run(lambda: bool(stopped))

@@ -26,9 +26,16 @@ from typing import Any, Protocol
 from gastown.kube import conditions, labels, metrics
 from gastown.kube.client import ApiError, Conflict, Kube, NotFound
 from gastown.kube.events import build_event, post_event
-from gastown.kube.pods import build_identity, build_pod, owner_reference
+from gastown.kube.identity import (
+    build_identity,
+    build_town_identity,
+    identity_name,
+    owner_reference,
+    town_identity_name,
+)
+from gastown.kube.pods import build_pod
 from gastown.kube.store import Store, TownStore
-from gastown.model import Agent
+from gastown.model import Agent, Town
 from gastown.model.common import API_VERSION
 from gastown.reconcile.actions import DispatchAgent
 from gastown.reconcile.writes import (
@@ -77,9 +84,16 @@ class Applier:
     """Applies the actions of one pass of one town."""
 
     def __init__(
-        self, kube: Kube, store: Store, town: TownStore, pr_poller: PRPoller | None = None
+        self,
+        kube: Kube,
+        store: Store,
+        town: TownStore,
+        pr_poller: PRPoller | None = None,
+        *,
+        town_identity: bool = True,
     ) -> None:
         self.kube = kube
+        self.town_identity = town_identity
         self.store = store
         self.town = town
         self.ns = town.namespace
@@ -286,18 +300,14 @@ class Applier:
         if town is None or agent is None or not uid:
             raise NotFound(404, f"agent {effect.agent} is not known yet")
         started = time.monotonic()
-        identity = (
-            []
-            if town.spec.agent.service_account_name
-            else build_identity(town, agent, uid, self.ns)
-        )
+        account, identity = self._identity(town, agent, uid)
         # The ServiceAccount must exist before the Pod (admission checks it). The Role must
         # exist before its RoleBinding: without `bind`, the API server lets us bind only a Role
         # that exists and whose rules we hold. The binding goes in parallel with the Pod (the
-        # agent needs it only for its first API call).
+        # agent needs it only for its first API call). Each is created once (`identities`).
         for kind, body in identity[:2]:
             await self._create_core(kind, body)
-        pod = build_pod(town, agent, uid, effect.generation, effect.bead)
+        pod = build_pod(town, agent, uid, effect.generation, effect.bead, account)
         results = await asyncio.gather(
             self._create_pod(pod),
             *(self._create_core(kind, body) for kind, body in identity[2:]),
@@ -307,6 +317,17 @@ class Applier:
             return  # this generation's pod exists already: never a second one
         self.store.observe("Pod", created)
         metrics.DISPATCH_LATENCY.labels(self.town.name).observe(time.monotonic() - started)
+
+    def _identity(
+        self, town: Town, agent: Agent, agent_uid: str
+    ) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
+        """The ServiceAccount an agent's pod runs as, and the identity objects it needs."""
+        if town.spec.agent.service_account_name:
+            return town.spec.agent.service_account_name, []  # the user's own, not ours to make
+        town_uid = self.town.uids.get(("Town", town.name))
+        if self.town_identity and town_uid:
+            return town_identity_name(town.name), build_town_identity(town, town_uid, self.ns)
+        return identity_name(agent.name), build_identity(town, agent, agent_uid, self.ns)
 
     async def _create_core(self, kind: str, body: dict[str, Any]) -> None:
         key = (kind, body["metadata"]["name"])

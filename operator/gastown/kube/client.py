@@ -58,6 +58,7 @@ class Kube:
         self.custom = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
         self.rbac = client.RbacAuthorizationV1Api(api)
+        self.admission = client.AdmissionregistrationV1Api(api)
 
     def _plain(self, obj: Any) -> dict[str, Any]:
         result: dict[str, Any] = self.api.sanitize_for_serialization(obj)
@@ -188,6 +189,21 @@ class Kube:
             await calls[kind](namespace, dict(body))
         except ApiException as exc:
             raise _error(exc) from exc
+
+    async def admission_policy_installed(self, name: str) -> bool:
+        """True if the ValidatingAdmissionPolicy `name` and its binding (same name) exist.
+
+        Unreadable (403) counts as absent: the caller then falls back to a mechanism that does
+        not depend on the policy.
+        """
+        try:
+            await self.admission.read_validating_admission_policy(name)
+            await self.admission.read_validating_admission_policy_binding(name)
+        except ApiException as exc:
+            if exc.status in (403, 404):
+                return False
+            raise _error(exc) from exc
+        return True
 
     async def read_secret_key(self, namespace: str, name: str, key: str) -> str:
         """One value of a Secret (only for the PR poller's token; never logged)."""

@@ -85,8 +85,11 @@ class TownLoop:
         settings: LoopSettings | None = None,
         pr_poller: PRPoller | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        *,
+        town_identity: bool = True,
     ) -> None:
         self.kube = kube
+        self.town_identity = town_identity
         self.store = store
         self.town: TownStore = store.town(namespace, name)
         self.settings = settings or LoopSettings()
@@ -143,7 +146,9 @@ class TownLoop:
         for kind, number in counts.items():
             metrics.ACTIONS.labels(self.town.name, kind).inc(number)
         shadow = snapshot.town.spec.mode is TownMode.SHADOW
-        applier = Applier(self.kube, self.store, self.town, self.pr_poller)
+        applier = Applier(
+            self.kube, self.store, self.town, self.pr_poller, town_identity=self.town_identity
+        )
         if shadow:
             result = ApplyResult()
             planned = [action.describe() for action in actions]

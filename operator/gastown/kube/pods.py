@@ -1,4 +1,4 @@
-"""Pure builders of agent Pods and of each agent's own identity (ServiceAccount + RBAC).
+"""Pure builders of agent Pods (their identities are built by `gastown.kube.identity`).
 
 Every agent dispatch generation gets exactly one Pod with a deterministic name, so creating it
 twice is harmless. The Pod runs `gastown agent run` with the agent's identity in its
@@ -12,33 +12,16 @@ from __future__ import annotations
 from typing import Any
 
 from gastown.kube import labels
+from gastown.kube.identity import owner_reference
 from gastown.model import Agent, Town
-from gastown.model.common import API_VERSION, GROUP
 from gastown.model.enums import AgentRole, MergeStrategy
 from gastown.model.town import Rig
-from gastown.reconcile.names import dns_name, pod_name
+from gastown.reconcile.names import pod_name
 
 WORKSPACE = "/workspace"
 GIT_CREDENTIALS_DIR = "/var/run/gastown/git"
 PR_TOKEN_DIR = "/var/run/gastown/pr"
 AGENT_UID = 1000
-
-
-def identity_name(agent: str) -> str:
-    """Name of an agent's ServiceAccount, Role and RoleBinding."""
-    return dns_name("gastown-agent", agent)
-
-
-def owner_reference(kind: str, name: str, uid: str) -> dict[str, Any]:
-    """A controller owner reference to one of our objects."""
-    return {
-        "apiVersion": API_VERSION,
-        "kind": kind,
-        "name": name,
-        "uid": uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
 
 
 def _rig(town: Town, name: str | None) -> Rig | None:
@@ -130,9 +113,14 @@ def _resources(town: Town) -> dict[str, Any]:
 
 
 def build_pod(
-    town: Town, agent: Agent, agent_uid: str, generation: int, bead: str | None
+    town: Town,
+    agent: Agent,
+    agent_uid: str,
+    generation: int,
+    bead: str | None,
+    service_account: str,
 ) -> dict[str, Any]:
-    """The Pod of one dispatch generation of an agent."""
+    """The Pod of one dispatch generation of an agent, running as `service_account`."""
     rig = _rig(town, agent.spec.rig)
     volumes, mounts = _volumes(agent, rig)
     runtime = town.spec.agent
@@ -149,7 +137,7 @@ def build_pod(
         pod_labels[labels.BEAD] = bead
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "serviceAccountName": runtime.service_account_name or identity_name(agent.name),
+        "serviceAccountName": service_account,
         "automountServiceAccountToken": True,
         "terminationGracePeriodSeconds": runtime.termination_grace_seconds,
         "enableServiceLinks": False,
@@ -193,53 +181,3 @@ def build_pod(
         },
         "spec": spec,
     }
-
-
-def build_identity(
-    town: Town, agent: Agent, agent_uid: str, namespace: str
-) -> list[tuple[str, dict[str, Any]]]:
-    """ServiceAccount, Role and RoleBinding that let an agent's pod write only its own Agent.
-
-    The Role names the Agent in `resourceNames`, so the pod's token can read and patch the status
-    of that one Agent and nothing else of its kind; it may read beads and convoys (its work) and
-    its own Town (rig settings). It cannot read Secrets: credentials arrive as mounted volumes.
-    """
-    name = identity_name(agent.name)
-    meta_labels = {**labels.common(town.name), labels.AGENT: agent.name, labels.COMPONENT: "agent"}
-    owner = [owner_reference("Agent", agent.name, agent_uid)]
-    metadata = {"name": name, "labels": meta_labels, "ownerReferences": owner}
-    role = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": metadata,
-        "rules": [
-            {
-                "apiGroups": [GROUP],
-                "resources": ["agents"],
-                "resourceNames": [agent.name],
-                "verbs": ["get", "watch"],
-            },
-            {
-                "apiGroups": [GROUP],
-                "resources": ["agents/status"],
-                "resourceNames": [agent.name],
-                "verbs": ["get", "patch", "update"],
-            },
-            {
-                "apiGroups": [GROUP],
-                "resources": ["towns"],
-                "resourceNames": [town.name],
-                "verbs": ["get"],
-            },
-            {"apiGroups": [GROUP], "resources": ["beads", "convoys"], "verbs": ["get"]},
-        ],
-    }
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": metadata,
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
-    }
-    account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata}
-    return [("ServiceAccount", account), ("Role", role), ("RoleBinding", binding)]

@@ -6,7 +6,15 @@ from typing import Any
 
 import pytest
 
-from gastown.kube.pods import build_identity, build_pod, identity_name
+from gastown.kube.identity import (
+    POLICY_NAME,
+    agent_status_policy,
+    build_identity,
+    build_town_identity,
+    identity_name,
+    town_identity_name,
+)
+from gastown.kube.pods import build_pod
 from gastown.model import Agent, Town
 
 TOWN = Town.from_api(
@@ -62,8 +70,8 @@ def env_of(pod: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_pod_name_and_labels_are_deterministic() -> None:
-    first = build_pod(TOWN, agent(), "uid-1", 3, "b1")
-    again = build_pod(TOWN, agent(), "uid-1", 3, "b1")
+    first = build_pod(TOWN, agent(), "uid-1", 3, "b1", "sa")
+    again = build_pod(TOWN, agent(), "uid-1", 3, "b1", "sa")
     assert first == again
     assert first["metadata"]["name"] == "demo-polecat-app-1-g3"
     labels = first["metadata"]["labels"]
@@ -72,7 +80,7 @@ def test_pod_name_and_labels_are_deterministic() -> None:
 
 
 def test_pod_is_owned_by_its_agent_and_never_restarts() -> None:
-    pod = build_pod(TOWN, agent(), "uid-1", 3, "b1")
+    pod = build_pod(TOWN, agent(), "uid-1", 3, "b1", "sa")
     assert pod["metadata"]["ownerReferences"] == [
         {
             "apiVersion": "gastown.dev/v1alpha1",
@@ -88,7 +96,7 @@ def test_pod_is_owned_by_its_agent_and_never_restarts() -> None:
 
 
 def test_pod_security_is_restricted() -> None:
-    pod = build_pod(TOWN, agent(), "uid-1", 3, "b1")
+    pod = build_pod(TOWN, agent(), "uid-1", 3, "b1", "sa")
     spec = pod["spec"]
     container = spec["containers"][0]["securityContext"]
     assert spec["securityContext"]["runAsNonRoot"] is True
@@ -99,7 +107,7 @@ def test_pod_security_is_restricted() -> None:
 
 
 def test_identity_and_generation_are_in_the_environment() -> None:
-    env = env_of(build_pod(TOWN, agent(), "uid-1", 3, "b1"))
+    env = env_of(build_pod(TOWN, agent(), "uid-1", 3, "b1", "sa"))
     assert env["GASTOWN_TOWN"] == "demo"
     assert env["GASTOWN_AGENT"] == "demo-polecat-app-1"
     assert env["GASTOWN_ROLE"] == "polecat"
@@ -110,7 +118,7 @@ def test_identity_and_generation_are_in_the_environment() -> None:
 
 
 def test_credentials_only_through_secret_references() -> None:
-    pod = build_pod(TOWN, agent(), "uid-1", 3, "b1")
+    pod = build_pod(TOWN, agent(), "uid-1", 3, "b1", "sa")
     env = env_of(pod)
     assert env["API_KEY"] == {"secretKeyRef": {"name": "keys", "key": "anthropic"}}
     secrets = [v for v in pod["spec"]["volumes"] if "secret" in v]
@@ -129,14 +137,14 @@ def test_credentials_only_through_secret_references() -> None:
     ],
 )
 def test_pr_token_only_for_the_refinery_of_a_pr_rig(role: str, rig: str, mounted: bool) -> None:
-    pod = build_pod(TOWN, agent(role, rig), "uid-1", 1, None)
+    pod = build_pod(TOWN, agent(role, rig), "uid-1", 1, None, "sa")
     names = {v["name"] for v in pod["spec"]["volumes"]}
     assert ("pr-token" in names) is mounted
     assert ("GASTOWN_PR_TOKEN_FILE" in env_of(pod)) is mounted
 
 
 def test_resources_come_from_the_town() -> None:
-    pod = build_pod(TOWN, agent(), "uid-1", 3, "b1")
+    pod = build_pod(TOWN, agent(), "uid-1", 3, "b1", "sa")
     assert pod["spec"]["containers"][0]["resources"] == {"limits": {"memory": "2Gi"}}
     assert pod["spec"]["containers"][0]["image"] == "agent:1"
 
@@ -151,9 +159,39 @@ def test_identity_grants_only_the_own_agent() -> None:
     assert objects["RoleBinding"]["subjects"] == [
         {"kind": "ServiceAccount", "name": identity_name("demo-polecat-app-1"), "namespace": "ns"}
     ]
-    assert build_pod(TOWN, agent(), "uid-1", 3, "b1")["spec"][
-        "serviceAccountName"
-    ] == identity_name("demo-polecat-app-1")
+    assert build_pod(TOWN, agent(), "uid-1", 3, "b1", "sa")["spec"]["serviceAccountName"] == "sa"
+
+
+def test_town_identity_is_owned_by_the_town_and_matched_by_the_policy() -> None:
+    objects = dict(build_town_identity(TOWN, "town-uid", "ns"))
+    name = town_identity_name("demo")
+    for body in objects.values():
+        assert body["metadata"]["name"] == name
+        assert body["metadata"]["ownerReferences"][0]["kind"] == "Town"
+        assert body["metadata"]["ownerReferences"][0]["uid"] == "town-uid"
+    role = objects["Role"]
+    assert not any("secrets" in r["resources"] for r in role["rules"])
+    assert all("*" not in r["verbs"] for r in role["rules"])
+    writes = [r for r in role["rules"] if {"patch", "update"} & set(r["verbs"])]
+    assert [r["resources"] for r in writes] == [["agents/status"]]
+    # The policy's match condition selects exactly this naming scheme.
+    policy, binding = agent_status_policy()
+    condition = policy["spec"]["matchConditions"][0]["expression"]
+    assert name.startswith("gastown-agents-")
+    assert "'gastown-agents-'" in condition
+    assert policy["metadata"]["name"] == binding["spec"]["policyName"] == POLICY_NAME
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    assert policy["spec"]["failurePolicy"] == "Fail"
+
+
+@pytest.mark.parametrize(
+    "town",
+    ["demo", "a" * 63, "b" * 253],
+)
+def test_town_identity_names_are_valid_and_keep_the_prefix(town: str) -> None:
+    name = town_identity_name(town)
+    assert len(name) <= 253  # a ServiceAccount name is a DNS subdomain
+    assert name.startswith("gastown-agents-")
 
 
 def test_status_patch_nulls_removed_keys() -> None:

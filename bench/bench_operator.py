@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -122,6 +123,19 @@ def metric_sum(port: int, name: str, **labels: str) -> float:
     return total
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_split(plane: ControlPlane, operator_pid: int) -> dict[str, float]:
+    """CPU seconds so far of the operator and of each control-plane process."""
+    return {"operator": cpu_seconds(operator_pid)} | {
+        name: cpu_seconds(pid) for name, pid in plane.pids.items()
+    }
+
+
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile."""
     ordered = sorted(values)
@@ -146,12 +160,19 @@ def bench_dispatch(plane: ControlPlane, api: Api, log_dir: Path, count: int) -> 
         )
         watch = PodWatch(api, ns)
         watch.start()
+        assert proc.proc is not None
+        cpu_before = cpu_split(plane, proc.proc.pid)
         t0 = time.monotonic()
         assert api.merge_patch("Town", ns, "demo", {"spec": {"mode": "active"}}).status == 200
         eventually(lambda: len(watch.seen) >= count, 300, f"{count} pods", interval=0.05)
+        wall = time.monotonic() - t0
+        cpu_after = cpu_split(plane, proc.proc.pid)
         latencies = [watch.seen[name] - t0 for name in watch.seen]
         return {
             "beads": count,
+            "wall_s": round(wall, 2),
+            # Where the machine's CPU went while the pods were being created.
+            "cpu_s": {k: round(cpu_after[k] - cpu_before[k], 2) for k in cpu_after},
             "p50_ms": round(percentile(latencies, 0.50) * 1000),
             "p99_ms": round(percentile(latencies, 0.99) * 1000),
             "max_ms": round(max(latencies) * 1000),
@@ -258,8 +279,13 @@ def main() -> int:
         default=None,
         help="run one benchmark only",
     )
+    parser.add_argument(
+        "--log-dir", type=Path, default=None, help="keep the operator logs in this directory"
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = str(args.log_dir or scratch)
+        Path(tmp).mkdir(parents=True, exist_ok=True)
         plane = ControlPlane(directory=Path(tmp) / "cp")
         plane.start()
         try:

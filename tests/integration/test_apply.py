@@ -35,7 +35,7 @@ async def kube(control_plane: ControlPlane, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("KUBECONFIG", str(control_plane.kubeconfig))
     client = Kube(await connect())
     yield client
-    await client.api.close()
+    await client.close()
 
 
 async def test_a_conflict_stops_the_pass_before_later_actions(

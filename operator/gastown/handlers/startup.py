@@ -71,4 +71,4 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
         task.cancel()
     kube: Kube | None = getattr(memo, "kube", None)
     if kube is not None:
-        await kube.api.close()
+        await kube.close()

@@ -136,6 +136,19 @@ def cpu_split(plane: ControlPlane, operator_pid: int) -> dict[str, float]:
     }
 
 
+def metric_by_label(port: int, name: str, label: str) -> dict[str, int]:
+    """A Prometheus counter's samples summed per value of one label."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    totals: dict[str, int] = {}
+    for line in text.splitlines():
+        if not line.startswith(name + "{") or f'{label}="' not in line:
+            continue
+        value = line.split(f'{label}="', 1)[1].split('"', 1)[0]
+        totals[value] = totals.get(value, 0) + int(float(line.rsplit(" ", 1)[1]))
+    return dict(sorted(totals.items()))
+
+
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile."""
     ordered = sorted(values)
@@ -211,23 +224,13 @@ def bench_writes(plane: ControlPlane, api: Api, log_dir: Path) -> dict[str, Any]
         phase = view.convoy("bench").status.phase
         # Let the last writes settle, then count.
         time.sleep(3)
-        writes = metric_sum(port, "gastown_api_writes_total", town="demo")
-        by_kind = {
-            kind: int(metric_sum(port, "gastown_api_writes_total", town="demo", kind=kind))
-            for kind in (
-                "Bead",
-                "Agent",
-                "Convoy",
-                "Town",
-                "Pod",
-                "ServiceAccount",
-                "Role",
-                "RoleBinding",
-            )
-        }
+        by_kind = metric_by_label(port, "gastown_api_writes_total", "kind")
+        events = by_kind.pop("Event", 0)
+        writes = sum(by_kind.values())
+        actions = metric_by_label(port, "gastown_actions_total", "action")
         agent_reports = len(player.played)
         time.sleep(60)  # the idle window itself is what is measured
-        idle = metric_sum(port, "gastown_api_writes_total", town="demo") - writes
+        idle = metric_sum(port, "gastown_api_writes_total", town="demo") - writes - events
         return {
             "convoy": phase.value if phase else None,
             "beads": len(tasks),
@@ -236,6 +239,10 @@ def bench_writes(plane: ControlPlane, api: Api, log_dir: Path) -> dict[str, Any]
             "agent_reports": agent_reports,
             "idle_writes_per_minute": int(idle),
             "writes_by_kind": by_kind,
+            # Events are API writes too, counted apart: one per transition worth a human's eye.
+            "events": events,
+            "events_per_bead": round(events / len(tasks), 1),
+            "actions_by_type": actions,
         }
     finally:
         proc.stop()

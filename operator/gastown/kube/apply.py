@@ -382,6 +382,7 @@ class Applier:
         )
         if await post_event(self.kube, event):
             self.result.events += 1
+            self._count("Event")
 
 
 def _batches(actions: Sequence[Lowerable]) -> list[tuple[list[Lowerable], bool]]:

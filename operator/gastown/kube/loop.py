@@ -166,7 +166,7 @@ class TownLoop:
         last_pass = PassMetrics(
             finished_at=self.clock(),
             duration_ms=duration_ms,
-            facts_applied=counts.get("MarkReportsApplied", 0),
+            facts_applied=sum(1 for action in actions if action.records_reports),
             actions=dict(sorted(counts.items())),
             side_effects_ok=result.side_effects_ok,
             side_effects_failed=result.side_effects_failed,

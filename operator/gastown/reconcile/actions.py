@@ -65,6 +65,11 @@ class Action:
         return f"{type(self).__name__}({self.subject}): {self.reason}"
 
     @property
+    def records_reports(self) -> bool:
+        """True if the action records an agent's reports as applied (a fact, exactly once)."""
+        return False
+
+    @property
     def subject(self) -> str:
         """Name of the main object the action is about."""
         raise NotImplementedError
@@ -218,10 +223,18 @@ class UpdateAgent(Action):
     extra: Mapping[str, Any] = field(default_factory=dict)
     now: datetime
     event: str | None = None
+    applied_seq: int | None = None
+    """If set, the same status patch records the agent's reports up to this seq as applied
+    (see `ops.mark_applied`), compare-and-set on `applied_seq_before`."""
+    applied_seq_before: int = 0
 
     @property
     def subject(self) -> str:
         return self.agent
+
+    @property
+    def records_reports(self) -> bool:
+        return self.applied_seq is not None
 
     def writes(self) -> tuple[Write, ...]:
         result: list[Write] = []
@@ -235,18 +248,15 @@ class UpdateAgent(Action):
                 )
             )
         patch: dict[str, Any] = dict(self.extra)
+        expect: dict[str, Any] = {"phase": self.from_phase.value}
         if self.to_phase is not self.from_phase:
             patch["phase"] = self.to_phase.value
             patch["phaseSince"] = iso(self.now)
+        if self.applied_seq is not None:
+            patch["appliedReportSeq"] = self.applied_seq
+            expect["appliedReportSeq"] = self.applied_seq_before
         if patch:
-            result.append(
-                PatchStatus(
-                    kind=Kind.AGENT,
-                    name=self.agent,
-                    patch=patch,
-                    expect={"phase": self.from_phase.value},
-                )
-            )
+            result.append(PatchStatus(kind=Kind.AGENT, name=self.agent, patch=patch, expect=expect))
         if self.event is not None:
             result.append(
                 Emit(
@@ -273,6 +283,10 @@ class MarkReportsApplied(Action):
     @property
     def subject(self) -> str:
         return self.agent
+
+    @property
+    def records_reports(self) -> bool:
+        return True
 
     def writes(self) -> tuple[Write, ...]:
         return (

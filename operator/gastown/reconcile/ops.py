@@ -6,6 +6,7 @@ actions, claims the objects and returns whether it did anything.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from gastown.model import Agent, AgentPhase, Bead, BeadPhase, BeadType
@@ -63,8 +64,22 @@ def release_agent(
 
 
 def mark_applied(ctx: Pass, agent: Agent, seq: int) -> None:
-    """Record that the agent's reports up to `seq` are applied (after their effects)."""
+    """Record that the agent's reports up to `seq` are applied (after their effects).
+
+    When applying the report also released or re-phased the agent, that update moves here, to
+    the end of the report's actions, and carries the mark in its own status patch: one write
+    instead of two, and still after every effect of the report (a crash before it leaves the
+    report unapplied; re-applying it then finds its bead already moved on and drops it).
+    """
     if seq <= agent.status.applied_report_seq:
+        return
+    update = _pending_update(ctx, agent.name)
+    if update is not None:
+        ctx.actions.remove(update)
+        fused = dataclasses.replace(
+            update, applied_seq=seq, applied_seq_before=agent.status.applied_report_seq
+        )
+        ctx.add(fused, (Kind.AGENT, agent.name))
         return
     ctx.add(
         MarkReportsApplied(
@@ -75,6 +90,14 @@ def mark_applied(ctx: Pass, agent: Agent, seq: int) -> None:
         ),
         (Kind.AGENT, agent.name),
     )
+
+
+def _pending_update(ctx: Pass, agent: str) -> UpdateAgent | None:
+    """The UpdateAgent this pass already planned for `agent`, if any (at most one per agent)."""
+    for action in reversed(ctx.actions):
+        if isinstance(action, UpdateAgent) and action.agent == agent:
+            return action
+    return None
 
 
 def transition(

@@ -556,3 +556,34 @@ def test_refinery_approval_done_then_merged_closes_the_mr_once() -> None:
     assert w.bead(mr).status.phase is BeadPhase.CLOSED
     assert w.bead("a").status.phase is BeadPhase.CLOSED
     assert w.agents[refinery.name].spec.generation == generation
+
+
+def test_a_done_report_is_recorded_in_the_agents_release_after_the_beads_move() -> None:
+    """Applying a report writes the agent's status once (release and applied mark together),
+    and only after the bead moved: a crash in between leaves the report to be re-applied."""
+    w = World.of(town(), bead("a"))
+    w.step()
+    polecat = w.agent_on("a")
+    w.report(polecat.name, "done", branch="gt/a", summary="did a")
+    actions = w.step(seconds(5))
+    writes = [(type(a).__name__, write) for a in actions for write in a.writes()]
+    agent_status = [
+        i
+        for i, (_, write) in enumerate(writes)
+        if getattr(write, "kind", None) is Kind.AGENT
+        and getattr(write, "name", None) == polecat.name
+        and type(write).__name__ == "PatchStatus"
+    ]
+    assert len(agent_status) == 1, writes
+    status_write = writes[agent_status[0]][1]
+    assert status_write.patch["appliedReportSeq"] == 1  # type: ignore[union-attr]
+    assert status_write.patch["phase"] == AgentPhase.IDLE.value  # type: ignore[union-attr]
+    bead_move = next(
+        i
+        for i, (name, write) in enumerate(writes)
+        if name == "TransitionBead" and getattr(write, "name", None) == "a"
+    )
+    assert bead_move < agent_status[0]
+    assert not any(name == "MarkReportsApplied" for name, _ in writes)
+    assert w.bead("a").status.phase is BeadPhase.IN_REVIEW
+    assert w.agents[polecat.name].status.applied_report_seq == 1

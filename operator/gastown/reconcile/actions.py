@@ -102,10 +102,18 @@ class DispatchAgent(Action):
     attempts: int
     review: bool
     now: datetime
+    applied_seq: int | None = None
+    """Set when the dispatch replaces this pass's release of the agent (`beads.dispatch`): the
+    agent's status patch also records its reports up to this seq as applied."""
+    applied_seq_before: int = 0
 
     @property
     def subject(self) -> str:
         return self.bead
+
+    @property
+    def records_reports(self) -> bool:
+        return self.applied_seq is not None
 
     @property
     def pod(self) -> str:
@@ -160,10 +168,15 @@ class DispatchAgent(Action):
             PatchStatus(
                 kind=Kind.AGENT,
                 name=self.agent,
-                patch=self._agent_status(),
-                expect={"phase": self.old_phase.value},
+                patch=self._agent_status() | self._applied(),
+                expect={"phase": self.old_phase.value} | self._applied(before=True),
             ),
         )
+
+    def _applied(self, *, before: bool = False) -> dict[str, Any]:
+        if self.applied_seq is None:
+            return {}
+        return {"appliedReportSeq": self.applied_seq_before if before else self.applied_seq}
 
     def _bead_write(self) -> PatchStatus:
         patch: dict[str, Any] = {

@@ -264,8 +264,14 @@ def hooked_in_progress(ctx: Pass, agent: Agent) -> Bead | None:
 def dispatch(
     ctx: Pass, agent_name: str, agent: Agent | None, bead: Bead, *, rig: str, role: str
 ) -> None:
-    """Dispatch `bead` to an existing agent (new generation) or to a new agent."""
+    """Dispatch `bead` to an existing agent (new generation) or to a new agent.
+
+    If this pass released the agent (its last bead is done), the dispatch replaces that release:
+    the agent goes from its old hook straight to the new one, in the same two writes a dispatch
+    needs anyway, placed after everything the release's report moved.
+    """
     generation = (agent.spec.generation if agent is not None else 0) + 1
+    release = ctx.releases.pop(agent_name, None)
     action = DispatchAgent(
         town=ctx.town.name,
         agent=agent_name,
@@ -282,7 +288,11 @@ def dispatch(
         review=bead.spec.type is BeadType.MERGE_REQUEST,
         now=ctx.now,
         reason="Dispatched",
+        applied_seq=release.applied_seq if release is not None else None,
+        applied_seq_before=release.applied_seq_before if release is not None else 0,
     )
+    if release is not None:
+        ctx.actions.remove(release)
     ctx.plan_hook(agent_name, bead.name)
     ctx.plan_phase(bead.name, BeadPhase.IN_PROGRESS)
     ctx.plan_assignee(bead.name, agent_name)

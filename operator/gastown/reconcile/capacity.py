@@ -69,8 +69,8 @@ def measure(ctx: Pass) -> Capacity:
             agent = ctx.snap.agents[name]
             if ctx.hook(agent) is not None:
                 busy += 1
-            elif is_free_polecat(ctx, agent):
-                free.append(name)
+            elif is_free_polecat(ctx, agent) or name in ctx.releases:
+                free.append(name)  # idle, or released by this pass and reusable at once
         busy_total += busy
         rig_left[rig_name] = rig_cap(ctx, rig) - busy
         idle[rig_name] = free

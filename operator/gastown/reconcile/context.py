@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from gastown.model import Agent, Bead, BeadPhase, Town, TownMode, TownPolicy
-from gastown.reconcile.actions import Action
+from gastown.reconcile.actions import Action, UpdateAgent
 from gastown.reconcile.dag import Readiness
 from gastown.reconcile.snapshot import Index, Snapshot
 from gastown.reconcile.writes import Kind
@@ -48,6 +48,9 @@ class Pass:
         self._hook: dict[str, str | None] = {}
         self._hooked_by_plan: dict[str, list[str]] = {}
         self.dispatch_blocked_reason: str | None = None
+        # Agents this pass releases plainly (their work is done: no pod to stop, nothing to
+        # announce): a dispatch later in the pass may reuse one, replacing its release.
+        self.releases: dict[str, UpdateAgent] = {}
         self._readiness: Readiness | None = None
         self.members_cache: dict[str, list[str]] = {}
 
@@ -94,6 +97,12 @@ class Pass:
         """Append an action to the plan and claim the objects it writes."""
         self.actions.append(action)
         self._claimed.update(claims)
+
+    def replace(self, old: Action, new: Action) -> None:
+        """Swap a planned action for another that does its work and more, at the end of the
+        plan (so after everything planned in between); claims stay as they are."""
+        self.actions.remove(old)
+        self.actions.append(new)
 
     def plan_phase(self, bead: str, phase: BeadPhase) -> None:
         """Record that this pass moves a bead to `phase`."""

@@ -43,24 +43,28 @@ def release_agent(
     stop_pod: bool = False,
     event: str | None = None,
 ) -> None:
-    """Unhook an agent and make it idle (compare-and-set on its generation and hook)."""
+    """Unhook an agent and make it idle (compare-and-set on its generation and hook).
+
+    A plain release (no pod to stop, no Event) is registered so that a dispatch later in the
+    same pass can hand the agent its next bead in the same writes (see `dispatch`).
+    """
     ctx.plan_hook(agent.name, None)
-    ctx.add(
-        UpdateAgent(
-            agent=agent.name,
-            generation=agent.spec.generation,
-            hook=agent.spec.hook,
-            from_phase=agent.status.phase,
-            to_phase=AgentPhase.IDLE,
-            unhook=True,
-            stop_pod=live_pod_name(ctx, agent) if stop_pod else None,
-            now=ctx.now,
-            reason=reason,
-            message=message,
-            event=event,
-        ),
-        (Kind.AGENT, agent.name),
+    update = UpdateAgent(
+        agent=agent.name,
+        generation=agent.spec.generation,
+        hook=agent.spec.hook,
+        from_phase=agent.status.phase,
+        to_phase=AgentPhase.IDLE,
+        unhook=True,
+        stop_pod=live_pod_name(ctx, agent) if stop_pod else None,
+        now=ctx.now,
+        reason=reason,
+        message=message,
+        event=event,
     )
+    ctx.add(update, (Kind.AGENT, agent.name))
+    if update.stop_pod is None and event is None and agent.metadata.deletion_timestamp is None:
+        ctx.releases[agent.name] = update
 
 
 def mark_applied(ctx: Pass, agent: Agent, seq: int) -> None:
@@ -75,11 +79,12 @@ def mark_applied(ctx: Pass, agent: Agent, seq: int) -> None:
         return
     update = _pending_update(ctx, agent.name)
     if update is not None:
-        ctx.actions.remove(update)
         fused = dataclasses.replace(
             update, applied_seq=seq, applied_seq_before=agent.status.applied_report_seq
         )
-        ctx.add(fused, (Kind.AGENT, agent.name))
+        ctx.replace(update, fused)
+        if ctx.releases.get(agent.name) is update:
+            ctx.releases[agent.name] = fused
         return
     ctx.add(
         MarkReportsApplied(

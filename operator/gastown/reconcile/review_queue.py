@@ -373,11 +373,15 @@ def _pop(ctx: Pass, rig: str, mr: Bead) -> bool:
         return True
     name = ctx.index.refineries.get(rig) or names.refinery_name(ctx.town.name, rig)
     refinery = ctx.snap.agents.get(name)
-    if refinery is not None and (
-        refinery.spec.hook is not None
-        or refinery.status.phase is not AgentPhase.IDLE
-        or refinery.metadata.deletion_timestamp is not None
-        or not ctx.free(Kind.AGENT, name)
+    if (
+        refinery is not None
+        and name not in ctx.releases
+        and (
+            refinery.spec.hook is not None
+            or refinery.status.phase is not AgentPhase.IDLE
+            or refinery.metadata.deletion_timestamp is not None
+            or not ctx.free(Kind.AGENT, name)
+        )
     ):
         return True
     dispatch(ctx, name, refinery, mr, rig=rig, role="refinery")

@@ -9,10 +9,11 @@ and says so.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from gastown.model import AgentPhase, AgentRole, BeadPhase, ConvoyPhase
 from gastown.reconcile import names
-from gastown.reconcile.actions import DeleteAgent, PostNudge
+from gastown.reconcile.actions import DeleteAgent, PostNudge, UpdateAgent
 from gastown.reconcile.writes import Kind
 from tests.unit.reconcile.builders import (
     RIG,
@@ -587,3 +588,63 @@ def test_a_done_report_is_recorded_in_the_agents_release_after_the_beads_move() 
     assert not any(name == "MarkReportsApplied" for name, _ in writes)
     assert w.bead("a").status.phase is BeadPhase.IN_REVIEW
     assert w.agents[polecat.name].status.applied_report_seq == 1
+
+
+def _agent_writes(actions: list[Any], agent_name: str) -> list[tuple[str, Any]]:
+    return [
+        (type(write).__name__, write)
+        for action in actions
+        for write in action.writes()
+        if getattr(write, "kind", None) is Kind.AGENT and getattr(write, "name", None) == agent_name
+    ]
+
+
+def test_a_polecat_done_with_work_waiting_takes_the_next_bead_in_the_same_writes() -> None:
+    """Release and re-dispatch in one pass: one spec and one status write, not four."""
+    w = World.of(town(per_rig=1), bead("a"), bead("b"))
+    w.step()
+    polecat = w.agent_on("a")
+    assert w.bead("b").status.phase is BeadPhase.OPEN  # the rig's one polecat is busy
+    w.report(polecat.name, "done", branch="gt/a", summary="did a")
+    actions = w.step(seconds(5))
+    assert not any(isinstance(a, UpdateAgent) and a.agent == polecat.name for a in actions)
+    writes = _agent_writes(actions, polecat.name)
+    assert [kind for kind, _ in writes] == ["PatchSpec", "PatchStatus"]
+    assert writes[0][1].patch["hook"] == "b"
+    assert writes[1][1].patch["appliedReportSeq"] == 1
+    assert writes[1][1].expect["appliedReportSeq"] == 0
+    again = w.agents[polecat.name]
+    assert (again.spec.hook, again.spec.generation) == ("b", 2)
+    assert again.status.applied_report_seq == 1
+    assert again.status.phase is AgentPhase.WORKING
+    assert w.bead("a").status.phase is BeadPhase.IN_REVIEW
+    assert w.bead("b").status.phase is BeadPhase.IN_PROGRESS
+    # The finished generation's pod goes; the new one runs; nothing is redone.
+    w.settle(advance=seconds(5))
+    assert w.bead("a").status.attempts == 1
+
+
+def test_a_refinery_that_merged_takes_the_next_queued_mr_in_the_same_pass() -> None:
+    w = World.of(town(), bead("a"), bead("b"))
+    w.step()
+    mr_a = finish(w, "a")
+    mr_b = finish(w, "b")
+    for _ in range(3):
+        if w.bead(mr_a).status.phase is BeadPhase.IN_PROGRESS:
+            break
+        w.step(seconds(5))
+    refinery = w.agent_on(mr_a)
+    assert w.bead(mr_b).status.phase is BeadPhase.OPEN  # one direct review at a time
+    w.report(refinery.name, "merged", mergeCommit="c0ffee")
+    actions = w.step(seconds(1))
+    assert w.bead(mr_a).status.phase is BeadPhase.CLOSED
+    assert w.bead(mr_b).status.phase is BeadPhase.IN_PROGRESS
+    assert w.agents[refinery.name].spec.hook == mr_b
+    assert [kind for kind, _ in _agent_writes(actions, refinery.name)] == [
+        "PatchSpec",
+        "PatchStatus",
+    ]
+    w.report(refinery.name, "merged", mergeCommit="beef")
+    w.settle(advance=seconds(1))
+    assert w.bead("a").status.phase is BeadPhase.CLOSED
+    assert w.bead("b").status.phase is BeadPhase.CLOSED

@@ -14,6 +14,7 @@ Run: `.venv/bin/python bench/bench_operator.py` (starts its own control plane; a
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -33,6 +34,8 @@ from tests.support.procs import operator, wait_started  # noqa: E402
 from tests.support.town import AgentPlayer, TownView, convoy  # noqa: E402
 
 from gastown.devtools.controlplane import ControlPlane, free_port  # noqa: E402
+from gastown.kube.apply import CONCURRENCY  # noqa: E402
+from gastown.kube.client import Kube, connect  # noqa: E402
 
 RIGS = [f"r{i}" for i in range(5)]
 
@@ -181,8 +184,10 @@ def bench_dispatch(plane: ControlPlane, api: Api, log_dir: Path, count: int) -> 
         wall = time.monotonic() - t0
         cpu_after = cpu_split(plane, proc.proc.pid)
         latencies = [watch.seen[name] - t0 for name in watch.seen]
+        template = api.call("GET", f"/api/v1/namespaces/{ns}/pods").body["items"][0]
         return {
             "beads": count,
+            "pod_template": template,
             "wall_s": round(wall, 2),
             # Where the machine's CPU went while the pods were being created.
             "cpu_s": {k: round(cpu_after[k] - cpu_before[k], 2) for k in cpu_after},
@@ -192,6 +197,58 @@ def bench_dispatch(plane: ControlPlane, api: Api, log_dir: Path, count: int) -> 
         }
     finally:
         proc.stop()
+
+
+def bench_floor(
+    plane: ControlPlane, api: Api, template: dict[str, Any], count: int
+) -> dict[str, Any]:
+    """The same latency for `count` bare pod creations: no operator, no state written first.
+
+    The yardstick for the dispatch figures on this machine: the same pods (the spec of an agent
+    pod the operator made), created by the operator's own HTTP path at the same concurrency,
+    timed by the same watch. Nothing can create them faster here.
+    """
+    ns = new_namespace(api, "bench-floor")
+    spec = dict(template["spec"])
+    spec["serviceAccountName"] = "default"
+    for key in ("nodeName", "serviceAccount"):
+        spec.pop(key, None)
+    bodies = [
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"floor-{i:04d}", "labels": template["metadata"]["labels"]},
+            "spec": spec,
+        }
+        for i in range(count)
+    ]
+    watch = PodWatch(api, ns)
+    watch.start()
+
+    async def create_all() -> None:
+        os.environ["KUBECONFIG"] = str(plane.kubeconfig)
+        kube = Kube(await connect())
+        limit = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(body: dict[str, Any]) -> None:
+            async with limit:
+                await kube.create_pod(ns, body)
+
+        try:
+            await asyncio.gather(*(one(body) for body in bodies))
+        finally:
+            await kube.close()
+
+    t0 = time.monotonic()
+    asyncio.run(create_all())
+    eventually(lambda: len(watch.seen) >= count, 300, f"{count} pods", interval=0.05)
+    latencies = [watch.seen[name] - t0 for name in watch.seen]
+    return {
+        "pods": count,
+        "p50_ms": round(percentile(latencies, 0.50) * 1000),
+        "p99_ms": round(percentile(latencies, 0.99) * 1000),
+        "max_ms": round(max(latencies) * 1000),
+    }
 
 
 def bench_writes(plane: ControlPlane, api: Api, log_dir: Path) -> dict[str, Any]:
@@ -282,7 +339,7 @@ def main() -> int:
     parser.add_argument("--memory-beads", type=int, default=10000)
     parser.add_argument(
         "--only",
-        choices=["dispatch", "writes", "memory"],
+        choices=["dispatch", "writes", "memory"],  # dispatch includes its floor
         default=None,
         help="run one benchmark only",
     )
@@ -300,10 +357,18 @@ def main() -> int:
             api = Api.from_kubeconfig(plane.kubeconfig, plane.directory / "pki" / "ca.crt")
             runs = {
                 "dispatch": lambda: bench_dispatch(plane, api, Path(tmp), args.dispatch),
+                "floor": lambda: bench_floor(
+                    plane, api, results["dispatch"].pop("pod_template"), args.dispatch
+                ),
                 "writes": lambda: bench_writes(plane, api, Path(tmp)),
                 "memory": lambda: bench_memory(plane, api, Path(tmp), args.memory_beads),
             }
-            results = {name: run() for name, run in runs.items() if args.only in (None, name)}
+            results: dict[str, Any] = {}
+            for name, run in runs.items():
+                # The floor reuses the dispatch run's pods as its template.
+                wanted = args.only in (None, name) or (name == "floor" and args.only == "dispatch")
+                if wanted:
+                    results[name] = run()
         finally:
             plane.stop()
     print(json.dumps(results, indent=2))
@@ -312,6 +377,12 @@ def main() -> int:
         print(
             f"| dispatch latency, {d['beads']} beads ready at once | p50 {d['p50_ms']} ms, "
             f"p99 {d['p99_ms']} ms, max {d['max_ms']} ms |"
+        )
+    if "floor" in results:
+        f = results["floor"]
+        print(
+            f"| floor: {f['pods']} bare pod creations, same client and watch | "
+            f"p50 {f['p50_ms']} ms, p99 {f['p99_ms']} ms, max {f['max_ms']} ms |"
         )
     if "writes" in results:
         w = results["writes"]

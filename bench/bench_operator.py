@@ -191,6 +191,7 @@ def bench_dispatch(plane: ControlPlane, api: Api, log_dir: Path, count: int) -> 
             "wall_s": round(wall, 2),
             # Where the machine's CPU went while the pods were being created.
             "cpu_s": {k: round(cpu_after[k] - cpu_before[k], 2) for k in cpu_after},
+            "min_ms": round(min(latencies) * 1000),
             "p50_ms": round(percentile(latencies, 0.50) * 1000),
             "p99_ms": round(percentile(latencies, 0.99) * 1000),
             "max_ms": round(max(latencies) * 1000),

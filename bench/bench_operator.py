@@ -89,28 +89,56 @@ def create_many(api: Api, namespace: str, bodies: list[dict[str, Any]]) -> None:
 
 
 class PodWatch(threading.Thread):
-    """Records the monotonic time each pod is first seen through a watch."""
+    """Records the monotonic time each pod is first seen through a watch.
+
+    The API server closes a watch whose reader falls behind (this process also creates pods in
+    the floor run); the watch then resumes from the last resourceVersion it saw, and if that is
+    too old, from a fresh listing (pods first seen there are timed then: late, never early).
+    """
 
     def __init__(self, api: Api, namespace: str) -> None:
         super().__init__(daemon=True)
         self.api = api
         self.ns = namespace
         self.seen: dict[str, float] = {}
-        listing = api.call("GET", f"/api/v1/namespaces/{namespace}/pods")
-        self.rv = listing.body["metadata"]["resourceVersion"]
+        self.rv = self._list()
+
+    def _list(self) -> str:
+        listing = self.api.call("GET", f"/api/v1/namespaces/{self.ns}/pods")
+        now = time.monotonic()
+        for pod in listing.body["items"]:
+            self.seen.setdefault(pod["metadata"]["name"], now)
+        return str(listing.body["metadata"]["resourceVersion"])
 
     def run(self) -> None:
-        url = (
-            f"{self.api.server}/api/v1/namespaces/{self.ns}/pods?watch=1"
-            f"&resourceVersion={self.rv}&timeoutSeconds=600"
-        )
-        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.api.token}"})
-        with urllib.request.urlopen(request, context=self.api._ssl, timeout=620) as stream:
-            for line in stream:
-                event = json.loads(line)
-                name = event["object"]["metadata"]["name"]
-                if event["type"] == "ADDED" and name not in self.seen:
-                    self.seen[name] = time.monotonic()
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            url = (
+                f"{self.api.server}/api/v1/namespaces/{self.ns}/pods?watch=1"
+                f"&resourceVersion={self.rv}&timeoutSeconds=600&allowWatchBookmarks=true"
+            )
+            headers = {"Authorization": f"Bearer {self.api.token}"}
+            request = urllib.request.Request(url, headers=headers)
+            try:
+                with urllib.request.urlopen(request, context=self.api._ssl, timeout=620) as stream:
+                    for line in stream:
+                        self._event(json.loads(line))
+            except (OSError, ValueError):
+                pass  # closed under us: resume below
+            except _Expired:
+                self.rv = self._list()
+
+    def _event(self, event: dict[str, Any]) -> None:
+        if event["type"] == "ERROR":
+            raise _Expired()
+        metadata = event["object"]["metadata"]
+        self.rv = metadata["resourceVersion"]
+        if event["type"] == "ADDED":
+            self.seen.setdefault(metadata["name"], time.monotonic())
+
+
+class _Expired(Exception):
+    """The watch's resourceVersion is too old (410): list again."""
 
 
 def metric_sum(port: int, name: str, **labels: str) -> float:
@@ -158,10 +186,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
 
 
+OPERATOR_ENV: dict[str, str] = {}
+"""Extra environment of the operator process (`--operator-source` sets PYTHONPATH)."""
+
+
 def bench_dispatch(plane: ControlPlane, api: Api, log_dir: Path, count: int) -> dict[str, Any]:
     """Latency from 'ready' to Pod for `count` beads at once."""
     ns = new_namespace(api, "bench-dispatch")
-    proc = operator(plane, ns, log_dir)
+    proc = operator(plane, ns, log_dir, **OPERATOR_ENV)
     proc.start()
     wait_started(proc, "Initial authentication has finished")
     try:
@@ -256,7 +288,7 @@ def bench_writes(plane: ControlPlane, api: Api, log_dir: Path) -> dict[str, Any]
     """Operator API writes per bead over a convoy's life, then writes per idle minute."""
     ns = new_namespace(api, "bench-writes")
     port = free_port()
-    proc = operator(plane, ns, log_dir, GASTOWN_METRICS_PORT=str(port))
+    proc = operator(plane, ns, log_dir, GASTOWN_METRICS_PORT=str(port), **OPERATOR_ENV)
     proc.start()
     wait_started(proc, "Initial authentication has finished")
     try:
@@ -309,7 +341,7 @@ def bench_writes(plane: ControlPlane, api: Api, log_dir: Path) -> dict[str, Any]
 def bench_memory(plane: ControlPlane, api: Api, log_dir: Path, count: int) -> dict[str, Any]:
     """Operator RSS with `count` beads in a paused town."""
     ns = new_namespace(api, "bench-memory")
-    proc = operator(plane, ns, log_dir)
+    proc = operator(plane, ns, log_dir, **OPERATOR_ENV)
     proc.start()
     wait_started(proc, "Initial authentication has finished")
     try:
@@ -347,7 +379,15 @@ def main() -> int:
     parser.add_argument(
         "--log-dir", type=Path, default=None, help="keep the operator logs in this directory"
     )
+    parser.add_argument(
+        "--operator-source",
+        type=Path,
+        default=None,
+        help="run the operator from another checkout's operator/ folder (before/after runs)",
+    )
     args = parser.parse_args()
+    if args.operator_source:
+        OPERATOR_ENV["PYTHONPATH"] = str(args.operator_source.resolve())
     with tempfile.TemporaryDirectory() as scratch:
         tmp = str(args.log_dir or scratch)
         Path(tmp).mkdir(parents=True, exist_ok=True)

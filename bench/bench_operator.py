@@ -3,12 +3,17 @@
 Measures, with the operator running as a process (`gastown run`) as in production:
 
 1. dispatch latency: a paused town holding N ready beads is switched to active; the time from
-   that write to each bead's agent Pod being observed through a watch (p50, p99, max);
-2. API writes per bead over a whole convoy life (operator writes, from its own metrics);
+   that write to each bead's agent Pod being observed through a watch (p50, p99, max), with the
+   CPU seconds the operator and each control-plane process spent meanwhile; then its floor: the
+   same Pods created bare by the same client at the same concurrency, timed the same way;
+2. API writes per bead over a whole convoy life (operator writes, from its own metrics), by
+   kind, with the Events it posted and the actions it planned;
 3. API writes per minute by an idle town (after everything landed);
 4. operator peak RSS with 10,000 beads in its store.
 
 Run: `.venv/bin/python bench/bench_operator.py` (starts its own control plane; about 5 min).
+`--only dispatch|writes|memory` runs one; `--log-dir DIR` keeps the operator logs;
+`--operator-source OTHER/operator` runs another checkout's operator (before/after comparisons).
 """
 
 from __future__ import annotations

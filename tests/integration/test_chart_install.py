@@ -108,7 +108,13 @@ def test_helm_install_namespaced(
         assert _status(api, f"{RBAC}/namespaces/{release_namespace}/roles/{full}") == 404
         cluster_role = api.call("GET", f"{RBAC}/clusterroles/{full}").body
         resources = {res for rule in cluster_role["rules"] for res in rule["resources"]}
-        assert resources == {"customresourcedefinitions", "namespaces"}
+        # Cluster-wide only: CRD and namespace discovery, and reading the one admission policy.
+        assert resources == {
+            "customresourcedefinitions",
+            "namespaces",
+            "validatingadmissionpolicies",
+            "validatingadmissionpolicybindings",
+        }
         deployment = api.call(
             "GET", f"/apis/apps/v1/namespaces/{release_namespace}/deployments/{full}"
         ).body
@@ -129,6 +135,8 @@ def _path(doc: dict[str, Any]) -> str:
         "ClusterRole": "clusterroles",
         "ClusterRoleBinding": "clusterrolebindings",
         "CustomResourceDefinition": "customresourcedefinitions",
+        "ValidatingAdmissionPolicy": "validatingadmissionpolicies",
+        "ValidatingAdmissionPolicyBinding": "validatingadmissionpolicybindings",
     }[doc["kind"]]
     group, _, version = doc["apiVersion"].rpartition("/")
     base = f"/apis/{group}/{version}" if group else f"/api/{version}"
@@ -141,9 +149,14 @@ def test_install_bundle_applies_and_passes_restricted_pod_security(
     api: Api, control_plane: ControlPlane, tmp_path: Path
 ) -> None:
     docs = documents(BUNDLE.read_text())
-    # The session's CRDs stay; everything else is applied and removed again.
+    # The session's CRDs and admission policy stay; everything else is applied and removed again.
     control_plane.kubectl("apply", "--server-side", "-f", str(BUNDLE))
-    rest = [d for d in docs if d["kind"] != "CustomResourceDefinition"]
+    session_wide = {
+        "CustomResourceDefinition",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    }
+    rest = [d for d in docs if d["kind"] not in session_wide]
     try:
         for doc in docs:
             assert _status(api, _path(doc)) == 200, _path(doc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -12,8 +13,8 @@ from gastown.devtools.controlplane import ControlPlane
 from gastown.kube.apply import Applier
 from gastown.kube.client import Kube, connect
 from gastown.kube.store import Store
-from gastown.model import BeadPhase
-from gastown.reconcile.actions import MarkReportsApplied, TransitionBead
+from gastown.model import AgentPhase, BeadPhase
+from gastown.reconcile.actions import DispatchAgent, MarkReportsApplied, TransitionBead
 from tests.support.api import Api
 from tests.support.town import bead, town
 
@@ -78,3 +79,60 @@ async def test_a_conflict_stops_the_pass_before_later_actions(
     assert (result.conflicts, result.stopped_early) == (0, False)
     assert api.get("Agent", namespace, "a1").body["status"]["appliedReportSeq"] == 1
     assert api.get("Bead", namespace, "b1").body["status"]["phase"] == "in_review"
+
+
+class CountingKube(Kube):
+    """The real client, counting the identity requests it sends."""
+
+    def __init__(self, kube: Kube) -> None:
+        super().__init__(kube.api)
+        self.requests: Counter[str] = Counter()
+
+    async def create_core(self, kind: str, namespace: str, body: Any) -> None:
+        self.requests[kind] += 1
+        await super().create_core(kind, namespace, body)
+
+
+async def test_a_burst_of_dispatches_creates_the_town_identity_with_one_request_each(
+    api: Api, namespace: str, kube: Kube
+) -> None:
+    """64 concurrent dispatches need the town's ServiceAccount, Role and RoleBinding: each is
+    requested once, not once per dispatch (409s are cheap, not free, in a burst)."""
+    beads = [bead(f"b{i:02d}") for i in range(20)]
+    for body in (town(), *beads):
+        assert api.create(namespace, body).status == 201
+    store = Store()
+    store.observe("Town", api.get("Town", namespace, "demo").body)
+    for body in beads:
+        store.observe("Bead", api.get("Bead", namespace, body["metadata"]["name"]).body)
+    now = datetime.now(UTC)
+    plan = [
+        DispatchAgent(
+            town="demo",
+            agent=f"demo-polecat-app-{i + 1}",
+            role="polecat",
+            rig="app",
+            create=True,
+            generation=1,
+            old_hook=None,
+            old_phase=AgentPhase.IDLE,
+            bead=body["metadata"]["name"],
+            bead_phase=BeadPhase.OPEN,
+            bead_assignee=None,
+            attempts=0,
+            review=False,
+            now=now,
+            reason="Dispatched",
+        )
+        for i, body in enumerate(beads)
+    ]
+    counting = CountingKube(kube)
+    result = await Applier(counting, store, store.town(namespace, "demo")).apply(plan)
+    assert result.errors == []
+    assert result.side_effects_ok == len(beads)
+    assert counting.requests == Counter(
+        {"ServiceAccount": 1, "Role": 1, "RoleBinding": 1, "Event": 20}
+    )
+    pods = api.call("GET", f"/api/v1/namespaces/{namespace}/pods").body["items"]
+    assert len(pods) == len(beads)
+    assert {p["spec"]["serviceAccountName"] for p in pods} == {"gastown-agents-demo"}

@@ -101,6 +101,7 @@ class Applier:
         self.result = ApplyResult()
         self._limit = asyncio.Semaphore(CONCURRENCY)
         self._emits: list[Emit] = []
+        self._identity_requests: dict[tuple[str, str], asyncio.Future[None]] = {}
 
     async def apply(self, actions: Sequence[Lowerable]) -> ApplyResult:
         """Apply every action: its state writes in order, then (if they all held) its effects.
@@ -330,15 +331,29 @@ class Applier:
         return identity_name(agent.name), build_identity(town, agent, agent_uid, self.ns)
 
     async def _create_core(self, kind: str, body: dict[str, Any]) -> None:
+        """Create an identity object once: concurrent dispatches of a burst share one request."""
         key = (kind, body["metadata"]["name"])
         if key in self.town.identities:
             return
+        pending = self._identity_requests.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._create_identity_object(kind, body, key))
+            self._identity_requests[key] = pending
+        await pending
+
+    async def _create_identity_object(
+        self, kind: str, body: dict[str, Any], key: tuple[str, str]
+    ) -> None:
         try:
-            await self.kube.create_core(kind, self.ns, body)
-            self._count(kind)
-        except Conflict:
-            pass
-        self.town.identities.add(key)
+            try:
+                await self.kube.create_core(kind, self.ns, body)
+                self._count(kind)
+            except Conflict:
+                pass  # made by an earlier pass or a previous run of the operator
+            self.town.identities.add(key)
+        finally:
+            # A failure is not remembered: the next dispatch (or pass) tries again.
+            self._identity_requests.pop(key, None)
 
     async def _create_pod(self, pod: dict[str, Any]) -> dict[str, Any] | None:
         try:

@@ -12,6 +12,7 @@ import kopf
 from gastown.kube import metrics
 from gastown.kube.client import Kube, connect
 from gastown.kube.identity import POLICY_NAME
+from gastown.kube.labels import TOWN
 from gastown.kube.orphans import watch_orphans
 from gastown.kube.store import Store
 
@@ -44,6 +45,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         prefix=PREFIX, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING  # our own Events are explicit; no handler chatter
+    watch_only_agent_pods(settings)
     settings.watching.server_timeout = int(os.environ.get("GASTOWN_WATCH_TIMEOUT", "300"))
     settings.watching.client_timeout = settings.watching.server_timeout + 30
     settings.execution.max_workers = 4
@@ -57,6 +59,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     port = int(os.environ.get("GASTOWN_METRICS_PORT", "0") or 0)
     if port:
         metrics.serve(port, os.environ.get("GASTOWN_METRICS_ADDRESS", "0.0.0.0"))
+
+
+def watch_only_agent_pods(settings: kopf.OperatorSettings) -> None:
+    """Let the API server filter the pod watch: only pods carrying a town label reach us.
+
+    The pod handler's own label filter is applied by kopf after the event arrived; cluster-wide,
+    without this, every pod event of the cluster would be sent, decoded and dropped.
+    """
+    settings.watching.label_selectors[("v1", "pods")] = TOWN
 
 
 async def _use_town_identity(kube: Kube) -> bool:

@@ -78,7 +78,6 @@ class Kube:
         self._session: aiohttp.ClientSession | None = None
         self.custom = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
-        self.rbac = client.RbacAuthorizationV1Api(api)
         self.admission = client.AdmissionregistrationV1Api(api)
 
     # -- the lean JSON path of every write -----------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from gastown.model import AgentPhase, AgentRole, BeadPhase, ConvoyPhase
+from gastown.model import Agent, AgentPhase, AgentRole, BeadPhase, ConvoyPhase
 from gastown.reconcile import names
 from gastown.reconcile.actions import DeleteAgent, PostNudge, UpdateAgent
 from gastown.reconcile.writes import Kind
@@ -42,13 +42,18 @@ def finish(w: World, bead_name: str, branch: str = "gt/work") -> str:
     return mr
 
 
-def review(w: World, mr: str, outcome: str = "merged") -> None:
-    """Let the refinery pick up `mr` and report `outcome`."""
+def picked_up(w: World, mr: str) -> Agent:
+    """Step until the refinery has picked up `mr` (at most three passes); its refinery."""
     for _ in range(3):
         if w.bead(mr).status.phase is BeadPhase.IN_PROGRESS:
             break
         w.step(seconds(5))
-    refinery = w.agent_on(mr)
+    return w.agent_on(mr)
+
+
+def review(w: World, mr: str, outcome: str = "merged") -> None:
+    """Let the refinery pick up `mr` and report `outcome`."""
+    refinery = picked_up(w, mr)
     if outcome == "merged":
         w.report(refinery.name, "merged", mergeCommit="c0ffee")
     else:
@@ -542,11 +547,7 @@ def test_refinery_approval_done_then_merged_closes_the_mr_once() -> None:
     w = World.of(town(), bead("a"))
     w.step()
     mr = finish(w, "a")
-    for _ in range(3):
-        if w.bead(mr).status.phase is BeadPhase.IN_PROGRESS:
-            break
-        w.step(seconds(5))
-    refinery = w.agent_on(mr)
+    refinery = picked_up(w, mr)
     generation = refinery.spec.generation
     w.report(refinery.name, "done", summary="looks good")
     w.step(seconds(1))
@@ -629,11 +630,7 @@ def test_a_refinery_that_merged_takes_the_next_queued_mr_in_the_same_pass() -> N
     w.step()
     mr_a = finish(w, "a")
     mr_b = finish(w, "b")
-    for _ in range(3):
-        if w.bead(mr_a).status.phase is BeadPhase.IN_PROGRESS:
-            break
-        w.step(seconds(5))
-    refinery = w.agent_on(mr_a)
+    refinery = picked_up(w, mr_a)
     assert w.bead(mr_b).status.phase is BeadPhase.OPEN  # one direct review at a time
     w.report(refinery.name, "merged", mergeCommit="c0ffee")
     actions = w.step(seconds(1))

@@ -56,9 +56,13 @@ def _run(args: argparse.Namespace) -> int:
     import kopf
 
     import gastown.handlers  # noqa: F401 - registers the handlers
+    from gastown.agent.redaction import install_log_redaction
+    from gastown.kube.redaction import log_redactor
 
     if args.metrics_port:
         os.environ["GASTOWN_METRICS_PORT"] = str(args.metrics_port)
+    if args.allow_insecure_provider_urls:
+        os.environ["GASTOWN_ALLOW_INSECURE_PROVIDER_URLS"] = "1"  # read by gastown.kube.deputy
     kopf.configure(
         verbose=args.verbose,
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
@@ -67,6 +71,8 @@ def _run(args: argparse.Namespace) -> int:
     if not args.verbose:
         # kopf logs every handled watch event at INFO; our own pass logs say what matters.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    # No log line (nor kopf's Events posted from log records) may carry a town's secret values.
+    install_log_redaction(log_redactor, loggers=("", "kopf.objects"))
     namespaces = args.namespace or []
     kopf.run(
         standalone=not args.peering,
@@ -122,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--peering",
         default=os.environ.get("GASTOWN_PEERING", ""),
         help="kopf peering object name (default: standalone, one replica)",
+    )
+    run.add_argument(
+        "--allow-insecure-provider-urls",
+        action="store_true",
+        help="accept plain-http pullRequests.apiUrl (local testing only: the provider token "
+        "would travel unencrypted); same as GASTOWN_ALLOW_INSECURE_PROVIDER_URLS=1",
     )
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=_run)

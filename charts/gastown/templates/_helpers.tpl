@@ -117,13 +117,17 @@ explains each rule. No wildcards anywhere (tests/unit/test_chart.py checks it).
 # Agent pod identities (docs/helm.md, "Agent identities"): one ServiceAccount, Role and
 # RoleBinding per Town (owned by it, so garbage collection removes them) where the admission
 # policy gastown-agent-own-status is installed, else one set per Agent (owned by the Agent).
-# The operator only creates them; it never reads, updates or deletes them.
+# The operator creates them and never reads or deletes them; it patches a town's Role to name
+# the town's Agents (resourceNames), so that pods cannot read other towns' Agents.
 - apiGroups: [""]
   resources: ["serviceaccounts"]
   verbs: ["create"]
 - apiGroups: ["rbac.authorization.k8s.io"]
-  resources: ["roles", "rolebindings"]
+  resources: ["rolebindings"]
   verbs: ["create"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles"]
+  verbs: ["create", "patch"]
 # Events on our objects (ours and kopf's warnings).
 - apiGroups: [""]
   resources: ["events"]
@@ -150,8 +154,9 @@ The operator's cluster-scoped rules (always in a ClusterRole): kopf's own discov
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
-# At start-up the operator reads the one admission policy that scopes agent pods' writes (and
-# its binding) to choose between one agent identity per town and one per agent.
+# The operator reads the one admission policy that scopes agent pods' writes (and its binding)
+# at start-up, to choose between one agent identity per town and one per agent, and then every
+# few seconds: while it is missing or weakened, no agent pod is started (Town Degraded).
 - apiGroups: ["admissionregistration.k8s.io"]
   resources: ["validatingadmissionpolicies", "validatingadmissionpolicybindings"]
   resourceNames: ["gastown-agent-own-status"]

@@ -29,12 +29,13 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from gastown.agent.identity import Identity
+from gastown.agent.redaction import Redactor, pod_redactor
 from gastown.model.agent import Activity, AgentSpec, AgentStatus, Nudge, Report
 from gastown.model.bead import BeadSpec
 from gastown.model.enums import ReportType
@@ -44,6 +45,10 @@ MAX_REPORTS = 64
 MAX_DELIVERED_NUDGES = 64
 MAX_CHECKPOINT = 16384
 MAX_STATUS_MESSAGE = 1024
+MAX_REPORT_TEXT = 4096
+"""Bound of a report's message and summary (a refinery gate's output goes into the message)."""
+MAX_FEEDBACK = 20000
+"""Bound of a report's review feedback."""
 
 
 class ChannelError(Exception):
@@ -140,6 +145,7 @@ class ReportDraft:
     type: ReportType
     bead: str | None = None
     branch: str | None = None
+    head_sha: str | None = None
     summary: str | None = None
     pr_url: str | None = None
     merge_commit: str | None = None
@@ -218,12 +224,13 @@ def add_report(
         at=now,
         bead=draft.bead,
         branch=draft.branch,
-        summary=_clip(draft.summary, 4096),
+        head_sha=draft.head_sha,
+        summary=_clip(draft.summary, MAX_REPORT_TEXT),
         pr_url=draft.pr_url,
         merge_commit=draft.merge_commit,
-        feedback=_clip(draft.feedback, 20000),
+        feedback=_clip(draft.feedback, MAX_FEEDBACK),
         files=[f[:1024] for f in draft.files[:100]],
-        message=_clip(draft.message, 4096),
+        message=_clip(draft.message, MAX_REPORT_TEXT),
         exit_code=draft.exit_code,
     )
     reports = list(status.reports)
@@ -451,13 +458,21 @@ def _modify(path: Path, apply: Callable[[dict[str, Any]], None]) -> None:
 KUBE_CHANNEL = "gastown.kube.agent_channel:KubeAgentChannel"
 
 
-def open_channel(identity: Identity) -> AgentChannel:
+def open_channel(identity: Identity, redactor: Redactor | None = None) -> AgentChannel:
     """The channel GASTOWN_CHANNEL selects: `file:<path>`, or by default the Kubernetes one.
 
     The Kubernetes channel is imported lazily by name so that this package never imports a
     Kubernetes client (import-linter enforces it) and so that `gt` works without one in tests.
     It is constructed as `KubeAgentChannel(identity)`.
+
+    The channel comes wrapped in a `RedactingChannel` with `redactor` (default: the pod's
+    secrets, `gastown.agent.redaction.pod_redactor`): this factory is how the runtime and every
+    `gt` tool reach their Agent, so no text they write can skip redaction.
     """
+    return RedactingChannel(_open_raw(identity), pod_redactor() if redactor is None else redactor)
+
+
+def _open_raw(identity: Identity) -> AgentChannel:
     spec = identity.channel
     if spec is not None:
         if spec.startswith("file:") and len(spec) > len("file:"):
@@ -474,3 +489,81 @@ def open_channel(identity: Identity) -> AgentChannel:
         ) from None
     channel: AgentChannel = factory(identity)
     return channel
+
+
+# --- Redaction --------------------------------------------------------------------------------
+
+
+class RedactingChannel:
+    """An AgentChannel that redacts every text before the wrapped channel writes it.
+
+    The pod's secrets (`secretEnv` values, git credentials, the PR token) must never reach the
+    API: the operator copies report text into Beads and Events. Redacting here, below every
+    writer and above every implementation, covers every field the runtime owns: each string of
+    a report, the activity watermark, statusMessage and the checkpoint. It runs before the
+    channel clips texts to their limits, so a clip can never cut a secret in half and leave a
+    piece of it visible.
+    """
+
+    def __init__(self, inner: AgentChannel, redactor: Redactor) -> None:
+        self.inner = inner
+        self.redactor = redactor
+
+    def read_agent(self) -> AgentView:
+        """Read the agent's own Agent object."""
+        return self.inner.read_agent()
+
+    def read_work_order(self) -> WorkOrder:
+        """Read the work order of the hooked bead."""
+        return self.inner.read_work_order()
+
+    def append_report(self, draft: ReportDraft) -> Report:
+        """Append the report with every string field redacted."""
+        return self.inner.append_report(redact_draft(draft, self.redactor))
+
+    def write_activity(self, activity: Activity) -> None:
+        """Replace the activity watermark (tool names and event types redacted)."""
+        if self.redactor:
+            activity = Activity.model_validate(self.redactor.redact_json(activity.to_api()))
+        self.inner.write_activity(activity)
+
+    def set_status_message(self, message: str) -> None:
+        """Set statusMessage, redacted."""
+        self.inner.set_status_message(self.redactor.redact(message))
+
+    def set_checkpoint(self, checkpoint: str) -> None:
+        """Set the checkpoint with every string inside the JSON document redacted."""
+        self.inner.set_checkpoint(redact_checkpoint(checkpoint, self.redactor))
+
+    def ack_nudge(self, nudge_id: str) -> None:
+        """Acknowledge a delivered nudge."""
+        self.inner.ack_nudge(nudge_id)
+
+
+def redact_draft(draft: ReportDraft, redactor: Redactor) -> ReportDraft:
+    """The draft with every string (and every string of a tuple) redacted."""
+    if not redactor:
+        return draft
+    changes: dict[str, Any] = {}
+    for item in fields(draft):
+        value = getattr(draft, item.name)
+        if isinstance(value, str):
+            changes[item.name] = redactor.redact(value)
+        elif isinstance(value, tuple):
+            changes[item.name] = tuple(
+                redactor.redact(v) if isinstance(v, str) else v for v in value
+            )
+    return replace(draft, **changes)
+
+
+def redact_checkpoint(checkpoint: str, redactor: Redactor) -> str:
+    """Redact a checkpoint, keeping it a valid JSON document when it was one."""
+    redacted = redactor.redact(checkpoint)
+    if redacted == checkpoint:
+        return checkpoint
+    try:
+        # Redact the decoded strings: a secret may sit there JSON-escaped, and replacing raw
+        # text could cut an escape sequence in half.
+        return json.dumps(redactor.redact_json(json.loads(checkpoint)))
+    except json.JSONDecodeError:
+        return redacted

@@ -105,7 +105,9 @@ def cmd_done(args: argparse.Namespace, identity: Identity, channel: AgentChannel
         if git.credentials is not None:
             git.credentials.cleanup()
     report = channel.append_report(
-        ReportDraft(type=ReportType.DONE, bead=hook, branch=branch, summary=args.summary)
+        ReportDraft(
+            type=ReportType.DONE, bead=hook, branch=branch, head_sha=sha, summary=args.summary
+        )
     )
     return f"done reported (seq {report.seq}) for {hook}: branch {branch} at {sha} is pushed"
 

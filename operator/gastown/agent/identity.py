@@ -25,6 +25,10 @@ Optional
                           read from files only when git asks; they never enter argv or logs.
     GASTOWN_PR_TOKEN_FILE file holding the pull-request provider token (the mounted
                           `pullRequests.tokenSecret` key); only the refinery of a `pr` rig needs it.
+    GASTOWN_SECRET_ENV    comma-separated names (never values) of the variables that hold the
+                          Town's `secretEnv`: the runtime redacts their values, the git
+                          credentials and the PR token from all it writes and logs
+                          (`gastown.agent.redaction`).
     GASTOWN_HEARTBEAT_SECONDS
                           heartbeat interval (default 30).
     GASTOWN_NUDGE_POLL_SECONDS

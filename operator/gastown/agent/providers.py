@@ -1,4 +1,4 @@
-"""Minimal GitHub and GitLab REST clients: open a pull/merge request, read its state.
+"""Minimal GitHub and GitLab REST clients: open a pull/merge request, read its details.
 
 Only the host of the configured apiUrl is ever contacted: every request URL is checked against
 it and HTTP redirects are refused (a redirect could carry the token to another host). The token
@@ -9,12 +9,20 @@ https://gitlab.example.com/api/v4):
 
 GitHub  POST /repos/{owner}/{repo}/pulls                 {title, head, base, body} -> html_url
         GET  /repos/{owner}/{repo}/pulls?head=owner:branch&base=...&state=open  (already exists)
-        GET  /repos/{owner}/{repo}/pulls/{number}        -> state, merged
+        GET  /repos/{owner}/{repo}/pulls/{number}        -> html_url, state, merged,
+                                                          merge_commit_sha, head.{ref,sha,repo},
+                                                          base.{ref,repo}
 GitLab  POST /projects/{id}/merge_requests               {source_branch, target_branch, title,
                                                           description} -> web_url
         GET  /projects/{id}/merge_requests?source_branch=&target_branch=&state=opened
-        GET  /projects/{id}/merge_requests/{iid}         -> state
+        GET  /projects/{id}/merge_requests/{iid}         -> web_url, state, source_branch,
+                                                          target_branch, sha, merge_commit_sha,
+                                                          squash_commit_sha, source/target
+                                                          project ids
 where {id} is the URL-encoded project path.
+
+A refinery's `pr-opened` report is a claim: the operator reads the PR's details here and checks
+them (`PullRequestInfo.mismatches`) before the PR counts as opened or merged.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -42,6 +51,53 @@ class HostMismatchError(ProviderError):
     """A URL pointed at a host other than the configured API host."""
 
 
+class ForeignPullRequestError(ProviderError):
+    """A URL is not a pull/merge request URL of the configured repository."""
+
+
+_SHA = re.compile(r"^[0-9a-f]{7,64}$")
+
+
+@dataclass(frozen=True)
+class PullRequestInfo:
+    """What the provider's API says about one pull/merge request.
+
+    `state` is MERGED only with a merge SHA (`merge_commit`); a provider answer that says
+    merged without one is UNKNOWN. `same_repository` is False for a PR from a fork.
+    """
+
+    web_url: str
+    state: PRState
+    head_branch: str
+    head_sha: str
+    base_branch: str
+    merge_commit: str | None
+    same_repository: bool
+
+    def mismatches(
+        self, *, url: str, head_branch: str, base_branch: str, head_sha: str | None
+    ) -> list[str]:
+        """What contradicts the claim that this PR at `url` carries the expected work.
+
+        `head_sha` None means the expected commit is unknown (merge requests made before the
+        operator recorded it): only the URL, the repository and the branches are checked then.
+        """
+        problems: list[str] = []
+        if self.web_url and not _same_url(self.web_url, url):
+            problems.append(
+                f"the provider's URL of this PR is {redact(self.web_url)}, not {redact(url)}"
+            )
+        if not self.same_repository:
+            problems.append("its head is in another repository (a fork)")
+        if self.head_branch != head_branch:
+            problems.append(f"head branch is {self.head_branch!r}, expected {head_branch!r}")
+        if self.base_branch != base_branch:
+            problems.append(f"base branch is {self.base_branch!r}, expected {base_branch!r}")
+        if head_sha is not None and not _same_sha(self.head_sha, head_sha):
+            problems.append(f"head commit is {self.head_sha or 'unknown'}, expected {head_sha}")
+        return problems
+
+
 class PullRequestClient(Protocol):
     """What the refinery and the operator's PR poller need from a provider."""
 
@@ -49,8 +105,11 @@ class PullRequestClient(Protocol):
         """Open a PR from `head` into `base` (or find the open one); return its web URL."""
         ...
 
-    def pull_request_state(self, url: str) -> PRState:
-        """State of the PR at web URL `url`; UNKNOWN when the provider cannot tell us."""
+    def pull_request(self, url: str) -> PullRequestInfo | None:
+        """Details of the PR at web URL `url`; None when the provider cannot tell us.
+
+        Raises ForeignPullRequestError when `url` is not a PR URL of the configured repository.
+        """
         ...
 
 
@@ -173,18 +232,30 @@ class GitHubClient:
                 return existing
         raise self.api.fail("creating the pull request failed", status, payload)
 
-    def pull_request_state(self, url: str) -> PRState:
-        """open, merged, closed, or unknown."""
+    def pull_request(self, url: str) -> PullRequestInfo | None:
+        """The pull request's URL, state, head and base, from GET /repos/{o}/{r}/pulls/{n}."""
         number = _number_in(url, self.repository, "pull")
         status, payload = self.api.call(
             "GET", self.api.url(f"/repos/{self.repository}/pulls/{number}")
         )
         if status != 200 or not isinstance(payload, dict):
-            return PRState.UNKNOWN
-        if payload.get("merged") or payload.get("merged_at"):
-            return PRState.MERGED
-        return {"open": PRState.OPEN, "closed": PRState.CLOSED}.get(
-            str(payload.get("state")), PRState.UNKNOWN
+            return None
+        head, base = _mapping(payload.get("head")), _mapping(payload.get("base"))
+        head_repo = _text(_mapping(head.get("repo")).get("full_name"))
+        if payload.get("merged"):
+            # merge_commit_sha of an open PR is GitHub's test merge: only `merged` makes it real.
+            state, merge = PRState.MERGED, _sha(payload.get("merge_commit_sha"))
+        else:
+            states = {"open": PRState.OPEN, "closed": PRState.CLOSED}
+            state, merge = states.get(_text(payload.get("state")), PRState.UNKNOWN), None
+        return _info(
+            web_url=_text(payload.get("html_url")),
+            state=state,
+            head_branch=_text(head.get("ref")),
+            head_sha=_text(head.get("sha")).lower(),
+            base_branch=_text(base.get("ref")),
+            merge_commit=merge,
+            same_repository=head_repo.lower() == self.repository.lower(),
         )
 
     def _find(self, head: str, base: str) -> str | None:
@@ -225,21 +296,41 @@ class GitLabClient:
                 return existing
         raise self.api.fail("creating the merge request failed", status, payload)
 
-    def pull_request_state(self, url: str) -> PRState:
-        """open, merged, closed, or unknown."""
+    def pull_request(self, url: str) -> PullRequestInfo | None:
+        """The merge request's URL, state, branches and SHAs, from GET .../merge_requests/{iid}."""
         iid = _number_in(url, self.repository, "merge_requests")
         status, payload = self.api.call(
             "GET", self.api.url(f"/projects/{self.project}/merge_requests/{iid}")
         )
         if status != 200 or not isinstance(payload, dict):
-            return PRState.UNKNOWN
+            return None
         states = {
             "opened": PRState.OPEN,
             "locked": PRState.OPEN,
             "merged": PRState.MERGED,
             "closed": PRState.CLOSED,
         }
-        return states.get(str(payload.get("state")), PRState.UNKNOWN)
+        state = states.get(_text(payload.get("state")), PRState.UNKNOWN)
+        head_sha = _text(payload.get("sha")).lower()
+        merge = None
+        if state is PRState.MERGED:
+            # A fast-forward merge makes no merge commit: GitLab then leaves both merge SHAs
+            # null and the head commit itself is what landed on the target.
+            merge = (
+                _sha(payload.get("merge_commit_sha"))
+                or _sha(payload.get("squash_commit_sha"))
+                or _sha(head_sha)
+            )
+        source, target = payload.get("source_project_id"), payload.get("target_project_id")
+        return _info(
+            web_url=_text(payload.get("web_url")),
+            state=state,
+            head_branch=_text(payload.get("source_branch")),
+            head_sha=head_sha,
+            base_branch=_text(payload.get("target_branch")),
+            merge_commit=merge,
+            same_repository=source is None or source == target,
+        )
 
     def _find(self, head: str, base: str) -> str | None:
         query = {"source_branch": head, "target_branch": base, "state": "opened"}
@@ -258,8 +349,62 @@ def _number_in(url: str, repository: str, segment: str) -> int:
     path = urllib.parse.urlsplit(url).path
     match = re.search(rf"/{re.escape(repository)}/(?:-/)?{segment}/(\d+)/?$", path)
     if match is None:
-        raise ProviderError(f"{redact(url)} is not a {segment} URL of {repository}")
+        raise ForeignPullRequestError(f"{redact(url)} is not a {segment} URL of {repository}")
     return int(match.group(1))
+
+
+def _info(
+    *,
+    web_url: str,
+    state: PRState,
+    head_branch: str,
+    head_sha: str,
+    base_branch: str,
+    merge_commit: str | None,
+    same_repository: bool,
+) -> PullRequestInfo:
+    """A PullRequestInfo; merged without a merge SHA is not a merge we can record: UNKNOWN."""
+    if state is PRState.MERGED and merge_commit is None:
+        state = PRState.UNKNOWN
+    return PullRequestInfo(
+        web_url=web_url,
+        state=state,
+        head_branch=head_branch,
+        head_sha=head_sha,
+        base_branch=base_branch,
+        merge_commit=merge_commit,
+        same_repository=same_repository,
+    )
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _sha(value: Any) -> str | None:
+    """A commit SHA from a provider answer (lowercase hex), or None."""
+    text = _text(value).lower()
+    return text if _SHA.match(text) else None
+
+
+def _same_sha(actual: str, expected: str) -> bool:
+    """Equal commits; an abbreviated expected SHA (at least 7 digits) matches its full form."""
+    actual, expected = actual.lower(), expected.lower()
+    return bool(actual) and len(expected) >= 7 and actual.startswith(expected)
+
+
+def _same_url(a: str, b: str) -> bool:
+    """The same web URL, ignoring a trailing slash and the case of scheme and host."""
+
+    def norm(url: str) -> tuple[str, str, str]:
+        parts = urllib.parse.urlsplit(url)
+        return parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/")
+
+    return norm(a) == norm(b)
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

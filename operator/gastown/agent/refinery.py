@@ -28,9 +28,11 @@ from pathlib import Path
 from gastown.agent.channel import ReportDraft
 from gastown.agent.git import Git, GitError
 from gastown.agent.providers import PullRequestClient
+from gastown.agent.redaction import Redactor, pod_redactor
 from gastown.agent.workspace import WorkspaceError, ensure_remote_branch
 from gastown.model.bead import MergeRequestSpec
 from gastown.model.enums import ReportType
+from gastown.reconcile.names import is_work_branch
 
 GATE_TIMEOUT = 1800.0
 OUTPUT_TAIL = 3500
@@ -109,6 +111,8 @@ def merge_direct(
     bead: str | None = None,
 ) -> MergeResult:
     """Merge `mr.branch` into `mr.target_branch` on origin, or say why not."""
+    if mr.branch in (mr.target_branch, default_branch):
+        return _failed(f"refusing to merge {mr.branch} into {mr.target_branch}: same branch")
     git.fetch()
     source_sha = git.rev_parse(f"refs/remotes/origin/{mr.branch}")
     if source_sha is None:
@@ -151,17 +155,24 @@ def open_pull_request(
 
 
 def run_gates(
-    workdir: Path, gates: Sequence[str], timeout: float = GATE_TIMEOUT, tail: int = OUTPUT_TAIL
+    workdir: Path,
+    gates: Sequence[str],
+    timeout: float = GATE_TIMEOUT,
+    tail: int = OUTPUT_TAIL,
+    redactor: Redactor | None = None,
 ) -> GateResult:
     """Run gate commands in order (each through `sh -c`; they are the town's own commands).
 
     Stops at the first failure. Output is spooled to a file so a chatty gate cannot exhaust
-    memory, and only the last `tail` characters are kept for the report.
+    memory, and only the last `tail` characters are kept for the report. Gates inherit the
+    pod's environment, secrets included: each output is redacted (default: the pod's redactor)
+    before it is cut to the tail, so the cut never leaves part of a secret behind.
     """
+    redact = (pod_redactor() if redactor is None else redactor).redact
     outputs: list[str] = []
     for command in gates:
         exit_code, output = _run_gate(workdir, command, timeout)
-        outputs.append(f"$ {command}\n{output}")
+        outputs.append(redact(f"$ {command}\n{output}"))
         if exit_code != 0:
             text = "\n".join(outputs)[-tail:]
             return GateResult(False, command, exit_code, text)
@@ -228,12 +239,18 @@ def _finish(git: Git, mr: MergeRequestSpec, source_sha: str, merge_sha: str) -> 
     if remote is None or not git.is_ancestor(merge_sha, remote):
         return _failed(f"merge {merge_sha} is not on {mr.target_branch} after pushing")
     deleted = False
-    if git.rev_parse(f"refs/remotes/origin/{mr.branch}") == source_sha:
+    if deletable(mr) and git.rev_parse(f"refs/remotes/origin/{mr.branch}") == source_sha:
         # Only delete what we merged: a push made since then must not be lost.
         with contextlib.suppress(GitError):
             git.delete_remote_branch(mr.branch, expect=source_sha)
             deleted = True
     return MergeResult(type=ReportType.MERGED, merge_commit=merge_sha, source_deleted=deleted)
+
+
+def deletable(mr: MergeRequestSpec) -> bool:
+    """Only an agent's own work branch is deleted after its merge: never a target, default or
+    convoy branch, whatever branch a merge request names."""
+    return is_work_branch(mr.branch) and mr.branch != mr.target_branch and not mr.landing
 
 
 def _conflict(git: Git, target_sha: str, output: str) -> MergeResult:

@@ -56,6 +56,12 @@ from gastown.agent.git import Credentials, GitError, redact
 from gastown.agent.identity import Identity, IdentityError
 from gastown.agent.prompt import ReviewContext, polecat_prompt, review_prompt
 from gastown.agent.providers import ProviderError, client_for, read_token
+from gastown.agent.redaction import (
+    Redactor,
+    from_environment,
+    install_log_redaction,
+    pod_redactor,
+)
 from gastown.agent.refinery import (
     MergeContext,
     MergeResult,
@@ -109,16 +115,23 @@ class Runtime:
         channel: AgentChannel,
         stop: asyncio.Event,
         options: Options | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self.identity = identity
         self.channel = channel
         self.stop = stop
         self.options = options or Options()
+        # Every secret value this pod holds; hidden from its logs and from what it echoes.
+        # (What it writes to the API is redacted by the channel, see `open_channel`.)
+        self.redactor = (
+            redactor
+            if redactor is not None
+            else from_environment({**os.environ, **identity.to_env()})
+        )
         self.watermark = Watermark()
         self.delivered: set[str] = set()
         self.start_seq = 0
         self.stale = False
-        self.secrets: list[str] = []
         self._bin_dir: Path | None = None
         self._checkpoint: str | None = None
 
@@ -258,7 +271,7 @@ class Runtime:
         if self.identity.pr_token_file is None:
             raise ProviderError("no pull-request token mounted (GASTOWN_PR_TOKEN_FILE)")
         token = read_token(self.identity.pr_token_file)
-        self.secrets.append(token)
+        self.redactor = self.redactor.extended([token])
         client = client_for(provider, token)
         title = order.source_title or order.spec.title
         description = order.source_description or order.spec.description
@@ -333,7 +346,7 @@ class Runtime:
 
     async def _spawn(self, adapter: Adapter, cwd: Path) -> asyncio.subprocess.Process:
         argv = adapter.argv()
-        log.info("starting coding agent: %s", redact(shlex.join(argv), self.secrets))
+        log.info("starting coding agent: %s", self._redact(shlex.join(argv)))
         self.watermark.tools.clear()
         return await asyncio.create_subprocess_exec(
             *argv,
@@ -394,7 +407,7 @@ class Runtime:
     def echo(self, line: str) -> None:
         """Copy a coding-agent output line to the pod log (bounded, redacted)."""
         if self.options.echo_output:
-            text = redact(line.rstrip("\n"), self.secrets)[:ECHO_LIMIT]
+            text = self._redact(line.rstrip("\n"))[:ECHO_LIMIT]
             print(text, flush=True)
 
     # --- channel helpers ---
@@ -404,8 +417,12 @@ class Runtime:
         if directory is None:
             return None
         credentials = Credentials(directory)
-        self.secrets.extend(credentials.secrets())
+        self.redactor = self.redactor.extended(credentials.secrets())
         return credentials
+
+    def _redact(self, text: str) -> str:
+        """Hide URL userinfo and every secret value of this pod."""
+        return self.redactor.redact(redact(text))
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -479,7 +496,9 @@ class Runtime:
 
     async def _status(self, message: str) -> None:
         try:
-            await asyncio.to_thread(self.channel.set_status_message, message[:1024])
+            # Redact before clipping: a clip must not leave half a secret behind.
+            text = self._redact(message)[:1024]
+            await asyncio.to_thread(self.channel.set_status_message, text)
         except StaleGenerationError:
             self._became_stale()
         except (ChannelError, OSError) as exc:
@@ -508,7 +527,7 @@ class Runtime:
             log.error("writing the %s report failed: %s", draft.type.value, exc)
 
     async def _fail(self, order: WorkOrder, message: str, branch: str | None = None) -> int:
-        text = redact(message, self.secrets)
+        text = self._redact(message)
         log.error("%s", text)
         await self._report(ReportType.FAILED, order, text, None, branch)
         return EXIT_FAILED
@@ -658,12 +677,18 @@ async def run_async(
     channel: AgentChannel,
     stop: asyncio.Event | None = None,
     options: Options | None = None,
+    redactor: Redactor | None = None,
 ) -> int:
     """Run the agent inside an existing event loop; set `stop` to stop it like SIGTERM."""
-    return await Runtime(identity, channel, stop or asyncio.Event(), options).run()
+    return await Runtime(identity, channel, stop or asyncio.Event(), options, redactor).run()
 
 
-def run(identity: Identity, channel: AgentChannel, options: Options | None = None) -> int:
+def run(
+    identity: Identity,
+    channel: AgentChannel,
+    options: Options | None = None,
+    redactor: Redactor | None = None,
+) -> int:
     """Run the agent in a new event loop, stopping cleanly on SIGTERM or SIGINT."""
 
     async def main() -> int:
@@ -671,7 +696,7 @@ def run(identity: Identity, channel: AgentChannel, options: Options | None = Non
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        return await run_async(identity, channel, stop, options)
+        return await run_async(identity, channel, stop, options, redactor)
 
     return asyncio.run(main())
 
@@ -684,8 +709,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         identity = identity_mod.from_env()
-        channel = open_channel(identity)
-    except (IdentityError, ChannelError) as exc:
+    except IdentityError as exc:
+        log.error("%s", exc)
+        return EXIT_FAILED
+    # Built once (the refinery's gates share it): the pod's secrets are hidden from its log,
+    # its echo of the coding agent's output and every API write.
+    redactor = pod_redactor()
+    install_log_redaction(lambda: redactor)
+    try:
+        channel = open_channel(identity, redactor)
+    except ChannelError as exc:
         log.error("%s", exc)
         return EXIT_FAILED
     log.info(
@@ -695,7 +728,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         identity.generation,
         datetime.now().isoformat(timespec="seconds"),
     )
-    return run(identity, channel)
+    return run(identity, channel, redactor=redactor)
 
 
 if __name__ == "__main__":

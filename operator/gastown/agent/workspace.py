@@ -15,8 +15,6 @@ The workspace records what it decided in the clone's git config (`gastown.branch
 
 from __future__ import annotations
 
-import hashlib
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from gastown.agent.channel import WorkOrder
 from gastown.agent.git import Credentials, Git, GitError, clone
 from gastown.agent.identity import Identity
 from gastown.model.enums import AgentRole, BeadType
+from gastown.reconcile.names import work_branch
 
 CLONE_DIR = "repo"
 
@@ -42,22 +41,6 @@ class Workspace:
     base_branch: str
     branch: str | None
     """The branch the agent works on (None for a refinery)."""
-
-
-def bead_short_id(bead: str, uid: str | None = None) -> str:
-    """A short, stable id of a bead for branch names: the uid prefix, else a readable name."""
-    if uid:
-        compact = re.sub(r"[^0-9a-f]", "", uid.lower())
-        if len(compact) >= 8:
-            return compact[:8]
-    if len(bead) <= 40:
-        return bead
-    return f"{bead[:31]}-{hashlib.sha256(bead.encode()).hexdigest()[:8]}"
-
-
-def work_branch(agent: str, bead: str, uid: str | None = None) -> str:
-    """The branch an issue bead is worked on."""
-    return f"gt/{agent}/{bead_short_id(bead, uid)}"
 
 
 def prepare(

@@ -11,10 +11,11 @@ import kopf
 
 from gastown.kube import metrics
 from gastown.kube.client import Kube, connect
-from gastown.kube.identity import POLICY_NAME
+from gastown.kube.identity_guard import start_guard
 from gastown.kube.labels import TOWN
 from gastown.kube.orphans import watch_orphans
 from gastown.kube.store import Store
+from gastown.kube.verify import ClaimVerifier
 
 PREFIX = "gastown.dev"
 
@@ -51,7 +52,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.execution.max_workers = 4
     memo.kube = Kube(await connect())
     memo.store = Store()
-    memo.town_identity = await _use_town_identity(memo.kube)
+    memo.verifier = ClaimVerifier(memo.kube)  # agents' claims, checked against the remotes
+    # Which identity agent pods get; where it relies on the admission policy, the policy is
+    # re-checked for as long as the operator runs (a missing one holds dispatch).
+    memo.identity_guard, memo.identity_task = await start_guard(memo.kube, memo.store)
+    memo.town_identity = memo.identity_guard.mode.town_identity
     # Objects of missing towns have no loop; a slow timer tells their owners.
     memo.orphans = asyncio.create_task(
         watch_orphans(memo.kube, memo.store, float(os.environ.get("GASTOWN_ORPHAN_SECONDS", "10")))
@@ -70,31 +75,16 @@ def watch_only_agent_pods(settings: kopf.OperatorSettings) -> None:
     settings.watching.label_selectors[("v1", "pods")] = TOWN
 
 
-async def _use_town_identity(kube: Kube) -> bool:
-    """One shared agent identity per town when the admission policy that scopes it exists.
-
-    Without the policy (or with GASTOWN_AGENT_IDENTITY=agent) every Agent gets its own
-    ServiceAccount, Role and RoleBinding instead: as safe, three more writes per new agent.
-    """
-    if os.environ.get("GASTOWN_AGENT_IDENTITY", "auto") == "agent":
-        installed = False
-    else:
-        installed = await kube.admission_policy_installed(POLICY_NAME)
-    log.info(
-        "agent identity: %s",
-        "one per town, scoped by admission policy " + POLICY_NAME
-        if installed
-        else f"one per agent (admission policy {POLICY_NAME} not installed or not readable)",
-    )
-    return installed
-
-
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
     """Close the API client."""
-    task: asyncio.Task[None] | None = getattr(memo, "orphans", None)
-    if task is not None:
-        task.cancel()
+    for name in ("orphans", "identity_task"):
+        task: asyncio.Task[None] | None = getattr(memo, name, None)
+        if task is not None:
+            task.cancel()
+    verifier: ClaimVerifier | None = getattr(memo, "verifier", None)
+    if verifier is not None:
+        await verifier.close()
     kube: Kube | None = getattr(memo, "kube", None)
     if kube is not None:
         await kube.close()

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from typing import Any
 
 import kopf
 
-from gastown.kube.loop import LoopSettings, TownLoop
+from gastown.kube.client import ApiError, Kube
+from gastown.kube.loop import LoopSettings, TownLoop, report_loop_failure
 from gastown.kube.prime import prime_town
 from gastown.kube.prpoll import make_pr_poller
+from gastown.kube.store import Store
 from gastown.model.common import GROUP, VERSION
+
+log = logging.getLogger(__name__)
+
+PRIME_RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
+"""Waits between attempts to prime a town's store; the last one repeats."""
 
 
 @kopf.daemon(GROUP, VERSION, "towns", cancellation_timeout=2.0)
@@ -19,7 +28,8 @@ async def town_loop(
 ) -> None:
     """Prime the town's store once (one LIST per kind), then reconcile until the Town goes."""
     assert namespace is not None, "Town is a namespaced kind"
-    await prime_town(memo.kube, memo.store, namespace, name)
+    if not await prime_until_done(memo.kube, memo.store, namespace, name, stopped):
+        return
     settings = LoopSettings(
         resync_seconds=float(os.environ.get("GASTOWN_RESYNC_SECONDS", "10")),
     )
@@ -31,5 +41,34 @@ async def town_loop(
         settings,
         make_pr_poller(memo.kube),
         town_identity=memo.town_identity,
+        verifier=memo.verifier,
     )
     await loop.run(lambda: bool(stopped))
+
+
+async def prime_until_done(
+    kube: Kube, store: Store, namespace: str, name: str, stopped: kopf.DaemonStopped
+) -> bool:
+    """Prime the town's store, retrying with backoff; False if the daemon was stopped first.
+
+    A failure is written to the Town's status (Ready=False, reason LoopFailed, the API's
+    message) instead of ending the daemon: the Town says why it does not run, and the loop
+    starts by itself once the cause is gone.
+    """
+    attempt = 0
+    while not stopped:
+        try:
+            await prime_town(kube, store, namespace, name)
+            return True
+        except ApiError as err:
+            message = f"cannot load the town's objects: {err}"
+        except Exception as err:  # a bug must not kill the loop silently either
+            log.exception("priming town %s failed", name, extra={"town": name})
+            message = f"cannot load the town's objects: {type(err).__name__}: {err}"
+        log.warning("town %s cannot start: %s", name, message, extra={"town": name})
+        with contextlib.suppress(ApiError):
+            await report_loop_failure(kube, store, store.town(namespace, name), message)
+        delay = PRIME_RETRY_SECONDS[min(attempt, len(PRIME_RETRY_SECONDS) - 1)]
+        attempt += 1
+        await stopped.wait(delay)
+    return False

@@ -28,11 +28,11 @@ from gastown.agent.identity import Identity
 from gastown.kube.errors import ApiError, Conflict, NotFound
 from gastown.kube.rest import RestClient
 from gastown.model import Agent, Bead, Convoy, ConvoyMergeMode, Town
-from gastown.model.agent import Activity, AgentStatus, Report
+from gastown.model.agent import RUNTIME_STATUS_FIELDS, Activity, AgentStatus, Report
 from gastown.reconcile.names import feature_branch
 
 MAX_ATTEMPTS = 20
-RUNTIME_FIELDS = ("activity", "reports", "checkpoint", "statusMessage", "deliveredNudges")
+RUNTIME_FIELDS = RUNTIME_STATUS_FIELDS
 
 
 class KubeAgentChannel:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from gastown.agent.redaction import Redactor
 from gastown.kube import conditions, labels, metrics
 from gastown.kube.client import ApiError, Conflict, Kube, NotFound
 from gastown.kube.events import build_event, post_event
@@ -32,8 +33,10 @@ from gastown.kube.identity import (
     identity_name,
     owner_reference,
     town_identity_name,
+    town_role_rules,
 )
 from gastown.kube.pods import build_pod
+from gastown.kube.redaction import NO_SECRETS, TownSecrets
 from gastown.kube.store import Store, TownStore
 from gastown.model import Agent, Town
 from gastown.model.common import API_VERSION
@@ -42,13 +45,16 @@ from gastown.reconcile.writes import (
     CreateObject,
     DeleteObject,
     Emit,
+    Kind,
     PatchSpec,
     PatchStatus,
     PollPR,
     StartPod,
     StopPod,
+    VerifyClaim,
     Write,
     expect_holds,
+    iso,
 )
 
 log = logging.getLogger(__name__)
@@ -57,6 +63,14 @@ CONCURRENCY = 64
 """Dispatches applied at once; bounded so a burst does not flood the API server."""
 
 PRPoller = Callable[[TownStore, PollPR], Awaitable[dict[str, Any] | None]]
+
+
+class ClaimRequester(Protocol):
+    """Starts the check of an agent's claim (see `gastown.kube.verify.ClaimVerifier`)."""
+
+    def request(self, town: TownStore, effect: VerifyClaim) -> None:
+        """Start checking (never blocks); the verdict lands in `town.verdicts`."""
+        ...
 
 
 class Lowerable(Protocol):
@@ -91,8 +105,13 @@ class Applier:
         pr_poller: PRPoller | None = None,
         *,
         town_identity: bool = True,
+        verifier: ClaimRequester | None = None,
+        secrets: TownSecrets | None = None,
     ) -> None:
         self.kube = kube
+        self.verifier = verifier
+        self.secrets = secrets
+        self._redactor: Redactor | None = None
         self.town_identity = town_identity
         self.store = store
         self.town = town
@@ -139,13 +158,13 @@ class Applier:
             await self._run(action)
 
     async def _run(self, action: Lowerable) -> None:
-        effects: list[StartPod | StopPod | PollPR] = []
+        effects: list[StartPod | StopPod | PollPR | VerifyClaim] = []
         emits: list[Emit] = []
         held = True
         for write in action.writes():
             if isinstance(write, Emit):
                 emits.append(write)
-            elif isinstance(write, StartPod | StopPod | PollPR):
+            elif isinstance(write, StartPod | StopPod | PollPR | VerifyClaim):
                 effects.append(write)
             elif held:
                 held = await self._state_write(write)
@@ -194,12 +213,14 @@ class Applier:
             uid = self.town.uids.get((str(owner_kind), owner_name))
             if uid:
                 metadata["ownerReferences"] = [owner_reference(str(owner_kind), owner_name, uid)]
-        body = {
-            "apiVersion": API_VERSION,
-            "kind": str(write.kind),
-            "metadata": metadata,
-            "spec": dict(write.spec),
-        }
+        body = await self._redacted(
+            {
+                "apiVersion": API_VERSION,
+                "kind": str(write.kind),
+                "metadata": metadata,
+                "spec": dict(write.spec),
+            }
+        )
         try:
             created = await self.kube.create(str(write.kind), self.ns, body)
             self._count(str(write.kind))
@@ -224,7 +245,7 @@ class Applier:
                 str(write.kind),
                 self.ns,
                 write.name,
-                {"metadata": {"resourceVersion": rv}, "status": status_patch},
+                {"metadata": {"resourceVersion": rv}, "status": await self._redacted(status_patch)},
                 status=True,
             )
             self._count(str(write.kind))
@@ -244,6 +265,7 @@ class Applier:
             section: dict(write.patch),
         }
         self._add_conditions(kind, held, patch)
+        patch = await self._redacted(patch)
         try:
             result = await self.kube.patch(
                 kind, self.ns, write.name, patch, status=isinstance(write, PatchStatus)
@@ -275,9 +297,12 @@ class Applier:
 
     # -- side effects ----------------------------------------------------------------------
 
-    async def _side_effect(self, effect: StartPod | StopPod | PollPR) -> None:
+    async def _side_effect(self, effect: StartPod | StopPod | PollPR | VerifyClaim) -> None:
         try:
-            if isinstance(effect, StartPod):
+            if isinstance(effect, VerifyClaim):
+                if self.verifier is not None:
+                    self.verifier.request(self.town, effect)  # runs in the background
+            elif isinstance(effect, StartPod):
                 await self._start_pod(effect)
             elif isinstance(effect, StopPod):
                 await self._stop_pod(effect)
@@ -289,6 +314,8 @@ class Applier:
             metrics.SIDE_EFFECTS.labels(self.town.name, "failed").inc()
             self.result.errors.append(f"{type(effect).__name__}: {err}")
             log.warning("side effect failed: %s: %s", type(effect).__name__, err)
+            if isinstance(effect, StartPod) and refused(err):
+                await self._pod_refused(effect, err)
             return
         self.result.side_effects_ok += 1
         metrics.SIDE_EFFECTS.labels(self.town.name, "ok").inc()
@@ -308,6 +335,8 @@ class Applier:
         # agent needs it only for its first API call). Each is created once (`identities`).
         for kind, body in identity[:2]:
             await self._create_core(kind, body)
+        if identity and account == town_identity_name(town.name):
+            await self._allow_in_town_role(town.name, agent.name)
         pod = build_pod(town, agent, uid, effect.generation, effect.bead, account)
         results = await asyncio.gather(
             self._create_pod(pod),
@@ -319,6 +348,45 @@ class Applier:
         self.store.observe("Pod", created)
         metrics.DISPATCH_LATENCY.labels(self.town.name).observe(time.monotonic() - started)
 
+    async def _pod_refused(self, effect: StartPod, err: ApiError) -> None:
+        """Record that the API server refused this generation's pod, and say so at once.
+
+        The pod will never exist, so waiting for it would hold the worker slot until the
+        startup grace runs out, with nothing on the bead. The refusal becomes a durable fact
+        on the Agent's status (`podRejection`, naming the generation); the reconciler reads it
+        on its next pass as "session ended: PodRejected" and applies its usual rules (release
+        the agent, retry the bead with backoff or fail it after the last attempt).
+        """
+        message = (err.message or f"HTTP {err.status}")[:1024]
+        rejection = {
+            "generation": effect.generation,
+            "message": message,
+            "at": iso(datetime.now(UTC)),
+        }
+        try:
+            # A plain merge patch of one operator-owned field: the fact names its generation,
+            # so a late or repeated write can never affect another dispatch.
+            patched = await self.kube.patch(
+                "Agent", self.ns, effect.agent, {"status": {"podRejection": rejection}}, status=True
+            )
+        except ApiError as patch_err:
+            log.warning("cannot record the refused pod of %s: %s", effect.agent, patch_err)
+        else:
+            self._count("Agent")
+            self.store.observe("Agent", patched)
+        text = f"the API server refused the pod of {effect.agent} generation {effect.generation}"
+        for kind, name in ((Kind.AGENT, effect.agent), (Kind.BEAD, effect.bead)):
+            if name:
+                self._emits.append(
+                    Emit(
+                        kind=kind,
+                        name=name,
+                        type="Warning",
+                        reason="PodRejected",
+                        message=f"{text}: {message}",
+                    )
+                )
+
     def _identity(
         self, town: Town, agent: Agent, agent_uid: str
     ) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
@@ -327,8 +395,31 @@ class Applier:
             return town.spec.agent.service_account_name, []  # the user's own, not ours to make
         town_uid = self.town.uids.get(("Town", town.name))
         if self.town_identity and town_uid:
-            return town_identity_name(town.name), build_town_identity(town, town_uid, self.ns)
+            agents = [*self.town.objects["Agent"], agent.name]
+            return town_identity_name(town.name), build_town_identity(
+                town, town_uid, self.ns, agents
+            )
         return identity_name(agent.name), build_identity(town, agent, agent_uid, self.ns)
+
+    async def _allow_in_town_role(self, town: str, agent: str) -> None:
+        """Make sure the town's agent Role names `agent` before its pod starts.
+
+        The Role lists the town's Agents by name (RBAC `resourceNames`), so a pod cannot read
+        or write the Agents of another town in the namespace. A new Agent costs one Role patch
+        (not every dispatch): the patch names every Agent the store holds, so the dispatches
+        of a burst mostly find themselves named already. Patches are serialised per town, so
+        a slower patch never drops a name a later one added.
+        """
+        if agent in self.town.role_agents:
+            return
+        async with self.town.role_lock:
+            if agent in self.town.role_agents:
+                return
+            names = sorted({*self.town.objects["Agent"], agent})
+            patch = {"rules": town_role_rules(town, names)}
+            await self.kube.patch_core("Role", self.ns, town_identity_name(town), patch)
+            self._count("Role")
+            self.town.role_agents = set(names)
 
     async def _create_core(self, kind: str, body: dict[str, Any]) -> None:
         """Create an identity object once: concurrent dispatches of a burst share one request."""
@@ -372,8 +463,8 @@ class Applier:
             return
 
     async def _poll_pr(self, effect: PollPR) -> None:
-        if self.pr_poller is None:
-            return
+        if self.pr_poller is None or self.town.faults:
+            return  # a faulty town (e.g. an insecure apiUrl, a token not opted in) sends no token
         patch = await self.pr_poller(self.town, effect)
         if patch is None:
             return
@@ -392,12 +483,40 @@ class Applier:
 
     async def _emit(self, emit: Emit) -> None:
         uid = self.town.uids.get((str(emit.kind), emit.name), "")
+        # Redacted before build_event cuts the message to its limit (never half a secret).
+        message = (await self._redactor_of_town()).redact(emit.message)
         event = build_event(
-            self.ns, str(emit.kind), emit.name, uid, emit.type, emit.reason, emit.message
+            self.ns, str(emit.kind), emit.name, uid, emit.type, emit.reason, message
         )
         if await post_event(self.kube, event):
             self.result.events += 1
             self._count("Event")
+
+    # -- redaction -------------------------------------------------------------------------
+
+    async def _redactor_of_town(self) -> Redactor:
+        """The town's redactor, asked for once per pass and only when the pass writes."""
+        if self._redactor is None:
+            if self.secrets is None:
+                self._redactor = NO_SECRETS
+            else:
+                self._redactor = await self.secrets.redactor(self.town.town)
+        return self._redactor
+
+    async def _redacted(self, body: dict[str, Any]) -> dict[str, Any]:
+        """`body` with every value of the town's Secrets replaced (see `gastown.kube.redaction`).
+
+        An agent may write a secret into its reports; whatever the operator copies from them
+        into a Bead, a spec or a condition must not carry it further.
+        """
+        redacted: dict[str, Any] = (await self._redactor_of_town()).redact_json(body)
+        return redacted
+
+
+def refused(err: ApiError) -> bool:
+    """True if the API server refused a request for good (its content or policy), not because
+    of contention, rate limits or a missing object of ours (those are retried as they are)."""
+    return 400 <= err.status < 500 and err.status not in (404, 409, 429)
 
 
 def _batches(actions: Sequence[Lowerable]) -> list[tuple[list[Lowerable], bool]]:

@@ -37,6 +37,7 @@ PROXY_VARIABLES = (
 )
 _CORE = "/api/v1/namespaces"
 _RBAC = "/apis/rbac.authorization.k8s.io/v1/namespaces"
+_ADMISSION = "/apis/admissionregistration.k8s.io/v1"
 CORE_PATHS = {
     "Pod": (_CORE, "pods"),
     "ServiceAccount": (_CORE, "serviceaccounts"),
@@ -45,6 +46,9 @@ CORE_PATHS = {
     "RoleBinding": (_RBAC, "rolebindings"),
 }
 """Collection paths of the core kinds the operator writes."""
+METADATA_PATHS = {"Secret": "secrets", "ServiceAccount": "serviceaccounts"}
+"""Core kinds whose metadata the operator reads (opt-in labels, see `gastown.kube.deputy`)."""
+PARTIAL_METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 
 
 def _error(exc: ApiException) -> ApiError:
@@ -108,10 +112,11 @@ class Kube:
         body: Mapping[str, Any] | None = None,
         *,
         content_type: str = JSON,
+        accept: str = JSON,
     ) -> dict[str, Any]:
         """One API request with a JSON body; the decoded JSON answer, or a taxonomy error."""
         configuration = self.api.configuration
-        headers = {"Accept": JSON, "Content-Type": content_type}
+        headers = {"Accept": accept, "Content-Type": content_type}
         auth = (await configuration.auth_settings()).get("BearerToken")
         if auth and auth.get("value"):
             headers["Authorization"] = auth["value"]
@@ -223,6 +228,29 @@ class Kube:
         """POST a ServiceAccount, Role, RoleBinding or Event."""
         await self._json("POST", self._core_path(kind, namespace), body)
 
+    async def patch_core(
+        self, kind: str, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """JSON merge patch of a Role (a town's agent Role names the town's Agents)."""
+        path = self._core_path(kind, namespace, name)
+        return await self._json("PATCH", path, patch, content_type=MERGE_PATCH)
+
+    async def read_admission_policy(
+        self, name: str
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The ValidatingAdmissionPolicy `name` and its binding (same name); None where absent.
+
+        Raises the taxonomy error for anything but 404, a 403 included: the caller decides what
+        an unreadable policy means.
+        """
+        found: list[dict[str, Any] | None] = []
+        for plural in ("validatingadmissionpolicies", "validatingadmissionpolicybindings"):
+            try:
+                found.append(await self._json("GET", f"{_ADMISSION}/{plural}/{name}"))
+            except NotFound:
+                found.append(None)
+        return found[0], found[1]
+
     async def admission_policy_installed(self, name: str) -> bool:
         """True if the ValidatingAdmissionPolicy `name` and its binding (same name) exist.
 
@@ -237,6 +265,30 @@ class Kube:
                 return False
             raise _error(exc) from exc
         return True
+
+    async def read_metadata(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
+        """The metadata of a Secret or ServiceAccount, and nothing else (no Secret data).
+
+        The API server answers with PartialObjectMetadata, so a Secret's values never reach
+        the operator for this read (RBAC still calls it `get`).
+        """
+        plural = METADATA_PATHS[kind]
+        path = f"{_CORE}/{namespace}/{plural}/{name}"
+        result = await self._json("GET", path, accept=PARTIAL_METADATA)
+        metadata: dict[str, Any] = result.get("metadata") or {}
+        return metadata
+
+    async def read_secret_data(self, namespace: str, name: str) -> dict[str, str]:
+        """Every value of a Secret, decoded (for the claim verifier's git credentials; never
+        logged)."""
+        try:
+            secret = await self.core.read_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            raise _error(exc) from exc
+        return {
+            key: base64.b64decode(value).decode(errors="replace")
+            for key, value in (secret.data or {}).items()
+        }
 
     async def read_secret_key(self, namespace: str, name: str, key: str) -> str:
         """One value of a Secret (only for the PR poller's token; never logged)."""

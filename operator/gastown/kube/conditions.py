@@ -5,7 +5,8 @@ conditions in the same patch (so conditions cost no extra API writes) and keeps 
 condition's lastTransitionTime unless its status really changed.
 
 - Bead: `Assigned` (an agent is hooked) and `Complete` (True once closed; False with the reason
-  otherwise, e.g. Dispatched, InReview, BlockedByFailedDependency, MaxAttemptsExceeded).
+  otherwise, e.g. Dispatched, InReview, BlockedByFailedDependency, MaxAttemptsExceeded), and
+  `ClaimsVerified` (False, only while an agent's claim about the bead failed verification).
 - Convoy: `Complete` (True once landed; False with the reason otherwise).
 - Agent: `Working` (hooked to a bead) and `Healthy` (False while stalled).
 """
@@ -56,7 +57,18 @@ def bead_conditions(status: Status) -> list[dict[str, Any]]:
             f"hooked to {assignee}" if assignee else "no agent is hooked",
         ),
         _cond("Complete", phase == "closed", "Closed" if phase == "closed" else reason, message),
+        *_claims_condition(status),
     ]
+
+
+def _claims_condition(status: Status) -> list[dict[str, Any]]:
+    """ClaimsVerified=False while an agent's refused claim is on record (absent otherwise)."""
+    refused = status.get("refusedClaim")
+    if not refused:
+        return []
+    reason = _reason(refused.get("reason"), "ClaimRefused")
+    who = f"{refused.get('agent')} generation {refused.get('generation')}"
+    return [_cond("ClaimsVerified", False, reason, f"{who}: {refused.get('message') or reason}")]
 
 
 def convoy_conditions(status: Status) -> list[dict[str, Any]]:

@@ -18,17 +18,24 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gastown.kube import metrics
-from gastown.kube.apply import Applier, ApplyResult, PRPoller
+from gastown.kube.apply import Applier, ApplyResult, ClaimRequester, PRPoller
 from gastown.kube.client import ApiError, Conflict, Kube
+from gastown.kube.deputy import DeputyGuard
+from gastown.kube.redaction import TownSecrets
 from gastown.kube.status import build_town_status, semantic
 from gastown.kube.store import Store, TownStore
-from gastown.model import TownMode
+from gastown.model import Condition, ConditionStatus, TownMode
 from gastown.model.town import PassMetrics, TownStatus, Violation
 from gastown.reconcile import check_invariants, reconcile
 from gastown.reconcile.actions import Action
+from gastown.reconcile.snapshot import Fault
 from gastown.reconcile.writes import Emit, Kind
 
 log = logging.getLogger(__name__)
+
+
+FAILURES_BEFORE_REPORT = 3
+"""Consecutive failed passes after which the Town's status says that its loop cannot run."""
 
 
 @dataclass(frozen=True)
@@ -87,9 +94,16 @@ class TownLoop:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         *,
         town_identity: bool = True,
+        guard: DeputyGuard | None = None,
+        verifier: ClaimRequester | None = None,
     ) -> None:
         self.kube = kube
         self.town_identity = town_identity
+        self.verifier = verifier
+        self.guard = guard or DeputyGuard(kube)
+        self.secrets = TownSecrets(kube, namespace, name)
+        self._reported_faults: set[str] = set()
+        self._failures = 0
         self.store = store
         self.town: TownStore = store.town(namespace, name)
         self.settings = settings or LoopSettings()
@@ -118,24 +132,41 @@ class TownLoop:
                     err,
                     extra={"town": self.town.name},
                 )
+                await self._pass_failed(f"a reconcile pass failed: {err}")
                 self.town.wake.set()
                 await asyncio.sleep(1.0)
                 continue
-            except Exception:  # a bug or a dropped connection must not end the town's loop
+            except Exception as err:  # a bug or a dropped connection must not end the loop
                 log.exception(
                     "pass of town %s crashed; retrying",
                     self.town.name,
                     extra={"town": self.town.name},
                 )
+                await self._pass_failed(f"a reconcile pass crashed: {type(err).__name__}: {err}")
                 self.town.wake.set()
                 await asyncio.sleep(2.0)
                 continue
+            self._failures = 0
             if report is not None and report.actions.total():
                 # Our own writes are already in the store: go again at once until quiet.
                 self.town.wake.set()
 
+    async def _pass_failed(self, message: str) -> None:
+        """After repeated failed passes, say so on the Town (a silent loop helps nobody)."""
+        self._failures += 1
+        if self._failures < FAILURES_BEFORE_REPORT:
+            return
+        with contextlib.suppress(ApiError):
+            await report_loop_failure(self.kube, self.store, self.town, message)
+
     async def pass_once(self) -> PassReport | None:
         """One reconcile pass."""
+        if self.town.town is not None:
+            # Facts from outside the town's objects (opt-in labels, provider URLs): cached, and
+            # no API call at all for a town that names no Secret or ServiceAccount.
+            self.town.faults = self.store.identity_faults + await self.guard.faults(
+                self.town.namespace, self.town.town
+            )
         snapshot = self.town.snapshot()
         if snapshot is None:
             return None
@@ -147,7 +178,13 @@ class TownLoop:
             metrics.ACTIONS.labels(self.town.name, kind).inc(number)
         shadow = snapshot.town.spec.mode is TownMode.SHADOW
         applier = Applier(
-            self.kube, self.store, self.town, self.pr_poller, town_identity=self.town_identity
+            self.kube,
+            self.store,
+            self.town,
+            self.pr_poller,
+            town_identity=self.town_identity,
+            verifier=self.verifier,
+            secrets=self.secrets,
         )
         if shadow:
             result = ApplyResult()
@@ -161,6 +198,7 @@ class TownLoop:
         violations = check_invariants(after)
         metrics.VIOLATIONS.labels(self.town.name).set(len(violations))
         await self._emit_new_violations(applier, violations)
+        await self._emit_new_faults(applier, snapshot.faults)
         duration_ms = int((time.perf_counter() - started) * 1000)
         metrics.PASS_SECONDS.labels(self.town.name).observe(duration_ms / 1000)
         last_pass = PassMetrics(
@@ -191,6 +229,11 @@ class TownLoop:
         town = self.town.town
         if town is None:
             return False
+        redactor = self.secrets.known()  # no API call: as read by this or an earlier pass
+        if redactor:
+            # Shadow plans and messages may quote agent reports. Compare what would really be
+            # written, or a redacted value would differ from its source on every pass.
+            status = TownStatus.model_validate(redactor.redact_json(status.to_api()))
         new, old = semantic(status), semantic(town.status)
         if new == old:
             return False
@@ -250,6 +293,22 @@ class TownLoop:
                 )
         self._reported_violations = current
 
+    async def _emit_new_faults(self, applier: Applier, faults: Sequence[Fault]) -> None:
+        """One Warning Event per fault of the town's configuration when it first appears."""
+        current = {fault.message for fault in faults}
+        for fault in faults:
+            if fault.message not in self._reported_faults:
+                await applier._emit(
+                    Emit(
+                        kind=Kind.TOWN,
+                        name=self.town.name,
+                        type="Warning",
+                        reason=fault.reason,
+                        message=f"{fault.message}; no new agent pod is started until it is fixed",
+                    )
+                )
+        self._reported_faults = current
+
     def _export_gauges(self, status: TownStatus) -> None:
         name = self.town.name
         for phase, value in status.beads.model_dump(by_alias=True).items():
@@ -258,3 +317,57 @@ class TownLoop:
             metrics.AGENTS.labels(name, phase).set(value)
         for rig, length in status.queue.items():
             metrics.QUEUE.labels(name, rig).set(length)
+
+
+LOOP_FAILED = "LoopFailed"
+"""Reason on a Town whose reconcile loop cannot run (see `report_loop_failure`)."""
+
+
+async def report_loop_failure(kube: Kube, store: Store, town: TownStore, message: str) -> None:
+    """Mark the Town Ready=False / Degraded=True with reason LoopFailed and `message`.
+
+    Used when the loop cannot start (priming failed) or its passes keep failing, so `kubectl get
+    town` shows why nothing happens. Other conditions are kept; the next successful pass
+    replaces these two. Idempotent: nothing is written when the Town already says the same.
+    """
+    held = town.town
+    if held is None:
+        held_raw = await kube.get("Town", town.namespace, town.name)
+        store.observe("Town", held_raw)
+        held = town.town
+    if held is None:
+        return
+    message = message[:1024]
+    now = datetime.now(UTC)
+    generation = held.metadata.generation
+    previous = {c.type: c for c in held.status.conditions}
+    wanted = {"Ready": ConditionStatus.FALSE, "Degraded": ConditionStatus.TRUE}
+    if all(
+        (c := previous.get(type_)) is not None
+        and (c.status, c.reason, c.message) == (status, LOOP_FAILED, message)
+        for type_, status in wanted.items()
+    ):
+        return
+    conditions = [c for c in held.status.conditions if c.type not in wanted]
+    for type_, status in wanted.items():
+        old = previous.get(type_)
+        since = old.last_transition_time if old is not None and old.status == status else now
+        conditions.append(
+            Condition(
+                type=type_,
+                status=status,
+                reason=LOOP_FAILED,
+                message=message,
+                observed_generation=generation,
+                last_transition_time=since,
+            )
+        )
+    patch = {
+        "metadata": {"resourceVersion": held.metadata.resource_version},
+        "status": {
+            "conditions": [c.model_dump(mode="json", by_alias=True) for c in conditions],
+            "summary": f"loop failed: {message}"[:256],
+        },
+    }
+    result = await kube.patch("Town", town.namespace, town.name, patch, status=True)
+    store.observe("Town", result)

@@ -21,6 +21,8 @@ from gastown.reconcile.names import pod_name
 WORKSPACE = "/workspace"
 GIT_CREDENTIALS_DIR = "/var/run/gastown/git"
 PR_TOKEN_DIR = "/var/run/gastown/pr"
+SECRET_ENV = "GASTOWN_SECRET_ENV"
+"""Names the secret environment variables of the pod (see `gastown.agent.redaction`)."""
 AGENT_UID = 1000
 
 
@@ -60,6 +62,11 @@ def _env(town: Town, agent: Agent, generation: int, bead: str | None, rig: Rig |
         }
         for var in town.spec.agent.secret_env
     )
+    if town.spec.agent.secret_env:
+        # Names only: the runtime reads these variables' values to redact them everywhere.
+        # Last, so that a plain `env` entry of the same name cannot shorten the list.
+        names = ",".join(var.name for var in town.spec.agent.secret_env)
+        env.append({"name": SECRET_ENV, "value": names})
     return env
 
 
@@ -127,14 +134,17 @@ def build_pod(
     pod_labels = {
         **labels.common(town.name),
         labels.COMPONENT: "agent",
-        labels.AGENT: agent.name,
+        labels.AGENT: labels.value(agent.name),
         labels.ROLE: agent.spec.role.value,
         labels.GENERATION: str(generation),
     }
+    # Label values are cut at 63 characters; the operator reads the full names from these.
+    annotations = {labels.TOWN: town.name, labels.AGENT: agent.name}
     if agent.spec.rig:
         pod_labels[labels.RIG] = agent.spec.rig
     if bead:
-        pod_labels[labels.BEAD] = bead
+        pod_labels[labels.BEAD] = labels.value(bead)
+        annotations[labels.BEAD] = bead
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "serviceAccountName": service_account,
@@ -177,6 +187,7 @@ def build_pod(
         "metadata": {
             "name": pod_name(agent.name, generation),
             "labels": pod_labels,
+            "annotations": annotations,
             "ownerReferences": [owner_reference("Agent", agent.name, agent_uid)],
         },
         "spec": spec,

@@ -9,7 +9,7 @@ replace these with newer versions.
 from __future__ import annotations
 
 from gastown.kube.client import Kube
-from gastown.kube.labels import TOWN
+from gastown.kube.labels import town_selector
 from gastown.kube.store import Store
 
 
@@ -20,5 +20,5 @@ async def prime_town(kube: Kube, store: Store, namespace: str, town: str) -> Non
         for item in await kube.list_objects(kind, namespace):
             if (item.get("spec") or {}).get("town") == town:
                 store.observe(kind, item)
-    for pod in await kube.list_pods(namespace, f"{TOWN}={town}"):
+    for pod in await kube.list_pods(namespace, town_selector(town)):
         store.observe("Pod", pod)

@@ -73,6 +73,8 @@ def _condition(
 def summary_line(snapshot: Snapshot, beads: PhaseCounts, violations: Sequence[Violation]) -> str:
     """One line for `kubectl get town`."""
     town = snapshot.town
+    if snapshot.faults:
+        return f"dispatch held: {snapshot.faults[0].reason}"
     if town.status.circuit_breaker.open:
         return "dispatch paused: circuit breaker open"
     if violations:
@@ -103,7 +105,10 @@ def build_town_status(
     beads = bead_counts(snapshot)
     breaker = town.status.circuit_breaker
     degraded_reason, degraded_message = "AsExpected", "no invariant violations"
-    if breaker.open:
+    if snapshot.faults:  # the town's configuration is unsafe: nothing new is dispatched
+        degraded_reason = snapshot.faults[0].reason
+        degraded_message = "; ".join(fault.message for fault in snapshot.faults[:3])[:32768]
+    elif breaker.open:
         degraded_reason = "CircuitBreakerOpen"
         degraded_message = f"{breaker.recent_failures} dispatch failures: new dispatch paused"
     elif violations:

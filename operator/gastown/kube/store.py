@@ -21,9 +21,12 @@ from pydantic import ValidationError
 from gastown.kube import labels
 from gastown.model import Town
 from gastown.model.resources import BY_KIND, Resource
-from gastown.reconcile.snapshot import PodView, Snapshot
+from gastown.reconcile.snapshot import Fault, PodView, Snapshot, Verdict
 
 log = logging.getLogger(__name__)
+
+MAX_VERDICTS = 1024
+"""Claim verdicts a town keeps in memory (far more than the reports awaiting application)."""
 
 
 def _rv(obj: Mapping[str, Any]) -> int:
@@ -45,7 +48,7 @@ def pod_view(pod: Mapping[str, Any]) -> PodView | None:
     """The reconciler's view of an agent Pod, or None if it is not one of ours."""
     meta = pod.get("metadata", {})
     pod_labels = meta.get("labels") or {}
-    agent = pod_labels.get(labels.AGENT)
+    agent = labels.full_name(meta, labels.AGENT)
     if not agent:
         return None
     status = pod.get("status") or {}
@@ -55,7 +58,7 @@ def pod_view(pod: Mapping[str, Any]) -> PodView | None:
         name=meta["name"],
         agent=agent,
         generation=int(pod_labels.get(labels.GENERATION, "0") or 0),
-        bead=pod_labels.get(labels.BEAD) or None,
+        bead=labels.full_name(meta, labels.BEAD),
         phase=phase,
         reason=reason or status.get("reason"),
         exit_code=exit_code,
@@ -104,6 +107,14 @@ class TownStore:
     invalid: dict[tuple[str, str], str] = field(default_factory=dict)
     identities: set[tuple[str, str]] = field(default_factory=set)
     """Agent ServiceAccounts/Roles/RoleBindings known to exist (saves repeated creates)."""
+    role_agents: set[str] = field(default_factory=set)
+    """Agents the town's shared agent Role is known to name (see `Applier._allow_in_town_role`)."""
+    role_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Serialises the patches of that Role."""
+    verdicts: dict[str, Verdict | None] = field(default_factory=dict)
+    """Verdicts on agents' claims by report key (None while checked); see `kube.verify`."""
+    faults: tuple[Fault, ...] = ()
+    """What the last check of the town's references found wrong (see `gastown.kube.deputy`)."""
 
     def snapshot(self) -> Snapshot | None:
         """A consistent snapshot for one pass (shallow copies; models are immutable)."""
@@ -115,7 +126,19 @@ class TownStore:
             convoys=dict(self.objects["Convoy"]),  # type: ignore[arg-type]
             agents=dict(self.objects["Agent"]),  # type: ignore[arg-type]
             pods=dict(self.pods),
+            faults=self.faults,
+            verdicts=dict(self.verdicts),
         )
+
+    def record_verdict(self, key: str, verdict: Verdict | None) -> None:
+        """Keep a claim's verdict (bounded: the oldest settled ones are forgotten; a forgotten
+        claim whose report is still unapplied is simply checked again)."""
+        self.verdicts.pop(key, None)
+        self.verdicts[key] = verdict
+        if len(self.verdicts) > MAX_VERDICTS:
+            settled = [k for k, v in self.verdicts.items() if v is not None]  # never in flight
+            for stale in settled[: len(self.verdicts) - MAX_VERDICTS]:
+                del self.verdicts[stale]
 
     def get(self, kind: str, name: str) -> Resource[Any, Any] | None:
         """The held object of a kind, if any."""
@@ -129,6 +152,15 @@ class Store:
 
     def __init__(self) -> None:
         self.towns: dict[tuple[str, str], TownStore] = {}
+        self.identity_faults: tuple[Fault, ...] = ()
+        """Faults of every town at once: the agent identity is unprotected (see
+        `gastown.kube.identity_guard`); the loops add them to each town's own faults."""
+
+    def set_identity_faults(self, faults: tuple[Fault, ...]) -> None:
+        """Publish the identity faults and wake every town so that it reacts at once."""
+        self.identity_faults = faults
+        for town in self.towns.values():
+            town.wake.set()
 
     def town(self, namespace: str, name: str) -> TownStore:
         """The store of one town (created empty on first use)."""
@@ -189,9 +221,8 @@ class Store:
         self, namespace: str, obj: Mapping[str, Any], deleted: bool
     ) -> TownStore | None:
         meta = obj.get("metadata", {})
-        pod_labels = meta.get("labels") or {}
-        town_name = pod_labels.get(labels.TOWN)
-        if not town_name or not pod_labels.get(labels.AGENT):
+        town_name = labels.full_name(meta, labels.TOWN)
+        if not town_name or not labels.full_name(meta, labels.AGENT):
             return None
         store = self.town(namespace, town_name)
         name = meta["name"]

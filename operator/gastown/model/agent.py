@@ -17,6 +17,14 @@ from gastown.model.enums import AgentPhase, AgentRole, ReportType
 
 ToolName = Annotated[str, Field(max_length=128)]
 
+RUNTIME_STATUS_FIELDS = ("activity", "reports", "checkpoint", "statusMessage", "deliveredNudges")
+"""The Agent status fields the agent's pod owns (API names); every other one is the operator's.
+The admission policy (`gastown.kube.identity.agent_status_policy`) refuses an agent token that
+changes any other field."""
+
+MAX_REPORTS = 64
+"""Reports an Agent status holds; the runtime trims applied ones (oldest first) to make room."""
+
 
 class Nudge(Model):
     """A message the operator asks the runtime to deliver into the coding agent's session."""
@@ -78,6 +86,13 @@ class Report(Model):
     at: datetime = Field(description="When.")
     bead: str | None = Field(default=None, max_length=253, description="Bead it is about.")
     branch: str | None = Field(default=None, max_length=255, description="Pushed branch.")
+    head_sha: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[0-9a-f]{7,64}$",
+        description="Commit the pushed branch points at (a polecat's done); the operator checks "
+        "it against the remote before any merge request is made.",
+    )
     summary: str | None = Field(default=None, max_length=4096, description="Summary of work.")
     pr_url: str | None = Field(default=None, max_length=1024, description="Pull request URL.")
     merge_commit: str | None = Field(default=None, max_length=64, description="Merge commit.")
@@ -98,6 +113,14 @@ class GuppStatus(Model):
     force_stopped_at: datetime | None = Field(default=None, description="Force-stop fired.")
 
 
+class PodRejection(Model):
+    """The API server refused the pod of one dispatch generation (written by the operator)."""
+
+    generation: int = Field(ge=0, description="Dispatch generation whose pod was refused.")
+    message: str = Field(max_length=1024, description="The API server's answer.")
+    at: datetime = Field(description="When the pod was refused.")
+
+
 class AgentStatus(Model):
     """Observed state of an agent."""
 
@@ -109,7 +132,7 @@ class AgentStatus(Model):
     dispatched_at: datetime | None = Field(default=None, description="Last dispatch.")
     activity: Activity = Field(default_factory=Activity, description="Activity watermark.")
     reports: list[Report] = Field(
-        default_factory=list, max_length=64, description="Reports not yet trimmed."
+        default_factory=list, max_length=MAX_REPORTS, description="Reports not yet trimmed."
     )
     applied_report_seq: int = Field(
         default=0, ge=0, description="Highest report seq the operator has applied."
@@ -123,3 +146,8 @@ class AgentStatus(Model):
     )
     gupp: GuppStatus = Field(default_factory=GuppStatus, description="GUPP tiers fired.")
     last_hook: str | None = Field(default=None, max_length=253, description="Previous hook.")
+    pod_rejection: PodRejection | None = Field(
+        default=None,
+        description="The last pod the API server refused to create; for the current "
+        "generation it ends the session as a failed attempt (reason PodRejected).",
+    )

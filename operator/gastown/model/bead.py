@@ -12,6 +12,7 @@ from gastown.model.enums import BeadPhase, BeadType, Priority, PRState
 
 BranchName = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._/-]+$")]
 FilePath = Annotated[str, Field(min_length=1, max_length=1024)]
+CommitSha = Annotated[str, Field(min_length=7, max_length=64, pattern=r"^[0-9a-f]+$")]
 Label = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9:._/-]+$")]
 
 
@@ -21,6 +22,11 @@ class MergeRequestSpec(Model):
     source_bead: ObjectName = Field(description="The bead whose work is reviewed.")
     branch: BranchName = Field(description="Branch holding the work.")
     target_branch: BranchName = Field(description="Branch to merge into.")
+    source_sha: CommitSha | None = Field(
+        default=None,
+        description="Head of `branch` that the operator verified on the remote when the work "
+        "was submitted; a merge counts only if it contains this commit.",
+    )
     landing: bool = Field(
         default=False, description="True for the one landing MR of a review-then-land convoy."
     )
@@ -96,6 +102,14 @@ class BeadSpec(
     rework: ReworkSpec | None = Field(default=None, description="For rework beads: what to fix.")
 
 
+class PRClaim(Model):
+    """The refinery report that claimed a pull request URL (kept to name it if refused)."""
+
+    agent: str = Field(max_length=253, description="Refinery that reported the URL.")
+    generation: int = Field(ge=0, description="Its dispatch generation.")
+    seq: int = Field(ge=0, description="Sequence number of its pr-opened report.")
+
+
 class ReviewStatus(Model):
     """Review/merge progress of a merge_request bead."""
 
@@ -105,12 +119,36 @@ class ReviewStatus(Model):
     pr_state: PRState | None = Field(default=None, description="PR state at the last poll.")
     last_polled_at: datetime | None = Field(default=None, description="Last PR poll.")
     unknown_polls: int = Field(default=0, ge=0, description="Consecutive unknown poll results.")
+    pr_claim: PRClaim | None = Field(
+        default=None, description="The refinery report that claimed `prUrl` (an unverified claim)."
+    )
+    pr_verified_at: datetime | None = Field(
+        default=None,
+        description="When the provider's API confirmed the claimed PR (repository, head branch "
+        "and commit, base branch); until then the pull request does not count as opened.",
+    )
+    pr_mismatch: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="What the provider's API contradicted at the last poll (prState mismatch).",
+    )
     merge_commit: str | None = Field(
         default=None, max_length=64, description="Merge commit verified on the remote."
     )
     rework: list[str] = Field(
         default_factory=list, max_length=50, description="Rework beads created for this MR."
     )
+
+
+class RefusedClaim(Model):
+    """The last claim of an agent about this bead that failed verification (nothing changed)."""
+
+    agent: str = Field(max_length=253, description="Agent that made the claim.")
+    generation: int = Field(ge=0, description="Its dispatch generation.")
+    seq: int = Field(ge=0, description="Sequence number of the refused report.")
+    reason: str = Field(max_length=64, description="Why it was refused, e.g. MergeNotOnTarget.")
+    message: str = Field(default="", max_length=1024, description="What did not match.")
+    at: datetime = Field(description="When it was refused.")
 
 
 class BeadStatus(Model):
@@ -125,6 +163,9 @@ class BeadStatus(Model):
     last_attempt_at: datetime | None = Field(default=None, description="Last dispatch.")
     last_failure_at: datetime | None = Field(default=None, description="Last failed attempt.")
     branch: str | None = Field(default=None, max_length=255, description="Branch with the work.")
+    head_sha: str | None = Field(
+        default=None, max_length=64, description="Verified head of the branch with the work."
+    )
     merge_request: str | None = Field(
         default=None, max_length=253, description="Merge request bead reviewing this work."
     )
@@ -133,3 +174,8 @@ class BeadStatus(Model):
     reason: str | None = Field(default=None, max_length=64, description="Why it is in its phase.")
     message: str | None = Field(default=None, max_length=1024, description="Details.")
     closed_at: datetime | None = Field(default=None, description="When it closed.")
+    refused_claim: RefusedClaim | None = Field(
+        default=None,
+        description="Last agent claim about this bead that failed verification; while set, the "
+        "ClaimsVerified condition is False.",
+    )

@@ -139,3 +139,5 @@ class PRState(StrEnum):
     MERGED = "merged"
     CLOSED = "closed"
     UNKNOWN = "unknown"
+    MISMATCH = "mismatch"
+    """The provider's API contradicts the claim (head branch or SHA, base, repository, URL)."""

@@ -154,6 +154,13 @@ class ReviewPolicy(Model):
         le=1000,
         description="Consecutive polls with an unknown result after which the MR fails.",
     )
+    max_rework_per_merge_request: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="Rework beads one merge request may create (requested changes, conflicts, "
+        "failed gates); one more request fails the merge request (ReworkLimitReached).",
+    )
 
 
 class LandingPolicy(Model):

@@ -136,6 +136,14 @@ class Town(Resource[TownSpec, TownStatus]):
             PrinterColumn("Summary", ".status.summary", description="What is going on."),
             _AGE,
         ),
+        root_rules=(
+            (
+                "size(self.metadata.name) <= 63",
+                "a Town name has at most 63 characters: it is the value of the gastown.dev/town "
+                "label on the town's pods and on the Secrets and ServiceAccounts that opt in to "
+                "the town",
+            ),
+        ),
     )
     kind: str = "Town"
     status: TownStatus = Field(default_factory=TownStatus)

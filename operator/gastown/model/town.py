@@ -31,6 +31,24 @@ Quantity = Annotated[
 ]
 
 
+IMAGE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$"
+"""An image reference: registry/repository[:tag][@digest]; no whitespace or other characters
+that the container runtime would refuse only after the pod was created."""
+
+LABEL_KEY_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+"""A label key (as in nodeSelector): optional DNS prefix and "/", then a name of 1-63 characters.
+Written for CEL (a single-quoted string), hence the doubled backslash."""
+
+LabelValue = Annotated[
+    str,
+    Field(max_length=63, pattern=r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"),
+]
+"""A label value: empty, or up to 63 characters of [A-Za-z0-9-_.], alphanumeric at both ends."""
+
+
 class PullRequestProvider(Model):
     """Where pull/merge requests are opened for a rig using the `pr` merge strategy."""
 
@@ -38,7 +56,9 @@ class PullRequestProvider(Model):
     api_url: str = Field(
         max_length=512,
         pattern=r"^https?://[^\s]+$",
-        description="Base URL of the provider's REST API; the only host the refinery contacts.",
+        description="Base URL of the provider's REST API; the only host the refinery contacts. "
+        "Must be https: the operator refuses http (Town Degraded, InsecureProviderUrl) unless it "
+        "runs with --allow-insecure-provider-urls (local testing only).",
     )
     repository: str = Field(
         min_length=1,
@@ -46,7 +66,10 @@ class PullRequestProvider(Model):
         pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$",
         description="owner/name (GitHub) or group/project path (GitLab).",
     )
-    token_secret: SecretKeyRef = Field(description="Secret key holding the API token.")
+    token_secret: SecretKeyRef = Field(
+        description="Secret key holding the API token; the Secret must carry the label "
+        "gastown.dev/town=<this town's name>."
+    )
 
 
 class Rig(
@@ -81,7 +104,8 @@ class Rig(
     credentials_secret: ObjectName | None = Field(
         default=None,
         description="Secret with git credentials (keys `username` and `password`/token, or "
-        "`ssh-privatekey`), mounted into agent pods; never logged.",
+        "`ssh-privatekey`), mounted into agent pods; never logged. The Secret must carry the "
+        "label gastown.dev/town=<this town's name>.",
     )
     pull_requests: PullRequestProvider | None = Field(
         default=None, description="Pull request provider (required for mergeStrategy pr)."
@@ -138,7 +162,11 @@ class AgentRuntime(
     """How agent pods are built."""
 
     image: str = Field(
-        min_length=1, max_length=512, description="Agent container image (has git and `gt`)."
+        min_length=1,
+        max_length=512,
+        pattern=IMAGE_PATTERN,
+        description="Agent container image (has git and `gt`), e.g. "
+        "registry.example/gastown-agent:1.0 or a digest reference; no spaces.",
     )
     image_pull_policy: str = Field(
         default="IfNotPresent",
@@ -154,15 +182,28 @@ class AgentRuntime(
     secret_env: list[SecretEnvVar] = Field(
         default_factory=list,
         max_length=32,
-        description="Environment variables read from Secrets (API keys).",
+        description="Environment variables read from Secrets (API keys); each Secret must carry "
+        "the label gastown.dev/town=<this town's name>.",
     )
     resources: Resources | None = Field(default=None, description="Container resources.")
     service_account_name: ObjectName | None = Field(
         default=None,
-        description="ServiceAccount for agent pods; by default the operator's per-town one.",
+        description="ServiceAccount for agent pods; by default the operator's per-town one. "
+        "It must carry the label gastown.dev/town=<this town's name>.",
     )
-    node_selector: dict[str, Annotated[str, Field(max_length=63)]] | None = Field(
-        default=None, description="Node selector for agent pods."
+    node_selector: dict[str, LabelValue] | None = Field(
+        default=None,
+        max_length=32,
+        description="Node selector for agent pods: label keys (an optional DNS prefix and "
+        "`/`, then a name of at most 63 characters) and label values.",
+        json_schema_extra=cel(
+            (
+                f"self.all(k, size(k) <= 317 && k.matches('{LABEL_KEY_PATTERN}'))",
+                "nodeSelector keys must be label keys: an optional DNS subdomain prefix and "
+                "'/', then at most 63 characters of [A-Za-z0-9-_.] starting and ending with an "
+                "alphanumeric character",
+            ),
+        ),
     )
     termination_grace_seconds: int = Field(
         default=30, ge=0, le=3600, description="Grace period when an agent pod is stopped."

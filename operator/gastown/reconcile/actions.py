@@ -18,6 +18,7 @@ from typing import Any
 from gastown.model import AgentPhase, BeadPhase, BeadType, ConvoyPhase
 from gastown.reconcile import names
 from gastown.reconcile.writes import (
+    Claim,
     CreateObject,
     DeleteObject,
     Emit,
@@ -27,6 +28,7 @@ from gastown.reconcile.writes import (
     PollPR,
     StartPod,
     StopPod,
+    VerifyClaim,
     Write,
     iso,
 )
@@ -34,12 +36,8 @@ from gastown.reconcile.writes import (
 MANAGED_BY = {"app.kubernetes.io/managed-by": "gastown"}
 NORMAL = "Normal"
 WARNING = "Warning"
-_LABEL_MAX = 63
-
-
-def label_value(text: str) -> str:
-    """A valid label value (at most 63 characters) derived from a name."""
-    return names.dns_name(text, limit=_LABEL_MAX).replace(".", "-")
+label_value = names.label_value
+"""A valid label value (at most 63 characters) derived from a name (see `names.label_value`)."""
 
 
 def labels_for(town: str, **extra: str) -> dict[str, str]:
@@ -510,8 +508,17 @@ def merge_request_spec(
     description: str,
     priority: str,
     landing: bool = False,
+    source_sha: str | None = None,
 ) -> dict[str, Any]:
     """Spec of a merge_request bead."""
+    merge_request: dict[str, Any] = {
+        "sourceBead": source,
+        "branch": branch,
+        "targetBranch": target,
+        "landing": landing,
+    }
+    if source_sha is not None:
+        merge_request["sourceSha"] = source_sha
     return {
         "town": town,
         "rig": rig,
@@ -519,12 +526,7 @@ def merge_request_spec(
         "title": title[:256],
         "description": description[:20000],
         "priority": priority,
-        "mergeRequest": {
-            "sourceBead": source,
-            "branch": branch,
-            "targetBranch": target,
-            "landing": landing,
-        },
+        "mergeRequest": merge_request,
     }
 
 
@@ -550,11 +552,18 @@ class RaiseEscalation(CreateBead):
 
 @dataclass(frozen=True, kw_only=True)
 class PollPullRequest(Action):
-    """Record the poll time (not a lifecycle timestamp) and poll the PR."""
+    """Record the poll time (not a lifecycle timestamp) and poll the PR.
+
+    It carries what the PR must be to count: head branch, base branch and (when known) the
+    head commit the operator verified for the merge request.
+    """
 
     bead: str
     url: str
     now: datetime
+    head_branch: str
+    base_branch: str
+    head_sha: str | None
 
     @property
     def subject(self) -> str:
@@ -568,8 +577,30 @@ class PollPullRequest(Action):
                 patch={"review": {"lastPolledAt": iso(self.now)}},
                 expect={"phase": BeadPhase.IN_PROGRESS.value},
             ),
-            PollPR(bead=self.bead, url=self.url),
+            PollPR(
+                bead=self.bead,
+                url=self.url,
+                head_branch=self.head_branch,
+                base_branch=self.base_branch,
+                head_sha=self.head_sha,
+            ),
         )
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifyAgentClaim(Action):
+    """Have an agent's claim checked against the remote before its report is applied."""
+
+    key: str
+    claim: Claim
+    bead: str
+
+    @property
+    def subject(self) -> str:
+        return self.bead
+
+    def writes(self) -> tuple[Write, ...]:
+        return (VerifyClaim(key=self.key, claim=self.claim),)
 
 
 # --- convoys and the town ----------------------------------------------------------------------

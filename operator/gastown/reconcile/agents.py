@@ -56,11 +56,11 @@ def _observe_working(ctx: Pass, agent: Agent) -> None:
     if session.state is Session.ENDED:
         # The session is over without a report (a report would have been applied first): the
         # attempt failed. Release the agent and let the bead be retried with backoff.
-        release_agent(ctx, agent, session.reason, stop_pod=True, event=WARNING)
+        where = f"{agent.name} generation {agent.spec.generation}"
+        detail = f"{where}: {session.message}" if session.message else where
+        release_agent(ctx, agent, session.reason, detail, stop_pod=True, event=WARNING)
         if bead is not None and ctx.free(Kind.BEAD, bead.name) and _holds(ctx, agent, bead.name):
-            retry_or_fail(
-                ctx, bead, session.reason, f"{agent.name} generation {agent.spec.generation}"
-            )
+            retry_or_fail(ctx, bead, session.reason, detail)
     elif session.state is Session.LOST:
         # No sign of life, but the pod may still be running: keep the hook so that a late
         # heartbeat can restore the agent; the re-dispatch rule starts a new generation after

@@ -31,11 +31,13 @@ from gastown.reconcile.actions import (
     merge_request_spec,
 )
 from gastown.reconcile.capacity import measure, next_polecat
+from gastown.reconcile.claims import refuse, verdict
 from gastown.reconcile.context import Pass, aware
 from gastown.reconcile.convoys import in_staged_convoy, target_branch
 from gastown.reconcile.dag import Hold, Readiness
 from gastown.reconcile.ops import (
     MAX_ATTEMPTS,
+    agent_escalation_tag,
     escalate,
     mark_applied,
     release_agent,
@@ -43,7 +45,7 @@ from gastown.reconcile.ops import (
     transition,
 )
 from gastown.reconcile.retries import attempts_exhausted, backoff_over
-from gastown.reconcile.writes import Kind
+from gastown.reconcile.writes import BranchClaim, Kind
 
 DISPATCHABLE = (BeadType.ISSUE, BeadType.REWORK)
 AGING_SECONDS = 3600  # one priority rank gained per hour of waiting: no starvation
@@ -67,14 +69,15 @@ def apply_polecat_report(ctx: Pass, agent: Agent, report: Report) -> None:
         escalate(
             ctx,
             agent.name,
-            f"r{report.seq}",
+            agent_escalation_tag(agent),
             f"{agent.name} asks for help" + (f" on {hook}" if hook else ""),
             report.message or report.summary or "The agent escalated without details.",
         )
     elif not relevant or bead is None:
         pass  # a report about work the agent no longer holds: dropped, but marked applied
     elif report.type is ReportType.DONE:
-        _done(ctx, agent, bead, report)
+        if not _done(ctx, agent, bead, report):
+            return  # the claim is being verified: the report stays unapplied until then
     elif report.type in (ReportType.FAILED, ReportType.EXITED):
         reason = "AgentFailed" if report.type is ReportType.FAILED else "AgentExited"
         release_agent(ctx, agent, reason, report.message or "", event=WARNING)
@@ -82,11 +85,43 @@ def apply_polecat_report(ctx: Pass, agent: Agent, report: Report) -> None:
     mark_applied(ctx, agent, report.seq)
 
 
-def _done(ctx: Pass, agent: Agent, bead: Bead, report: Report) -> None:
+def expected_branch(agent: Agent, bead: Bead) -> str | None:
+    """The branch the operator assigned for this work: never the agent's choice.
+
+    An issue is worked on `gt/<agent>/<bead-id>`; a rework continues the branch under review.
+    """
+    if bead.spec.type is BeadType.REWORK:
+        return bead.spec.rework.branch if bead.spec.rework else None
+    return names.work_branch(agent.name, bead.name, bead.metadata.uid)
+
+
+def _done(ctx: Pass, agent: Agent, bead: Bead, report: Report) -> bool:
+    """Apply a verified `done`, or refuse it; False while its claim is being checked."""
+    branch = expected_branch(agent, bead)
+    if branch is None or report.branch != branch:
+        refuse(
+            ctx,
+            agent,
+            bead,
+            report,
+            "ForeignBranch" if report.branch else "DoneWithoutBranch",
+            f"done names branch {report.branch or '(none)'}; this work's branch is {branch}",
+        )
+        return True
+    if not report.head_sha:
+        refuse(ctx, agent, bead, report, "DoneWithoutCommit", "done names no pushed commit")
+        return True
+    claim = BranchClaim(rig=bead.spec.rig or "", branch=branch, sha=report.head_sha)
+    checked = verdict(ctx, agent, bead, report, claim)
+    if checked is None:
+        return False
+    if not checked.ok:
+        refuse(ctx, agent, bead, report, "PushUnverified", checked.message)
+        return True
+    verified = {"branch": branch, "headSha": report.head_sha, "refusedClaim": None}
     if bead.spec.type is BeadType.REWORK:
         # Rework continues the branch under review: no new merge request; closing it unblocks
-        # the merge request, which the refinery then re-reviews.
-        branch = report.branch or (bead.spec.rework.branch if bead.spec.rework else None)
+        # the merge request, which the refinery then re-reviews at the verified new head.
         release_agent(ctx, agent, "WorkDone")
         transition(
             ctx,
@@ -94,18 +129,15 @@ def _done(ctx: Pass, agent: Agent, bead: Bead, report: Report) -> None:
             BeadPhase.CLOSED,
             "ReworkDone",
             report.summary or "",
-            set={"assignee": None, "branch": branch, "summary": report.summary},
+            set={"assignee": None, "summary": report.summary, **verified},
         )
-        return
-    if not report.branch:
-        release_agent(ctx, agent, "DoneWithoutBranch", event=WARNING)
-        retry_or_fail(ctx, bead, "DoneWithoutBranch", "the agent reported done without a branch")
-        return
-    _submit_for_review(ctx, agent, bead, report.branch, report.summary)
+        return True
+    _submit_for_review(ctx, agent, bead, branch, report.head_sha, report.summary)
+    return True
 
 
 def _submit_for_review(
-    ctx: Pass, agent: Agent, bead: Bead, branch: str, summary: str | None
+    ctx: Pass, agent: Agent, bead: Bead, branch: str, head_sha: str, summary: str | None
 ) -> None:
     """Create the merge request of this attempt and move the bead to in_review."""
     rig = bead.spec.rig or ""
@@ -120,6 +152,7 @@ def _submit_for_review(
         title=f"Review: {bead.spec.title}",
         description=summary or "",
         priority=bead.spec.priority.value,
+        source_sha=head_sha,
     )
     if mr_name not in ctx.snap.beads:
         ctx.add(
@@ -141,7 +174,14 @@ def _submit_for_review(
         BeadPhase.IN_REVIEW,
         "ReviewRequested",
         f"{mr_name}: {branch} -> {target}",
-        set={"assignee": None, "branch": branch, "summary": summary, "mergeRequest": mr_name},
+        set={
+            "assignee": None,
+            "branch": branch,
+            "headSha": head_sha,
+            "summary": summary,
+            "mergeRequest": mr_name,
+            "refusedClaim": None,
+        },
     )
 
 

@@ -98,6 +98,10 @@ class Pass:
         self.actions.append(action)
         self._claimed.update(claims)
 
+    def hold(self, *claims: Ref) -> None:
+        """Claim objects without acting on them this pass (a fact awaits verification)."""
+        self._claimed.update(claims)
+
     def replace(self, old: Action, new: Action) -> None:
         """Swap a planned action for another that does its work and more, at the end of the
         plan (so after everything planned in between); claims stay as they are."""
@@ -183,8 +187,9 @@ class Pass:
 
     @property
     def dispatch_allowed(self) -> bool:
-        """New dispatch happens only in active/shadow mode with the circuit breaker closed."""
+        """New dispatch happens only in active/shadow mode with the circuit breaker closed and
+        no fault of the town's configuration (`Snapshot.faults`)."""
         mode = self.town.spec.mode
-        if mode in (TownMode.PAUSED, TownMode.DRAINING):
+        if mode in (TownMode.PAUSED, TownMode.DRAINING) or self.snap.faults:
             return False
         return self.dispatch_blocked_reason is None

@@ -26,6 +26,9 @@ _HOPELESS_PENDING = frozenset(
 )
 _SLOW_PENDING = frozenset({"ErrImagePull"})
 
+POD_REJECTED = "PodRejected"
+"""Session end reason when the API server refused to create the pod (see `AgentStatus`)."""
+
 
 @dataclass(frozen=True)
 class PendingReports:
@@ -69,6 +72,7 @@ class SessionState:
 
     state: Session
     reason: str = ""
+    message: str = ""  # details for the bead's failure record, when there are any
 
 
 def current_heartbeat(agent: Agent) -> datetime | None:
@@ -88,6 +92,11 @@ def classify_session(ctx: Pass, agent: Agent, pod: PodView | None) -> SessionSta
     agents = ctx.policy.agents
     dispatched = agent.status.dispatched_at
     if pod is None:
+        rejection = agent.status.pod_rejection
+        if rejection is not None and rejection.generation == agent.spec.generation:
+            # The API server refused this generation's pod: it will never run. A failed
+            # attempt like any other (retry with backoff, or fail), with the API's answer.
+            return SessionState(Session.ENDED, POD_REJECTED, rejection.message)
         if ctx.older_than(dispatched, agents.startup_grace_seconds):
             return SessionState(Session.LOST, "PodMissing")
         return _STARTING

@@ -13,11 +13,13 @@ import re
 from functools import lru_cache
 
 MAX_NAME = 253
+MAX_LABEL_VALUE = 63
 _HASH_LEN = 8
 _INVALID = re.compile(r"[^a-z0-9.-]+")
 _EDGES = re.compile(r"^[^a-z0-9]+|[^a-z0-9]+$")
 _SLUG_INVALID = re.compile(r"[^a-z0-9]+")
 _SLUG_MAX = 40
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
 def short_hash(text: str, length: int = _HASH_LEN) -> str:
@@ -35,6 +37,20 @@ def dns_name(*parts: str, limit: int = MAX_NAME) -> str:
     digest = short_hash(raw)
     head = _EDGES.sub("", name[: limit - _HASH_LEN - 1])
     return f"{head}-{digest}"
+
+
+def label_value(name: str) -> str:
+    """A valid label value for `name`: the name itself when it is one, else a hashed form.
+
+    Label values hold at most 63 characters while object names may have 253, and names the
+    operator derives (`<town>-polecat-<rig>-<n>`, `<bead>-mr-<n>`, ...) grow past 63 with
+    perfectly valid inputs: such a value is cut and suffixed with a hash of the full name, so it
+    stays unique and selectable. Readers that need the full name use the annotation of the same
+    key (see `gastown.kube.labels`).
+    """
+    if len(name) <= MAX_LABEL_VALUE and _LABEL_VALUE.match(name):
+        return name
+    return dns_name(name, limit=MAX_LABEL_VALUE).replace(".", "-")
 
 
 def polecat_name(town: str, rig: str, index: int) -> str:
@@ -76,6 +92,36 @@ def landing_name(convoy: str, attempt: int) -> str:
 def escalation_name(subject: str, tag: str) -> str:
     """An escalation bead about `subject`; `tag` makes it unique per occasion."""
     return dns_name(subject, "esc", tag)
+
+
+WORK_BRANCH_PREFIX = "gt/"
+"""Every branch an agent works on lives under this prefix: the only branches a refinery deletes."""
+
+_UID_HEX = re.compile(r"[^0-9a-f]")
+
+
+def bead_short_id(bead: str, uid: str | None = None) -> str:
+    """A short, stable id of a bead for branch names: the uid prefix, else a readable name."""
+    if uid:
+        compact = _UID_HEX.sub("", uid.lower())
+        if len(compact) >= 8:
+            return compact[:8]
+    if len(bead) <= 40:
+        return bead
+    return f"{bead[:31]}-{short_hash(bead)}"
+
+
+def work_branch(agent: str, bead: str, uid: str | None = None) -> str:
+    """The branch an agent works on for an issue bead: `gt/<agent>/<bead-short-id>`.
+
+    The operator derives it, never the agent: a `done` naming any other branch is refused.
+    """
+    return f"{WORK_BRANCH_PREFIX}{agent}/{bead_short_id(bead, uid)}"
+
+
+def is_work_branch(branch: str) -> bool:
+    """True for branches in the agents' own namespace of branches (`gt/...`)."""
+    return branch.startswith(WORK_BRANCH_PREFIX) and len(branch) > len(WORK_BRANCH_PREFIX)
 
 
 def slug(title: str) -> str:

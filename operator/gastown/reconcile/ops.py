@@ -186,11 +186,17 @@ def release_hooked(ctx: Pass, bead: Bead, reason: str, *, stop_pod: bool) -> Non
             release_agent(ctx, agent, reason, stop_pod=stop_pod)
 
 
-def fail_merge_request(ctx: Pass, mr: Bead, reason: str, message: str = "") -> None:
-    """Fail a merge request for good; its source goes back to open (or fails if exhausted)."""
+def fail_merge_request(
+    ctx: Pass, mr: Bead, reason: str, message: str = "", *, set: dict[str, Any] | None = None
+) -> None:
+    """Fail a merge request for good; its source goes back to open (or fails if exhausted).
+
+    `set` adds status fields to the MR's own write (e.g. the record of a refused claim).
+    """
     if not ctx.free(Kind.BEAD, mr.name) or ctx.phase(mr).terminal:
         return
-    transition(ctx, mr, BeadPhase.FAILED, reason, message, set={"assignee": None}, event=WARNING)
+    fields = {"assignee": None, **(set or {})}
+    transition(ctx, mr, BeadPhase.FAILED, reason, message, set=fields, event=WARNING)
     release_hooked(ctx, mr, reason, stop_pod=True)
     source = source_of(ctx, mr)
     if (
@@ -218,6 +224,16 @@ def close_merged(ctx: Pass, mr: Bead, merge_commit: str | None, reason: str) -> 
             f"merged by {mr.name}" + (f" ({merge_commit})" if merge_commit else ""),
             set={"assignee": None},
         )
+
+
+def agent_escalation_tag(agent: Agent) -> str:
+    """The tag of the escalation an agent asks for: one per dispatch generation.
+
+    This caps what an agent can create: its first `escalate` report of a generation raises the
+    escalation bead; later ones in the same generation are applied (acknowledged) but find the
+    bead's deterministic name taken and create nothing. The next generation may ask again.
+    """
+    return f"g{agent.spec.generation}-asked"
 
 
 def escalate(ctx: Pass, subject: str, tag: str, title: str, message: str) -> None:

@@ -6,13 +6,16 @@ verified on the remote) closes the MR and its source; `conflict`/`gate-failed`/`
 become rework; `pr-opened` hands the MR to PR polling and releases the refinery; `done` while
 rework is pending releases the refinery without merging. PR polling happens at most once per
 interval per PR, records its time apart from lifecycle timestamps, and fails the MR after too many
-consecutive unknown results.
+consecutive unknown results. A PR URL is a claim: it counts as opened, and its merge closes the
+MR, only once the provider's API confirmed its repository, head branch and commit and base branch
+(`apply_pr_results`); a contradicted claim is refused and the MR goes back to review.
 """
 
 from __future__ import annotations
 
 import heapq
 from datetime import UTC, datetime
+from typing import Any
 
 from gastown.model import (
     Agent,
@@ -25,14 +28,18 @@ from gastown.model import (
     PRState,
     Report,
     ReportType,
+    ReviewStatus,
 )
 from gastown.reconcile import names
 from gastown.reconcile.actions import WARNING, AnnotateBead, PollPullRequest
 from gastown.reconcile.beads import dispatch, hooked_in_progress, redispatch_or_give_up
+from gastown.reconcile.claims import refuse, verdict
 from gastown.reconcile.context import Pass
+from gastown.reconcile.convoys import member_names
 from gastown.reconcile.ops import (
     MAX_ATTEMPTS,
     close_merged,
+    agent_escalation_tag,
     escalate,
     fail_merge_request,
     mark_applied,
@@ -40,9 +47,15 @@ from gastown.reconcile.ops import (
     retry_or_fail,
     transition,
 )
-from gastown.reconcile.retries import attempts_exhausted, backoff_over
-from gastown.reconcile.rework import REWORK_REPORTS, request_rework, rework_failed, rework_pending
-from gastown.reconcile.writes import Kind
+from gastown.reconcile.retries import attempts_exhausted, backoff_over, failure_record
+from gastown.reconcile.rework import (
+    REWORK_REPORTS,
+    request_rework,
+    rework_beads,
+    rework_failed,
+    rework_pending,
+)
+from gastown.reconcile.writes import Kind, MergeClaim, iso
 
 
 def is_mr(bead: Bead) -> bool:
@@ -56,6 +69,48 @@ def pr_url(bead: Bead) -> str | None:
 
 
 # --- facts: refinery reports and PR results ----------------------------------------------------
+
+
+def expected_source_sha(ctx: Pass, mr: Bead) -> str | None:
+    """The verified head a merge of `mr` must contain.
+
+    That is the head the last closed rework of the MR pushed (verified when it reported done), else
+    the head verified when the work was submitted (`spec.mergeRequest.sourceSha`). None for merge
+    requests made before heads were recorded, and for landings (see `merge_must_contain`).
+    """
+    for name in reversed(rework_beads(ctx, mr)):
+        rework = ctx.snap.beads.get(name)
+        if rework is not None and rework.status.phase is BeadPhase.CLOSED:
+            if rework.status.head_sha:
+                return rework.status.head_sha
+            break
+    spec = mr.spec.merge_request
+    return spec.source_sha if spec is not None else None
+
+
+def merge_must_contain(ctx: Pass, mr: Bead) -> tuple[str, ...]:
+    """Commits a verified merge of `mr` must contain.
+
+    A work MR: its verified source head. A landing MR: every verified merge of the convoy's work
+    into the feature branch, so a landing cannot skip reviewed work.
+    """
+    spec = mr.spec.merge_request
+    if spec is None:
+        return ()
+    if not spec.landing:
+        sha = expected_source_sha(ctx, mr)
+        return (sha,) if sha else ()
+    convoy = ctx.snap.convoys.get(spec.source_bead)
+    if convoy is None:
+        return ()
+    commits: list[str] = []
+    for member in member_names(ctx, convoy):
+        bead = ctx.snap.beads.get(member)
+        merged = ctx.snap.beads.get(bead.status.merge_request or "") if bead else None
+        review = merged.status.review if merged is not None else None
+        if review is not None and review.merge_commit:
+            commits.append(review.merge_commit)
+    return tuple(commits)
 
 
 def apply_refinery_report(ctx: Pass, agent: Agent, report: Report) -> None:
@@ -73,26 +128,27 @@ def apply_refinery_report(ctx: Pass, agent: Agent, report: Report) -> None:
         escalate(
             ctx,
             agent.name,
-            f"r{report.seq}",
+            agent_escalation_tag(agent),
             f"{agent.name} asks for help",
             report.message or "The refinery escalated without details.",
         )
-    elif relevant and mr is not None:
-        _apply_outcome(ctx, agent, mr, report)
+    elif relevant and mr is not None and not _apply_outcome(ctx, agent, mr, report):
+        return  # a merge claim is being verified: the report stays unapplied until then
     mark_applied(ctx, agent, report.seq)
 
 
-def _apply_outcome(ctx: Pass, agent: Agent, mr: Bead, report: Report) -> None:
+def _apply_outcome(ctx: Pass, agent: Agent, mr: Bead, report: Report) -> bool:
+    """Apply a refinery's outcome; False while a merge claim is being verified."""
     if report.type in REWORK_REPORTS:
         request_rework(ctx, agent, mr, report)
-        return
+        return True
     if rework_pending(ctx, mr):
         # Never merge while rework is pending (the original's false merge): release only.
         release_agent(ctx, agent, "ReworkPending")
         transition(
             ctx, mr, BeadPhase.OPEN, "ReworkPending", "waiting for rework", set={"assignee": None}
         )
-        return
+        return True
     kind = report.type
     if kind is ReportType.DONE:
         kind = (
@@ -106,32 +162,11 @@ def _apply_outcome(ctx: Pass, agent: Agent, mr: Bead, report: Report) -> None:
         # A plain `done` from the refinery is its review approval: the runtime's verified
         # outcome (merged, conflict, gate-failed, pr-opened, failed) follows in the same
         # generation. Acting on it would release the refinery and make that outcome stale.
-        return
+        return True
     if kind is ReportType.MERGED and report.merge_commit:
-        release_agent(ctx, agent, "Merged")
-        close_merged(ctx, mr, report.merge_commit, "Merged")
-    elif kind is ReportType.PR_OPENED and (report.pr_url or "").startswith("https://"):
-        release_agent(ctx, agent, "PullRequestOpened")
-        ctx.add(
-            AnnotateBead(
-                bead=mr.name,
-                set={
-                    "assignee": None,
-                    "reason": "PullRequestOpened",
-                    "message": report.pr_url,
-                    "review": {
-                        "prUrl": report.pr_url,
-                        "prState": PRState.OPEN.value,
-                        "unknownPolls": 0,
-                    },
-                },
-                expect={"phase": BeadPhase.IN_PROGRESS.value, "assignee": agent.name},
-                reason="PullRequestOpened",
-                message=report.pr_url or "",
-                event="Normal",
-            ),
-            (Kind.BEAD, mr.name),
-        )
+        return _merged(ctx, agent, mr, report, report.merge_commit)
+    if kind is ReportType.PR_OPENED and report.pr_url and report.pr_url.startswith("https://"):
+        _claim_pull_request(ctx, agent, mr, report, report.pr_url)
     else:
         reason = {
             ReportType.MERGED: "MergeUnverified",
@@ -141,11 +176,73 @@ def _apply_outcome(ctx: Pass, agent: Agent, mr: Bead, report: Report) -> None:
         }.get(kind, "NoReviewOutcome")
         release_agent(ctx, agent, reason, event=WARNING)
         retry_or_fail(ctx, mr, reason, report.message or "")
+    return True
+
+
+def _merged(ctx: Pass, agent: Agent, mr: Bead, report: Report, merge_commit: str) -> bool:
+    """Close the MR and its source only once the merge is verified on the remote."""
+    spec = mr.spec.merge_request
+    assert spec is not None  # is_mr
+    claim = MergeClaim(
+        rig=mr.spec.rig or "",
+        target=spec.target_branch,
+        merge_commit=merge_commit,
+        contains=merge_must_contain(ctx, mr),
+    )
+    checked = verdict(ctx, agent, mr, report, claim)
+    if checked is None:
+        return False
+    if not checked.ok:
+        refuse(ctx, agent, mr, report, "MergeUnverified", checked.message)
+        return True
+    release_agent(ctx, agent, "Merged")
+    close_merged(ctx, mr, merge_commit, "Merged")
+    return True
+
+
+PR_UNVERIFIED = "PullRequestUnverified"
+
+
+def _claim_pull_request(ctx: Pass, agent: Agent, mr: Bead, report: Report, url: str) -> None:
+    """Record a refinery's pr-opened claim and release it; the PR does not count as opened yet.
+
+    The URL is only a claim: the first poll (due at once, `lastPolledAt` is cleared) asks the
+    provider's API whether it is a PR of the rig's repository carrying the merge request's head
+    branch and commit into its target branch (see `apply_pr_results`).
+    """
+    release_agent(ctx, agent, "PullRequestClaimed")
+    ctx.add(
+        AnnotateBead(
+            bead=mr.name,
+            set={
+                "assignee": None,
+                "reason": "PullRequestClaimed",
+                "message": f"verifying {url} with the provider",
+                "review": {
+                    "prUrl": url,
+                    "prState": None,
+                    "prMismatch": None,
+                    "prVerifiedAt": None,
+                    "lastPolledAt": None,
+                    "unknownPolls": 0,
+                    "prClaim": {
+                        "agent": agent.name,
+                        "generation": report.generation,
+                        "seq": report.seq,
+                    },
+                },
+            },
+            expect={"phase": BeadPhase.IN_PROGRESS.value, "assignee": agent.name},
+            reason="PullRequestClaimed",
+            message=f"{agent.name} reports {url}; it counts once the provider confirms it",
+            event="Normal",
+        ),
+        (Kind.BEAD, mr.name),
+    )
 
 
 def apply_pr_results(ctx: Pass) -> None:
-    """Consume PR states written by the poller (merged, closed, unknown, open)."""
-    limit = ctx.policy.review.pr_unknown_limit
+    """Consume PR results written by the poller (open, merged, closed, unknown, mismatch)."""
     for name in ctx.index.pr_mrs:  # live merge requests with a pull request URL
         mr = ctx.snap.beads[name]
         review = mr.status.review
@@ -159,39 +256,111 @@ def apply_pr_results(ctx: Pass) -> None:
         ):
             continue
         state = review.pr_state
-        if state is PRState.MERGED:
+        if state is PRState.MISMATCH:
+            _refuse_pull_request(ctx, mr, review)
+        elif state is PRState.MERGED and review.merge_commit:
+            # Written by the poller only after the provider confirmed head, base and commit.
             close_merged(ctx, mr, review.merge_commit, "PullRequestMerged")
         elif state is PRState.CLOSED:
             fail_merge_request(ctx, mr, "PullRequestClosed", review.pr_url)
-        elif state is PRState.UNKNOWN:
-            count = review.unknown_polls + 1
-            if count >= limit:
-                fail_merge_request(
-                    ctx,
-                    mr,
-                    "PullRequestUnknown",
-                    f"{count} polls could not determine {review.pr_url}",
-                )
-                continue
-            ctx.add(
-                AnnotateBead(
-                    bead=name,
-                    set={"review": {"prState": None, "unknownPolls": count}},
-                    expect={"phase": BeadPhase.IN_PROGRESS.value},
-                    reason="PullRequestUnknown",
-                ),
-                (Kind.BEAD, name),
-            )
-        elif state is PRState.OPEN and review.unknown_polls:
-            ctx.add(
-                AnnotateBead(
-                    bead=name,
-                    set={"review": {"unknownPolls": 0}},
-                    expect={"phase": BeadPhase.IN_PROGRESS.value},
-                    reason="PullRequestOpen",
-                ),
-                (Kind.BEAD, name),
-            )
+        elif state is PRState.OPEN:
+            _pull_request_open(ctx, mr, review)
+        else:  # unknown, or merged without a merge commit (nothing we could record)
+            _pull_request_unknown(ctx, mr, review)
+
+
+def _pull_request_open(ctx: Pass, mr: Bead, review: ReviewStatus) -> None:
+    """The provider confirmed the PR: the first time, it now counts as opened."""
+    if review.pr_verified_at is None:
+        ctx.add(
+            AnnotateBead(
+                bead=mr.name,
+                set={
+                    "reason": "PullRequestOpened",
+                    "message": review.pr_url,
+                    "review": {"prVerifiedAt": iso(ctx.now), "unknownPolls": 0},
+                },
+                expect={"phase": BeadPhase.IN_PROGRESS.value},
+                reason="PullRequestOpened",
+                message=f"the provider confirmed {review.pr_url}",
+                event="Normal",
+            ),
+            (Kind.BEAD, mr.name),
+        )
+    elif review.unknown_polls:
+        ctx.add(
+            AnnotateBead(
+                bead=mr.name,
+                set={"review": {"unknownPolls": 0}},
+                expect={"phase": BeadPhase.IN_PROGRESS.value},
+                reason="PullRequestOpen",
+            ),
+            (Kind.BEAD, mr.name),
+        )
+
+
+def _pull_request_unknown(ctx: Pass, mr: Bead, review: ReviewStatus) -> None:
+    """Count a poll that could not tell; too many in a row fail the merge request."""
+    count = review.unknown_polls + 1
+    if count >= ctx.policy.review.pr_unknown_limit:
+        message = f"{count} polls could not determine {review.pr_url}"
+        fail_merge_request(ctx, mr, "PullRequestUnknown", message)
+        return
+    ctx.add(
+        AnnotateBead(
+            bead=mr.name,
+            set={"review": {"prState": None, "unknownPolls": count}},
+            expect={"phase": BeadPhase.IN_PROGRESS.value},
+            reason="PullRequestUnknown",
+        ),
+        (Kind.BEAD, mr.name),
+    )
+
+
+def _refuse_pull_request(ctx: Pass, mr: Bead, review: ReviewStatus) -> None:
+    """The provider contradicts the PR claim: never close on it.
+
+    The claim is recorded as refused (the ClaimsVerified condition and a Warning Event), the URL
+    is dropped and the merge request goes back to the review queue as a failed attempt (with
+    backoff); once its attempts are spent it fails. Attempts are counted per refinery dispatch,
+    so a refinery that keeps claiming a wrong PR cannot loop forever.
+    """
+    message = f"{review.pr_url}: {review.pr_mismatch or 'the provider contradicts the claim'}"
+    message = message[:1024]
+    claim = review.pr_claim
+    fields: dict[str, Any] = {
+        "assignee": None,
+        "refusedClaim": {
+            "agent": claim.agent if claim is not None else (review.refinery or "unknown"),
+            "generation": claim.generation if claim is not None else 0,
+            "seq": claim.seq if claim is not None else 0,
+            "reason": PR_UNVERIFIED,
+            "message": message,
+            "at": iso(ctx.now),
+        },
+        "review": {
+            "prUrl": None,
+            "prState": None,
+            "prMismatch": None,
+            "prClaim": None,
+            "prVerifiedAt": None,
+            "lastPolledAt": None,
+            "unknownPolls": 0,
+        },
+    }
+    if attempts_exhausted(ctx, mr):
+        fail_merge_request(ctx, mr, PR_UNVERIFIED, message, set=fields)
+        return
+    transition(
+        ctx,
+        mr,
+        BeadPhase.OPEN,
+        PR_UNVERIFIED,
+        message,
+        set={**fields, **failure_record(ctx, PR_UNVERIFIED, message)},
+        expect={"attempts": mr.status.attempts},
+        event=WARNING,
+    )
 
 
 # --- rules -------------------------------------------------------------------------------------
@@ -283,12 +452,19 @@ def _never_opened_pr(ctx: Pass, mr: Bead, working: bool) -> bool:
 
 
 def poll_pull_requests(ctx: Pass) -> None:
-    """Poll each open PR at most once per interval (lifecycle timestamps untouched)."""
+    """Poll each PR at most once per interval (lifecycle timestamps untouched).
+
+    A freshly claimed PR has no poll time, so its first poll, which verifies the claim, is due
+    at once. Every poll carries what the PR must be: the MR's branch at its expected head commit
+    into its target branch. When that commit is unknown (MRs made before heads were recorded,
+    landings), only the repository and the branches are checked.
+    """
     interval = ctx.policy.review.pr_poll_interval_seconds
     for name in ctx.index.pr_mrs:  # live merge requests with a pull request URL
         mr = ctx.snap.beads[name]
         url = pr_url(mr)
-        if url is None or not is_mr(mr) or not ctx.free(Kind.BEAD, name):
+        spec = mr.spec.merge_request
+        if url is None or spec is None or not is_mr(mr) or not ctx.free(Kind.BEAD, name):
             continue
         if ctx.phase(mr) is not BeadPhase.IN_PROGRESS or mr.status.review is None:
             continue
@@ -296,7 +472,15 @@ def poll_pull_requests(ctx: Pass) -> None:
         if last is not None and not ctx.older_than(last, interval - 1e-9):
             continue
         ctx.add(
-            PollPullRequest(bead=name, url=url, now=ctx.now, reason="PollPullRequest"),
+            PollPullRequest(
+                bead=name,
+                url=url,
+                now=ctx.now,
+                head_branch=spec.branch,
+                base_branch=spec.target_branch,
+                head_sha=expected_source_sha(ctx, mr),
+                reason="PollPullRequest",
+            ),
             (Kind.BEAD, name),
         )
 

@@ -14,9 +14,10 @@ from gastown.model import Agent, Bead, BeadPhase, BeadType, Report, ReportType
 from gastown.reconcile import names
 from gastown.reconcile.actions import CreateReworkBead, labels_for
 from gastown.reconcile.context import Pass
-from gastown.reconcile.ops import release_agent, transition
+from gastown.reconcile.ops import fail_merge_request, release_agent, transition
 from gastown.reconcile.writes import Kind
 
+REWORK_LIMIT = "ReworkLimitReached"
 REWORK_REPORTS = (ReportType.REQUEST_CHANGES, ReportType.CONFLICT, ReportType.GATE_FAILED)
 _REASONS = {
     ReportType.REQUEST_CHANGES: "ChangesRequested",
@@ -43,12 +44,31 @@ def rework_failed(ctx: Pass, mr: Bead) -> str | None:
     return None
 
 
+def rework_limit_reached(ctx: Pass, mr: Bead, name: str) -> bool:
+    """Fail the MR instead of creating rework bead `name` when it has had its share (a cap on
+    what a reviewer can make the operator create); True if so."""
+    made = rework_beads(ctx, mr)
+    limit = ctx.policy.review.max_rework_per_merge_request
+    if name in made or len(made) < limit:
+        return False
+    fail_merge_request(
+        ctx,
+        mr,
+        REWORK_LIMIT,
+        f"{len(made)} rework beads were made for this merge request, the limit "
+        f"(policy.review.maxReworkPerMergeRequest) is {limit}",
+    )
+    return True
+
+
 def request_rework(ctx: Pass, refinery: Agent, mr: Bead, report: Report) -> None:
     """Create the rework bead of this review attempt; the MR waits (open) until it closes."""
     spec_mr = mr.spec.merge_request
     if spec_mr is None:
         return
     name = names.rework_name(mr.name, max(mr.status.attempts, 1))
+    if rework_limit_reached(ctx, mr, name):
+        return
     source = ctx.snap.beads.get(spec_mr.source_bead)
     title = source.spec.title if source is not None else spec_mr.source_bead
     reason = _REASONS.get(report.type, "ChangesRequested")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 
@@ -55,6 +55,26 @@ class PodView:
 
 
 @dataclass(frozen=True)
+class Verdict:
+    """The outcome of checking an agent's claim against the remote (or the provider)."""
+
+    ok: bool
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Why the town must not dispatch now, found by the adapter outside the town's objects.
+
+    E.g. the Town names a Secret that has not opted in to it. While any fault is present no new
+    agent pod is started (running ones go on); the Town shows the fault as Degraded.
+    """
+
+    reason: str  # CamelCase, e.g. SecretNotOptedIn
+    message: str
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """One town and all of its beads, convoys, agents and agent pods, as of one moment."""
 
@@ -63,6 +83,10 @@ class Snapshot:
     convoys: Mapping[str, Convoy]
     agents: Mapping[str, Agent]
     pods: Mapping[str, PodView]
+    verdicts: Mapping[str, Verdict | None] = field(default_factory=dict)
+    """Checked claims by key (see `reconcile.claims`); None while a check is in flight."""
+    faults: tuple[Fault, ...] = ()
+    """Reasons the town must not dispatch (see `Fault`); empty when all is well."""
 
     @cached_property
     def index(self) -> Index:

@@ -101,10 +101,52 @@ class StopPod:
 
 @dataclass(frozen=True)
 class PollPR:
-    """Side effect: poll a pull request and write `review.prState` on the bead."""
+    """Side effect: poll a pull request and write `review.prState` on the bead.
+
+    The URL is a refinery's claim: the poller checks it against the provider's API, with what
+    the PR must carry (`head_branch` at `head_sha` into `base_branch`), and writes `mismatch`
+    when anything differs. `head_sha` is None when the expected commit is unknown.
+    """
 
     bead: str
     url: str
+    head_branch: str
+    base_branch: str
+    head_sha: str | None
+
+
+@dataclass(frozen=True)
+class BranchClaim:
+    """An agent says it pushed `sha` to `branch` of the rig's remote."""
+
+    rig: str
+    branch: str
+    sha: str
+
+
+@dataclass(frozen=True)
+class MergeClaim:
+    """A refinery says `merge_commit` is on `target` and contains every commit of `contains`."""
+
+    rig: str
+    target: str
+    merge_commit: str
+    contains: tuple[str, ...]
+
+
+Claim = BranchClaim | MergeClaim
+
+
+@dataclass(frozen=True)
+class VerifyClaim:
+    """Side effect: check a claim against the rig's remote (read-only) and record the verdict.
+
+    The verdict lands in the town's in-memory verdicts under `key` (one per report) and wakes
+    the loop; it is not written to the API (re-checking after a restart is a cheap read).
+    """
+
+    key: str
+    claim: Claim
 
 
 @dataclass(frozen=True)
@@ -118,7 +160,17 @@ class Emit:
     message: str
 
 
-Write = CreateObject | PatchStatus | PatchSpec | DeleteObject | StartPod | StopPod | PollPR | Emit
+Write = (
+    CreateObject
+    | PatchStatus
+    | PatchSpec
+    | DeleteObject
+    | StartPod
+    | StopPod
+    | PollPR
+    | VerifyClaim
+    | Emit
+)
 
 
 def iso(moment: datetime) -> str:

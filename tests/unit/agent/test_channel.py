@@ -10,6 +10,7 @@ from gastown.agent.channel import (
     ChannelError,
     FileChannel,
     NoHookError,
+    RedactingChannel,
     ReportDraft,
     StaleGenerationError,
     add_report,
@@ -118,7 +119,9 @@ def test_status_and_checkpoint_limits(
 
 def test_open_channel_choices(tmp_path: Path) -> None:
     ident = make_identity(tmp_path, channel=tmp_path / "a.json")
-    assert isinstance(open_channel(ident), FileChannel)
+    opened = open_channel(ident)
+    assert isinstance(opened, RedactingChannel)  # nothing written through it skips redaction
+    assert isinstance(opened.inner, FileChannel)
     from dataclasses import replace
 
     with pytest.raises(ChannelError, match="not understood"):

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from gastown.agent.providers import (
+    ForeignPullRequestError,
     GitHubClient,
     GitLabClient,
     HostMismatchError,
     ProviderError,
+    PullRequestInfo,
     client_for,
     read_token,
 )
@@ -22,7 +25,7 @@ from gastown.model.common import SecretKeyRef
 from gastown.model.enums import AgentRole, GitProvider, PRState, ReportType
 from gastown.model.town import PullRequestProvider
 from tests.unit.agent.conftest import Remote, make_identity, mr_order
-from tests.unit.agent.fake_provider import FakeProvider, start_fake
+from tests.unit.agent.fake_provider import PR, FakeProvider, fake_sha, start_fake
 
 TOKEN = "ghp_TopSecretToken0123456789"
 
@@ -51,12 +54,132 @@ def test_github_create_and_poll(fake: FakeProvider) -> None:
     method, path, headers = fake.requests[0]
     assert (method, path) == ("POST", "/gh/repos/o/r/pulls")
     assert headers["Authorization"] == f"Bearer {TOKEN}"
-    assert client.pull_request_state(url) is PRState.OPEN
+    assert state_of(client, url) is PRState.OPEN
     fake.prs[0].state = "merged"
-    assert client.pull_request_state(url) is PRState.MERGED
+    assert state_of(client, url) is PRState.MERGED
     fake.prs[0].state = "closed"
-    assert client.pull_request_state(url) is PRState.CLOSED
-    assert client.pull_request_state("https://github.example/o/r/pull/99") is PRState.UNKNOWN
+    assert state_of(client, url) is PRState.CLOSED
+    assert client.pull_request("https://github.example/o/r/pull/99") is None
+
+
+def state_of(client: GitHubClient | GitLabClient, url: str) -> PRState:
+    info = client.pull_request(url)
+    assert info is not None
+    return info.state
+
+
+def test_github_pull_request_details(fake: FakeProvider) -> None:
+    client = github(fake)
+    fake.prs.append(PR(1, "gt/p/bead-a", "main", "T", head_sha="ab" * 20))
+    info = client.pull_request("https://github.example/o/r/pull/1")
+    assert info == PullRequestInfo(
+        web_url="https://github.example/o/r/pull/1",
+        state=PRState.OPEN,
+        head_branch="gt/p/bead-a",
+        head_sha="ab" * 20,
+        base_branch="main",
+        merge_commit=None,  # GitHub's test merge of an open PR is not a merge
+        same_repository=True,
+    )
+    fake.prs[0].state = "merged"
+    merged = client.pull_request("https://github.example/o/r/pull/1")
+    assert merged is not None
+    assert (merged.state, merged.merge_commit) == (PRState.MERGED, fake_sha("merge 1"))
+    fake.prs[0].head_repo = "someone/fork"
+    forked = client.pull_request("https://github.example/o/r/pull/1")
+    assert forked is not None
+    assert not forked.same_repository
+    method, path, _ = fake.requests[-1]
+    assert (method, path) == ("GET", "/gh/repos/o/r/pulls/1")
+
+
+def test_gitlab_merge_request_details(fake: FakeProvider) -> None:
+    client = gitlab(fake)
+    fake.prs.append(PR(4, "gt/p/bead-a", "main", "T", head_sha="cd" * 20, state="merged"))
+    info = client.pull_request("https://gitlab.example/g/sub/p/-/merge_requests/4")
+    assert info == PullRequestInfo(
+        web_url="https://gitlab.example/g/sub/p/-/merge_requests/4",
+        state=PRState.MERGED,
+        head_branch="gt/p/bead-a",
+        head_sha="cd" * 20,
+        base_branch="main",
+        merge_commit=fake_sha("merge 4"),
+        same_repository=True,
+    )
+    assert fake.requests[-1][1] == "/gl/projects/g%2Fsub%2Fp/merge_requests/4"
+
+
+def test_gitlab_fast_forward_merge_records_the_head_commit(fake: FakeProvider) -> None:
+    """GitLab leaves both merge SHAs null after a fast-forward merge: the head landed."""
+    fake.prs.append(PR(1, "gt/p/bead-a", "main", "T", head_sha="ef" * 20, state="merged"))
+    fake.prs[0].fast_forward = True
+    info = gitlab(fake).pull_request("https://gitlab.example/g/sub/p/-/merge_requests/1")
+    assert info is not None
+    assert (info.state, info.merge_commit) == (PRState.MERGED, "ef" * 20)
+
+
+def test_merged_without_a_merge_sha_is_unknown(fake: FakeProvider) -> None:
+    fake.prs.append(PR(1, "h", "main", "T", state="merged", merge_sha="not-a-sha"))
+    info = github(fake).pull_request("https://github.example/o/r/pull/1")
+    assert info is not None
+    assert (info.state, info.merge_commit) == (PRState.UNKNOWN, None)
+
+
+GOOD = PullRequestInfo(
+    web_url="https://github.example/o/r/pull/1",
+    state=PRState.MERGED,
+    head_branch="gt/p/bead-a",
+    head_sha="ab" * 20,
+    base_branch="main",
+    merge_commit="12" * 20,
+    same_repository=True,
+)
+
+
+def check(
+    pr: PullRequestInfo,
+    url: str = "https://github.example/o/r/pull/1",
+    head_sha: str | None = "ab" * 20,
+) -> list[str]:
+    """What `pr` contradicts of a claim for branch gt/p/bead-a into main."""
+    return pr.mismatches(url=url, head_branch="gt/p/bead-a", base_branch="main", head_sha=head_sha)
+
+
+def test_a_matching_pull_request_has_no_mismatches() -> None:
+    assert check(GOOD) == []
+    assert check(GOOD, url="https://GitHub.example/o/r/pull/1/") == []
+    assert check(GOOD, head_sha="abababa") == []  # an abbreviated expected SHA
+
+
+@pytest.mark.parametrize(
+    ("pr", "url", "problem"),
+    [
+        (replace(GOOD, head_branch="feature/other"), None, "head branch is 'feature/other'"),
+        (replace(GOOD, base_branch="release"), None, "base branch is 'release'"),
+        (replace(GOOD, head_sha="cd" * 20), None, f"head commit is {'cd' * 20}"),
+        (replace(GOOD, head_sha=""), None, "head commit is unknown"),
+        (replace(GOOD, same_repository=False), None, "another repository"),
+        (GOOD, "https://github.example/o/r/pull/2", "provider's URL of this PR"),
+    ],
+)
+def test_each_difference_is_a_mismatch(pr: PullRequestInfo, url: str | None, problem: str) -> None:
+    problems = check(pr, url=url) if url else check(pr)
+    assert len(problems) == 1, problems
+    assert problem in problems[0], problems
+
+
+def test_unknown_expected_head_checks_the_branches_only() -> None:
+    assert check(replace(GOOD, head_sha="cd" * 20), head_sha=None) == []
+    assert check(replace(GOOD, head_branch="x"), head_sha=None)
+
+
+def test_fake_reads_the_head_commit_from_the_remote(fake: FakeProvider, remote: Remote) -> None:
+    sha = remote.commit("gt/p/bead-a", "work.txt", "x\n")
+    fake.repo = remote.bare
+    url = github(fake).create_pull_request(head="gt/p/bead-a", base="main", title="T", body="")
+    found = github(fake).pull_request(url)
+    assert found is not None
+    assert found.head_sha == sha
 
 
 def test_github_existing_pr_is_reused(fake: FakeProvider) -> None:
@@ -72,9 +195,9 @@ def test_gitlab_create_and_poll(fake: FakeProvider) -> None:
     url = client.create_pull_request(head="gt/a/b", base="main", title="T", body="B")
     assert url == "https://gitlab.example/g/sub/p/-/merge_requests/1"
     assert fake.requests[0][2]["Private-Token"] == TOKEN
-    assert client.pull_request_state(url) is PRState.OPEN
+    assert state_of(client, url) is PRState.OPEN
     fake.prs[0].state = "merged"
-    assert client.pull_request_state(url) is PRState.MERGED
+    assert state_of(client, url) is PRState.MERGED
     assert client.create_pull_request(head="gt/x", base="main", title="T", body="") != url
     assert client.create_pull_request(head="gt/x", base="main", title="T", body="").endswith("/2")
 
@@ -93,8 +216,10 @@ def test_requests_to_another_host_are_refused(fake: FakeProvider) -> None:
 
 
 def test_pr_url_of_another_repository_is_refused(fake: FakeProvider) -> None:
-    with pytest.raises(ProviderError, match="not a pull URL"):
-        github(fake).pull_request_state("https://github.example/other/repo/pull/1")
+    with pytest.raises(ForeignPullRequestError, match="not a pull URL"):
+        github(fake).pull_request("https://github.example/other/repo/pull/1")
+    with pytest.raises(ForeignPullRequestError, match="not a merge_requests URL"):
+        gitlab(fake).pull_request("https://gitlab.example/g/other/-/merge_requests/1")
     assert fake.requests == []
 
 
@@ -106,7 +231,7 @@ def test_redirects_are_not_followed(fake: FakeProvider) -> None:
         with pytest.raises(ProviderError, match="redirect"):
             github(fake).create_pull_request(head="h", base="main", title="T", body="B")
         with pytest.raises(ProviderError, match="redirect"):
-            github(fake).pull_request_state("https://github.example/o/r/pull/1")
+            github(fake).pull_request("https://github.example/o/r/pull/1")
         assert other.requests == []
     finally:
         server.shutdown()
@@ -116,7 +241,7 @@ def test_redirects_are_not_followed(fake: FakeProvider) -> None:
 def test_token_never_in_errors(fake: FakeProvider) -> None:
     fake.echo_auth_error = True
     client = github(fake)
-    assert client.pull_request_state("https://github.example/o/r/pull/1") is PRState.UNKNOWN
+    assert client.pull_request("https://github.example/o/r/pull/1") is None
     fake.echo_auth_error = False
     fake.redirect_to = None
     with pytest.raises(ProviderError) as info:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from gastown.agent.providers import PullRequestInfo
 from gastown.agent.refinery import (
     MergeContext,
     ReviewVerdict,
@@ -15,7 +16,7 @@ from gastown.agent.refinery import (
 )
 from gastown.agent.workspace import Workspace, prepare
 from gastown.model.bead import MergeRequestSpec
-from gastown.model.enums import AgentRole, PRState, ReportType
+from gastown.model.enums import AgentRole, ReportType
 from tests.unit.agent.conftest import Remote, git, make_identity, mr_order
 
 BRANCH = "gt/polecat-1/bead-a"
@@ -138,6 +139,29 @@ def test_merge_into_missing_feature_branch_creates_it(remote: Remote, refinery: 
     assert remote.sha("main") == main
 
 
+def test_a_convoy_branch_named_as_source_is_merged_but_never_deleted(
+    remote: Remote, refinery: Workspace
+) -> None:
+    # A merge request naming a non-agent branch (here the convoy's own feature branch, as a
+    # lying `done` once could) must never make the refinery delete it after the merge.
+    feature = "convoy/c/1234abcd/head"
+    remote.commit(feature, "work.txt", "done\n")
+    result = merge_direct(refinery.git, mr(branch=feature), default_branch="main")
+    assert result.type is ReportType.MERGED
+    assert not result.source_deleted
+    assert remote.sha(feature) is not None
+
+
+def test_source_equal_to_target_is_refused_and_the_target_survives(
+    remote: Remote, refinery: Workspace
+) -> None:
+    feature = "convoy/c/1234abcd/head"
+    tip = remote.commit(feature, "work.txt", "done\n")
+    result = merge_direct(refinery.git, mr(target=feature, branch=feature), default_branch="main")
+    assert result.type is ReportType.FAILED
+    assert remote.sha(feature) == tip
+
+
 def test_missing_source_branch_fails(remote: Remote, refinery: Workspace) -> None:
     result = merge_direct(refinery.git, mr(), default_branch="main")
     assert result.type is ReportType.FAILED
@@ -165,8 +189,8 @@ class FakeClient:
         self.calls.append((head, base, title))
         return "https://example.invalid/o/r/pull/7"
 
-    def pull_request_state(self, url: str) -> PRState:
-        return PRState.OPEN
+    def pull_request(self, url: str) -> PullRequestInfo | None:
+        return None
 
 
 def test_pr_strategy_opens_a_pull_request(remote: Remote, refinery: Workspace) -> None:

@@ -9,7 +9,8 @@ import pytest
 
 from gastown.agent import workspace
 from gastown.agent.git import Credentials, Git, GitError, clone, redact
-from gastown.agent.workspace import WorkspaceError, bead_short_id, prepare, work_branch
+from gastown.agent.workspace import WorkspaceError, prepare
+from gastown.reconcile.names import bead_short_id, work_branch
 from gastown.model.enums import AgentRole
 from gastown.model.town import Rig
 from tests.unit.agent.conftest import (

@@ -128,6 +128,14 @@ def test_credentials_only_through_secret_references() -> None:
     assert env["GASTOWN_GIT_CREDENTIALS_DIR"] == "/var/run/gastown/git"
 
 
+def test_runtime_is_told_which_variables_are_secret_by_name_only() -> None:
+    pod = build_pod(TOWN, agent(), "uid-1", 3, "b1", "sa")
+    entries = pod["spec"]["containers"][0]["env"]
+    assert entries[-1] == {"name": "GASTOWN_SECRET_ENV", "value": "API_KEY"}
+    bare = Town.from_api({**TOWN.to_api(), "spec": {**TOWN.spec.to_api(), "agent": {"image": "a"}}})
+    assert "GASTOWN_SECRET_ENV" not in env_of(build_pod(bare, agent(), "uid-1", 3, "b1", "sa"))
+
+
 @pytest.mark.parametrize(
     ("role", "rig", "mounted"),
     [

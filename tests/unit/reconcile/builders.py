@@ -13,11 +13,17 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from gastown.model import Agent, Bead, Convoy, Town
+from gastown.model import Agent, AgentRole, Bead, Convoy, Town
 from gastown.model.resources import Resource
 from gastown.reconcile import Action, PodView, Snapshot, check_invariants, reconcile
+from gastown.reconcile import names
+from gastown.reconcile.actions import VerifyAgentClaim
+from gastown.reconcile.beads import expected_branch
 from gastown.reconcile.names import pod_name
+from gastown.reconcile.snapshot import Verdict
 from gastown.reconcile.writes import (
+    BranchClaim,
+    Claim,
     CreateObject,
     DeleteObject,
     Emit,
@@ -27,6 +33,7 @@ from gastown.reconcile.writes import (
     PollPR,
     StartPod,
     StopPod,
+    VerifyClaim,
     expect_holds,
     iso,
     merge_patch,
@@ -271,6 +278,26 @@ def snapshot(
 
 
 @dataclass
+class FakeRemote:
+    """The rig's remote as the operator's claim checker sees it (branches and merges)."""
+
+    branches: dict[str, str] = field(default_factory=dict)
+    merges: dict[str, set[str]] = field(default_factory=dict)
+    """Merge commits on each target; an honest merge contains whatever it must."""
+
+    def check(self, claim: Claim) -> Verdict:
+        """What `gastown.kube.verify.check_claim` would say about this remote."""
+        if isinstance(claim, BranchClaim):
+            at = self.branches.get(claim.branch)
+            ok = at == claim.sha
+            return Verdict(ok, "" if ok else f"{claim.branch} is at {at}, not {claim.sha}")
+        ok = claim.merge_commit in self.merges.get(claim.target, set())
+        return Verdict(
+            ok, "" if ok else f"merge commit {claim.merge_commit} is not on {claim.target}"
+        )
+
+
+@dataclass
 class World:
     """A simulated adapter + kubelet around the pure core."""
 
@@ -287,6 +314,11 @@ class World:
     history: list[list[Action]] = field(default_factory=list)
     started: list[StartPod] = field(default_factory=list)
     stopped: list[StopPod] = field(default_factory=list)
+    remote: FakeRemote = field(default_factory=FakeRemote)
+    verdicts: dict[str, Verdict | None] = field(default_factory=dict)
+    verifications: list[VerifyClaim] = field(default_factory=list)
+    verify_inline: bool = True
+    """Claim checks answer before the next pass (False: they stay in flight until `verify_all`)."""
 
     @classmethod
     def of(cls, the_town: Town | None = None, *objects: Bead | Agent | Convoy) -> World:
@@ -315,7 +347,14 @@ class World:
             convoys=dict(self.convoys),
             agents=dict(self.agents),
             pods=dict(self.pods),
+            verdicts=dict(self.verdicts),
         )
+
+    def verify_all(self) -> None:
+        """Answer every claim check in flight."""
+        for effect in self.verifications:
+            if self.verdicts.get(effect.key) is None:
+                self.verdicts[effect.key] = self.remote.check(effect.claim)
 
     def _store(self, kind: Kind) -> dict[str, Any]:
         return {
@@ -343,6 +382,13 @@ class World:
         actions = reconcile(self.snapshot(), self.now)
         self.apply(actions)
         self.history.append(actions)
+        if self.verify_inline and any(isinstance(a, VerifyAgentClaim) for a in actions):
+            # The real loop passes again at once after a pass that acted; the claim checks
+            # have answered by then (inline here), so their reports apply in that pass.
+            again = reconcile(self.snapshot(), self.now)
+            self.apply(again)
+            self.history.append(again)
+            actions = [*actions, *again]
         return actions
 
     def settle(self, limit: int = 20, advance: timedelta = timedelta(0)) -> int:
@@ -354,12 +400,12 @@ class World:
 
     def apply(self, actions: Iterable[Action]) -> None:
         """Execute actions with the adapter's semantics."""
-        deferred: list[StartPod | StopPod | PollPR] = []
+        deferred: list[StartPod | StopPod | PollPR | VerifyClaim] = []
         for action in actions:
             ok = True
-            effects: list[StartPod | StopPod | PollPR] = []
+            effects: list[StartPod | StopPod | PollPR | VerifyClaim] = []
             for write in action.writes():
-                if isinstance(write, StartPod | StopPod | PollPR):
+                if isinstance(write, StartPod | StopPod | PollPR | VerifyClaim):
                     effects.append(write)
                 elif isinstance(write, Emit):
                     self.events.append(write)
@@ -403,8 +449,13 @@ class World:
         self._set(write.kind, type(current).model_validate(body))
         return True
 
-    def _side_effect(self, effect: StartPod | StopPod | PollPR) -> None:
-        if isinstance(effect, StartPod):
+    def _side_effect(self, effect: StartPod | StopPod | PollPR | VerifyClaim) -> None:
+        if isinstance(effect, VerifyClaim):
+            self.verifications.append(effect)
+            self.verdicts.setdefault(effect.key, None)
+            if self.verify_inline:
+                self.verify_all()
+        elif isinstance(effect, StartPod):
             self.started.append(effect)
             if self.pod_start == "none":
                 return
@@ -435,12 +486,25 @@ class World:
         return hooked[0]
 
     def report(
-        self, agent_name: str, type: str, *, generation: int | None = None, **fields: Any
+        self,
+        agent_name: str,
+        type: str,
+        *,
+        generation: int | None = None,
+        forge: bool = False,
+        **fields: Any,
     ) -> None:
-        """The agent's runtime appends a report to its own status."""
+        """The agent's runtime appends a report to its own status.
+
+        An honest agent's `done` names its work branch and the commit it pushed there, and a
+        `merged` names a merge it really pushed: unless `forge`, the fake remote is updated to
+        match what the report claims (and defaults are filled in as the runtime would).
+        """
         current = self.agents[agent_name]
         seq = max((r.seq for r in current.status.reports), default=0)
         seq = max(seq, current.status.applied_report_seq) + 1
+        if not forge:
+            self._make_true(current, type, seq, fields)
         report = {
             "seq": seq,
             "generation": current.spec.generation if generation is None else generation,
@@ -450,6 +514,18 @@ class World:
         }
         reports = [r.to_api() for r in current.status.reports] + [report]
         self._patch_status(Kind.AGENT, agent_name, {"reports": reports})
+
+    def _make_true(self, agent: Agent, type: str, seq: int, fields: dict[str, Any]) -> None:
+        hooked = self.beads.get(agent.spec.hook or "")
+        if hooked is None:
+            return
+        if type == "done" and agent.spec.role is AgentRole.POLECAT:
+            fields.setdefault("branch", expected_branch(agent, hooked))
+            fields.setdefault("headSha", names.short_hash(f"{agent.name}/{seq}", 40))
+            self.remote.branches[fields["branch"]] = fields["headSha"]
+        elif fields.get("mergeCommit") and hooked.spec.merge_request is not None:
+            target = hooked.spec.merge_request.target_branch
+            self.remote.merges.setdefault(target, set()).add(fields["mergeCommit"])
 
     def heartbeat(self, agent_name: str, *, event: bool = True, tools: Iterable[str] = ()) -> None:
         """The runtime's heartbeat (and optionally a progress event) for the current generation."""

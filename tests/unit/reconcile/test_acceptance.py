@@ -32,10 +32,10 @@ from tests.unit.reconcile.builders import (
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def finish(w: World, bead_name: str, branch: str = "gt/work") -> str:
+def finish(w: World, bead_name: str) -> str:
     """The polecat on `bead_name` reports done; returns the MR name after one pass."""
     polecat = w.agent_on(bead_name)
-    w.report(polecat.name, "done", branch=branch, summary=f"did {bead_name}")
+    w.report(polecat.name, "done", summary=f"did {bead_name}")
     w.step(seconds(5))
     mr = w.bead(bead_name).status.merge_request
     assert mr is not None
@@ -108,7 +108,7 @@ def test_event_driven_agent_done_moves_source_to_in_review_and_creates_mr() -> N
     w = World.of(town(), convoy("c", [task("a")]))
     w.step()
     w.step(seconds(5))
-    mr = finish(w, "c-a", branch="gt/a")
+    mr = finish(w, "c-a")
     assert w.bead("c-a").status.phase is BeadPhase.IN_REVIEW
     spec = w.bead(mr).spec.merge_request
     assert spec is not None
@@ -326,11 +326,14 @@ def test_regression_guard_a_failed_mr_alone_is_repaired_by_the_safety_net() -> N
 def test_agent_done_moves_the_source_to_in_review_and_creates_an_mr() -> None:
     w = World.of(town(), bead("a"))
     w.step()
-    mr = finish(w, "a", branch="gt/x")
+    mr = finish(w, "a")
     assert w.bead("a").status.phase is BeadPhase.IN_REVIEW
     assert w.bead(mr).spec.merge_request is not None
     assert w.bead(mr).spec.merge_request.source_bead == "a"
-    assert w.bead(mr).spec.merge_request.branch == "gt/x"
+    polecat = names.polecat_name("t", "rig-1", 1)
+    uid = w.bead("a").metadata.uid
+    assert w.bead(mr).spec.merge_request.branch == names.work_branch(polecat, "a", uid)
+    assert w.bead(mr).spec.merge_request.source_sha == w.bead("a").status.head_sha
 
 
 # --- §10.3 convoy-dag.test.ts ------------------------------------------------------------------
@@ -566,7 +569,7 @@ def test_a_done_report_is_recorded_in_the_agents_release_after_the_beads_move() 
     w = World.of(town(), bead("a"))
     w.step()
     polecat = w.agent_on("a")
-    w.report(polecat.name, "done", branch="gt/a", summary="did a")
+    w.report(polecat.name, "done", summary="did a")
     actions = w.step(seconds(5))
     writes = [(type(a).__name__, write) for a in actions for write in a.writes()]
     agent_status = [
@@ -606,7 +609,7 @@ def test_a_polecat_done_with_work_waiting_takes_the_next_bead_in_the_same_writes
     w.step()
     polecat = w.agent_on("a")
     assert w.bead("b").status.phase is BeadPhase.OPEN  # the rig's one polecat is busy
-    w.report(polecat.name, "done", branch="gt/a", summary="did a")
+    w.report(polecat.name, "done", summary="did a")
     actions = w.step(seconds(5))
     assert not any(isinstance(a, UpdateAgent) and a.agent == polecat.name for a in actions)
     writes = _agent_writes(actions, polecat.name)

@@ -105,7 +105,7 @@ def act(world: World, event: str, pick: int) -> None:
             else:
                 world.report(target.name, "merged", mergeCommit=f"c{pick}")
         else:
-            world.report(target.name, "done", branch="gt/work", summary="ok")
+            world.report(target.name, "done", summary="ok")
     elif event == "failed":
         world.report(target.name, "failed", message="boom")
     elif event == "request-changes" and refinery:

@@ -51,7 +51,7 @@ def test_w01_request_changes_blocks_the_mr_until_rework_closes_then_rereview() -
     w.step(seconds(5))
     assert w.bead(mr).status.phase is BeadPhase.OPEN  # not re-popped while rework pends
     polecat = w.agent_on(rework).name
-    w.report(polecat, "done", branch="gt/work", summary="renamed")
+    w.report(polecat, "done", summary="renamed")
     w.step(seconds(5))
     assert w.bead(rework).status.phase is BeadPhase.CLOSED
     assert not any(b.name.startswith(f"{rework}-mr") for b in w.beads.values())
@@ -275,7 +275,7 @@ def test_w08_a_report_from_an_older_generation_has_no_effect() -> None:
     )
     w.pods["p-g2"] = pod("p", 2)
     w.heartbeat("p")
-    w.report("p", "done", generation=1, branch="old")
+    w.report("p", "done", generation=1)
     w.report("p", "exited", generation=1)
     w.step(seconds(1))
     assert w.agents["p"].spec.hook == "a"
@@ -304,7 +304,7 @@ def test_w09_a_cancelled_bead_releases_its_agent_and_stops_its_pod() -> None:
 
 def test_w10_a_report_about_a_missing_bead_is_dropped_once() -> None:
     w = World.of(town(), agent("p", hook="gone", generation=1, phase="working", dispatchedAt=T0))
-    w.report("p", "done", branch="b")
+    w.report("p", "done")
     w.step(seconds(1))
     assert w.agents["p"].status.applied_report_seq == 1
     w.settle()

@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.support.api import Api, eventually  # noqa: E402
+from tests.support.git import make_bare_repo  # noqa: E402
 from tests.support.procs import operator, wait_started  # noqa: E402
 from tests.support.town import AgentPlayer, TownView, convoy  # noqa: E402
 
@@ -298,7 +299,9 @@ def bench_writes(plane: ControlPlane, api: Api, log_dir: Path) -> dict[str, Any]
     wait_started(proc, "Initial authentication has finished")
     try:
         body = town_body("active", 3, 5)
-        body["spec"]["rigs"] = [{"name": "app", "gitUrl": "/srv/app.git"}]
+        # Agents are played honestly on a real remote: the operator verifies every claim.
+        remote = make_bare_repo(Path(tempfile.mkdtemp(prefix="bench-remote-")) / "app.git")
+        body["spec"]["rigs"] = [{"name": "app", "gitUrl": str(remote)}]
         assert api.create(ns, body).status == 201
         tasks = [
             {"key": f"t{i}", "title": f"T{i}", "dependsOn": [f"t{i - 1}"] if i % 4 else []}
@@ -307,7 +310,7 @@ def bench_writes(plane: ControlPlane, api: Api, log_dir: Path) -> dict[str, Any]
         spec_convoy = convoy("bench", tasks)
         assert api.create(ns, spec_convoy).status == 201
         view = TownView(api, ns)
-        player = AgentPlayer(api, plane.kubeconfig, ns)
+        player = AgentPlayer(api, plane.kubeconfig, ns, remote)
 
         def landed() -> bool:
             player.step()

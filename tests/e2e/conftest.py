@@ -27,7 +27,28 @@ def operator_proc(
     request: pytest.FixtureRequest, control_plane: ControlPlane, namespace: str, tmp_path: Path
 ) -> Iterator[Process]:
     """The operator watching the test's namespace, as `gastown run` runs in production."""
-    proc = operator(control_plane, namespace, tmp_path)
+    yield from _operator_running(request, control_plane, namespace, tmp_path)
+
+
+@pytest.fixture
+def pr_operator_proc(
+    request: pytest.FixtureRequest, control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> Iterator[Process]:
+    """The operator allowed to use plain-http provider URLs (the fake GitHub on 127.0.0.1)."""
+    yield from _operator_running(
+        request, control_plane, namespace, tmp_path, GASTOWN_ALLOW_INSECURE_PROVIDER_URLS="1"
+    )
+
+
+def _operator_running(
+    request: pytest.FixtureRequest,
+    control_plane: ControlPlane,
+    namespace: str,
+    tmp_path: Path,
+    **env: str,
+) -> Iterator[Process]:
+    """Start the operator, yield it, stop it; print its log if the test failed."""
+    proc = operator(control_plane, namespace, tmp_path, **env)
     proc.start()
     wait_started(proc, "Initial authentication has finished")
     yield proc
@@ -44,9 +65,10 @@ def view(api: Api, namespace: str) -> TownView:
 
 
 @pytest.fixture
-def player(api: Api, control_plane: ControlPlane, namespace: str) -> AgentPlayer:
-    """Plays the agents through the API as their pods would."""
-    return AgentPlayer(api, control_plane.kubeconfig, namespace)
+def player(api: Api, control_plane: ControlPlane, namespace: str, rig_repo: Path) -> AgentPlayer:
+    """Plays the agents through the API as their pods would, doing the git work on `rig_repo`
+    (the Town's `gitUrl` must name `player.git_url`: the operator verifies every claim)."""
+    return AgentPlayer(api, control_plane.kubeconfig, namespace, rig_repo)
 
 
 @pytest.fixture(scope="session")

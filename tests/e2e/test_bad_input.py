@@ -26,7 +26,7 @@ def events_for(api: Api, namespace: str, name: str) -> list[dict[str, Any]]:
 def test_bad_objects_are_flagged_and_good_work_goes_on(
     api: Api, namespace: str, operator_proc: Process, view: TownView, player: AgentPlayer
 ) -> None:
-    assert api.create(namespace, town()).status == 201
+    assert api.create(namespace, town(git_url=player.git_url)).status == 201
     cyclic = [
         {"key": "a", "title": "A", "dependsOn": ["b"]},
         {"key": "b", "title": "B", "dependsOn": ["a"]},

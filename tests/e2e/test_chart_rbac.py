@@ -143,7 +143,7 @@ def _bytes(quantity: str) -> int:
 
 
 def _land_convoy(api: Api, namespace: str, view: TownView, player: AgentPlayer) -> None:
-    assert api.create(namespace, town()).status == 201
+    assert api.create(namespace, town(git_url=player.git_url)).status == 201
     assert api.create(namespace, convoy("feat", DIAMOND)).status == 201
     pods_seen: set[str] = set()
 

@@ -116,17 +116,17 @@ def test_pull_request_strategy_is_polled_until_merged(
     api: Api,
     namespace: str,
     node_runner_proc: Process,
-    operator_proc: Process,
+    pr_operator_proc: Process,
     view: TownView,
     rig_repo: Path,
 ) -> None:
-    fake = FakeProvider()
+    fake = FakeProvider(repo=rig_repo)  # PR heads are the branches really pushed there
     server = start_fake(fake)
     try:
         secret = {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": "gh"},
+            "metadata": {"name": "gh", "labels": {"gastown.dev/town": "demo"}},
             "stringData": {"token": "s3cr3t-token"},
         }
         assert api.call("POST", f"/api/v1/namespaces/{namespace}/secrets", secret).status == 201
@@ -161,9 +161,17 @@ def test_pull_request_strategy_is_polled_until_merged(
             "the MR to record the PR URL",
         )
         assert mr.status.review.pr_url.startswith("https://github.example/o/r/pull/")
+        # The claim counts once the provider confirmed the PR's branch, base and head commit.
+        view.wait(
+            lambda: next(b for b in view.beads() if b.name == mr.name).status.review.pr_verified_at,
+            60,
+            "the provider to confirm the PR",
+        )
         fake.prs[0].state = "merged"
         result = landed(view, "viapr", timeout=60)
         assert result.status.phase is ConvoyPhase.LANDED, result.status
+        closed = next(b for b in view.beads() if b.name == mr.name)
+        assert closed.status.review.merge_commit == fake.prs[0].merge_commit()
         polls = [r for r in fake.requests if r[0] == "GET" and "/pulls/" in r[1]]
         assert polls, fake.requests
         assert all("s3cr3t-token" not in str(v) for v in view.town()["status"].values())

@@ -35,7 +35,7 @@ def test_metrics_liveness_and_json_logs(
     try:
         wait_started(proc, "Initial authentication has finished")
         view = TownView(api, namespace)
-        assert api.create(namespace, town()).status == 201
+        assert api.create(namespace, town(git_url=player.git_url)).status == 201
         bead = {
             "apiVersion": "gastown.dev/v1alpha1",
             "kind": "Bead",

@@ -66,7 +66,7 @@ def test_convoy_lands_in_dependency_order(
     player: AgentPlayer,
     control_plane: ControlPlane,
 ) -> None:
-    assert api.create(namespace, town()).status == 201
+    assert api.create(namespace, town(git_url=player.git_url)).status == 201
     assert api.create(namespace, convoy("feat", DIAMOND)).status == 201
     order: list[str] = []
 
@@ -112,7 +112,7 @@ def test_convoy_lands_in_dependency_order(
 def test_operator_killed_at_several_points_loses_and_duplicates_nothing(
     api: Api, namespace: str, operator_proc: Process, view: TownView, player: AgentPlayer
 ) -> None:
-    assert api.create(namespace, town()).status == 201
+    assert api.create(namespace, town(git_url=player.git_url)).status == 201
     assert api.create(namespace, convoy("feat", DIAMOND)).status == 201
     kills = 0
 
@@ -173,7 +173,7 @@ def test_cancel_releases_the_agent_and_deletes_its_pod(
 def test_replayed_report_from_an_old_generation_changes_nothing(
     api: Api, namespace: str, operator_proc: Process, view: TownView, player: AgentPlayer
 ) -> None:
-    assert api.create(namespace, town()).status == 201
+    assert api.create(namespace, town(git_url=player.git_url)).status == 201
     assert api.create(namespace, bead("once")).status == 201
 
     def closed() -> bool:

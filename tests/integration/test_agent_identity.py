@@ -65,6 +65,13 @@ def test_per_agent_token_writes_only_its_own_agent(api: Api, namespace: str) -> 
     mine = api.create(namespace, _agent("demo-polecat-app-1")).body
     other = api.create(namespace, _agent("demo-polecat-app-2")).body
     agent_api = api.as_token(_grant(api, namespace, mine))
+    # Before its dispatch (no status yet) an Agent takes no write from an agent token.
+    early = {"status": {"statusMessage": "too early"}}
+    refused = agent_api.merge_patch("Agent", namespace, "demo-polecat-app-1", early, sub="status")
+    assert refused.status == 403
+    assert "only after it was dispatched" in refused.message
+    for name in ("demo-polecat-app-1", "demo-polecat-app-2"):
+        _dispatched(api, namespace, name, 1)
 
     report = {"status": {"statusMessage": "working on it"}}
     own = agent_api.merge_patch("Agent", namespace, "demo-polecat-app-1", report, sub="status")
@@ -99,7 +106,8 @@ def _town_identity(api: Api, namespace: str) -> str:
     """Create the town's shared agent identity as the operator does; return its name."""
     town_obj = api.get("Town", namespace, "demo").body
     town = Town.from_api(town_obj)
-    for kind, body in build_town_identity(town, town_obj["metadata"]["uid"], namespace):
+    agents = [f"demo-polecat-app-{i}" for i in ("1", "2", "probe")]
+    for kind, body in build_town_identity(town, town_obj["metadata"]["uid"], namespace, agents):
         group = "/api/v1" if kind == "ServiceAccount" else "/apis/rbac.authorization.k8s.io/v1"
         created = api.call("POST", f"{group}/namespaces/{namespace}/{CORE[kind]}", body)
         assert created.status == 201, created.message

@@ -16,7 +16,9 @@ from gastown.agent.identity import Identity
 from gastown.kube.agent_channel import KubeAgentChannel
 from gastown.kube.rest import RestClient
 from gastown.model import Agent, AgentRole, Bead, Convoy, ReportType
+from gastown.reconcile.names import work_branch
 from tests.support.api import Api, eventually
+from tests.support.git import git
 
 
 def town(name: str = "demo", git_url: str = "/srv/git/app.git", **spec: Any) -> dict[str, Any]:
@@ -106,7 +108,11 @@ class TownView:
 class AgentPlayer:
     """Plays every hooked agent once per generation: polecats finish, refineries merge."""
 
-    def __init__(self, api: Api, kubeconfig: Path, namespace: str, town_name: str = "demo") -> None:
+    def __init__(
+        self, api: Api, kubeconfig: Path, namespace: str, repo: Path, town_name: str = "demo"
+    ) -> None:
+        self.repo = repo
+        self.hands = GitHands(repo)
         self.view = TownView(api, namespace)
         self.client = RestClient.from_kubeconfig_path(kubeconfig)
         self.ns = namespace
@@ -147,28 +153,79 @@ class AgentPlayer:
             done += 1
         return done
 
+    @property
+    def git_url(self) -> str:
+        """The rig's remote: what the Town's `gitUrl` must name for the operator to verify."""
+        return str(self.repo)
+
     def decide(self, agent: Agent, bead: Bead) -> ReportDraft | None:
-        """What a fair agent reports for its hooked bead."""
+        """What a fair agent reports for its hooked bead, after doing the git work for real
+        (the operator verifies every push and merge against the remote)."""
         if agent.spec.role is AgentRole.REFINERY:
-            source = bead.spec.merge_request.source_bead if bead.spec.merge_request else ""
-            if source in self.request_changes_once:
-                self.request_changes_once.discard(source)
+            spec = bead.spec.merge_request
+            assert spec is not None, f"{bead.name} is not a merge request"
+            if spec.source_bead in self.request_changes_once:
+                self.request_changes_once.discard(spec.source_bead)
                 return ReportDraft(
                     type=ReportType.REQUEST_CHANGES,
                     bead=bead.name,
                     feedback="rename the function",
                     files=("app.py",),
                 )
-            return ReportDraft(
-                type=ReportType.MERGED,
-                bead=bead.name,
-                merge_commit=f"{abs(hash(bead.name)):040x}"[:40],
-            )
+            merge = self.hands.merge(spec.branch, spec.target_branch, bead.name)
+            return ReportDraft(type=ReportType.MERGED, bead=bead.name, merge_commit=merge)
         if bead.name in self.fail_beads:
             return ReportDraft(type=ReportType.FAILED, bead=bead.name, message="tests do not pass")
-        branch = f"gt/{agent.name}/{bead.name}"
         if bead.spec.rework is not None:
             branch = bead.spec.rework.branch
+        else:
+            branch = work_branch(agent.name, bead.name, bead.metadata.uid)
+        head = self.hands.push_work(branch, bead.name, agent.spec.generation)
         return ReportDraft(
-            type=ReportType.DONE, bead=bead.name, branch=branch, summary=f"did {bead.spec.title}"
+            type=ReportType.DONE,
+            bead=bead.name,
+            branch=branch,
+            head_sha=head,
+            summary=f"did {bead.spec.title}",
         )
+
+
+class GitHands:
+    """Honest git work on the rig's remote, as a polecat and a refinery would do it."""
+
+    def __init__(self, remote: Path) -> None:
+        self.remote = remote
+        self.clone = remote.parent / f"{remote.name}-player"
+
+    def _fresh(self) -> None:
+        if not (self.clone / ".git").exists():
+            git("clone", "-q", str(self.remote), str(self.clone))
+        git("fetch", "-q", "--prune", "origin", cwd=self.clone)
+
+    def _checkout(self, branch: str, start: str = "main") -> None:
+        remote_refs = git("branch", "-r", "--list", f"origin/{branch}", cwd=self.clone).strip()
+        origin = f"origin/{branch}" if remote_refs else f"origin/{start}"
+        git("checkout", "-q", "-B", branch, origin, cwd=self.clone)
+
+    def push_work(self, branch: str, bead: str, generation: int) -> str:
+        """Commit a file for `bead` on `branch` and push it; the pushed commit."""
+        self._fresh()
+        self._checkout(branch)
+        path = self.clone / "beads" / f"{bead}.md"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{bead} (generation {generation})\n")
+        git("add", "-A", cwd=self.clone)
+        git("commit", "-q", "--allow-empty", "-m", f"work on {bead}", cwd=self.clone)
+        git("push", "-q", "origin", f"HEAD:refs/heads/{branch}", cwd=self.clone)
+        return git("rev-parse", "HEAD", cwd=self.clone).strip()
+
+    def merge(self, source: str, target: str, what: str) -> str:
+        """Merge `source` into `target` with --no-ff and push it; the merge commit."""
+        self._fresh()
+        self._checkout(target)
+        git(
+            "merge", "-q", "--no-ff", "-X", "theirs", "-m", f"Merge {source} ({what})",
+            f"origin/{source}", cwd=self.clone,
+        )  # fmt: skip
+        git("push", "-q", "origin", f"HEAD:refs/heads/{target}", cwd=self.clone)
+        return git("rev-parse", "HEAD", cwd=self.clone).strip()

@@ -215,6 +215,14 @@ def _policy_validations() -> list[dict[str, str]]:
     claim = f"request.userInfo.extra['{POD_NAME_CLAIM}']"
     validations = [
         {
+            # The operator writes the status when it dispatches, before any pod exists; until
+            # then there is nothing an agent may write (and nothing to compare a write with:
+            # the defaults of a status that does not exist yet are not applied).
+            "expression": "has(oldObject.status)",
+            "message": "an agent may write its Agent's status only after it was dispatched",
+            "reason": "Forbidden",
+        },
+        {
             # Town identity: one ServiceAccount for every pod of the town, so the pod the token
             # is bound to must be the one the Agent's status names (written before the pod).
             "expression": (

@@ -147,13 +147,15 @@ def retry_or_fail(ctx: Pass, bead: Bead, reason: str, message: str = "") -> None
         if bead.spec.type is BeadType.MERGE_REQUEST:
             fail_merge_request(ctx, bead, MAX_ATTEMPTS, text)
             return
+        gave_up = f"gave up after {bead.status.attempts} attempts; last: {text}"[:1024]
         transition(
             ctx,
             bead,
             BeadPhase.FAILED,
             MAX_ATTEMPTS,
-            f"gave up after {bead.status.attempts} attempts; last: {text}"[:1024],
-            set={"assignee": None, **failure_record(ctx, MAX_ATTEMPTS, "")},
+            gave_up,
+            # The failure record carries the message too (an empty one would erase it).
+            set={"assignee": None, **failure_record(ctx, MAX_ATTEMPTS, gave_up)},
             event=WARNING,
         )
         return

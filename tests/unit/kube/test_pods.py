@@ -171,7 +171,7 @@ def test_identity_grants_only_the_own_agent() -> None:
 
 
 def test_town_identity_is_owned_by_the_town_and_matched_by_the_policy() -> None:
-    objects = dict(build_town_identity(TOWN, "town-uid", "ns"))
+    objects = dict(build_town_identity(TOWN, "town-uid", "ns", ["demo-polecat-app-2", "x"]))
     name = town_identity_name("demo")
     for body in objects.values():
         assert body["metadata"]["name"] == name
@@ -182,6 +182,10 @@ def test_town_identity_is_owned_by_the_town_and_matched_by_the_policy() -> None:
     assert all("*" not in r["verbs"] for r in role["rules"])
     writes = [r for r in role["rules"] if {"patch", "update"} & set(r["verbs"])]
     assert [r["resources"] for r in writes] == [["agents/status"]]
+    # Only the town's own Agents, by name; never a watch (the runtime reads by name only).
+    agent_rules = [r for r in role["rules"] if r["resources"][0].startswith("agents")]
+    assert all(r["resourceNames"] == ["demo-polecat-app-2", "x"] for r in agent_rules)
+    assert not any("watch" in r["verbs"] or "list" in r["verbs"] for r in role["rules"])
     # The policy's match condition selects exactly this naming scheme.
     policy, binding = agent_status_policy()
     condition = policy["spec"]["matchConditions"][0]["expression"]

@@ -20,7 +20,7 @@ from gastown.reconcile import names
 from gastown.reconcile.actions import VerifyAgentClaim
 from gastown.reconcile.beads import expected_branch
 from gastown.reconcile.names import pod_name
-from gastown.reconcile.snapshot import Verdict
+from gastown.reconcile.snapshot import Fault, Verdict
 from gastown.reconcile.writes import (
     BranchClaim,
     Claim,
@@ -307,7 +307,10 @@ class World:
     agents: dict[str, Agent] = field(default_factory=dict)
     pods: dict[str, PodView] = field(default_factory=dict)
     now: datetime = T0
-    pod_start: str = "Running"  # what StartPod produces: "Running", "Pending" or "none"
+    pod_start: str = "Running"  # what StartPod produces: "Running", "Pending", "none" or
+    # "rejected" (the API server refuses the pod: the adapter records `podRejection`)
+    rejection: str = "pods is forbidden: maximum cpu usage per Container is 100m, but limit is 1"
+    faults: tuple[Fault, ...] = ()  # what the adapter's reference check found (see kube.deputy)
     polls: list[PollPR] = field(default_factory=list)
     events: list[Emit] = field(default_factory=list)
     conflicts: int = 0
@@ -348,6 +351,7 @@ class World:
             agents=dict(self.agents),
             pods=dict(self.pods),
             verdicts=dict(self.verdicts),
+            faults=self.faults,
         )
 
     def verify_all(self) -> None:
@@ -458,6 +462,14 @@ class World:
         elif isinstance(effect, StartPod):
             self.started.append(effect)
             if self.pod_start == "none":
+                return
+            if self.pod_start == "rejected":
+                rejection = {
+                    "generation": effect.generation,
+                    "message": self.rejection,
+                    "at": iso(self.now),
+                }
+                self._patch_status(Kind.AGENT, effect.agent, {"podRejection": rejection})
                 return
             view = pod(
                 effect.agent,

@@ -26,13 +26,20 @@ FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="gastown-operator" \
       org.opencontainers.image.description="Kubernetes operator that runs a town of AI coding agents" \
       org.opencontainers.image.licenses="Apache-2.0"
+# git (and ssh for ssh remotes): the operator checks every agent's claim of a push or a merge
+# against the rig's remote itself, read-only (ls-remote and fetch into a cache under /tmp).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends git openssh-client ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
 # uid/gid 1000 match the chart's podSecurityContext (runAsUser/runAsGroup 1000).
 RUN groupadd --gid 1000 gastown \
  && useradd --uid 1000 --gid 1000 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin gastown
 COPY --from=build /opt/gastown /opt/gastown
 # The chart mounts the root filesystem read-only with an emptyDir on /tmp: no bytecode writes,
-# unbuffered logs (kopf logs JSON lines to stdout).
+# unbuffered logs (kopf logs JSON lines to stdout), the claim checker's git cache under /tmp.
 ENV PATH=/opt/gastown/bin:$PATH \
+    GASTOWN_CACHE_DIR=/tmp/gastown-verify \
+    HOME=/tmp \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 USER 1000:1000

@@ -19,9 +19,9 @@ import pytest
 from gastown.devtools.controlplane import ControlPlane
 from gastown.kube.apply import Applier
 from gastown.kube.client import Kube, connect
-from gastown.kube.redaction import TownSecrets
+from gastown.kube.redaction import TownSecrets, log_redactor
 from gastown.kube.store import Store
-from gastown.model import BeadPhase
+from gastown.model import BeadPhase, Town
 from gastown.reconcile.actions import CreateReworkBead, TransitionBead
 from gastown.reconcile.writes import Kind
 from tests.support.api import Api
@@ -175,3 +175,37 @@ async def test_a_town_without_secrets_is_written_unchanged(
     assert (result.conflicts, result.errors) == (0, []), result
     assert api.get("Bead", namespace, "b1").body["status"]["message"] == message
     assert not town_secrets.known()
+
+
+async def test_values_are_cached_briefly_and_known_to_the_log_filter(
+    api: Api, namespace: str, kube: Kube
+) -> None:
+    value = f"sk-ant-{secrets.token_hex(16)}"
+    created = api.call(
+        "POST", f"/api/v1/namespaces/{namespace}/secrets", _secret("model", {"k": value})
+    )
+    assert created.status == 201, created.message
+    body = town(
+        agent={
+            "image": "gastown-agent:test",
+            "secretEnv": [{"name": "KEY", "secretKeyRef": {"name": "model", "key": "k"}}],
+        }
+    )
+    assert api.create(namespace, body).status == 201
+    held = Town.from_api(api.get("Town", namespace, "demo").body)
+    now = [0.0]
+    town_secrets = TownSecrets(kube, namespace, "demo", ttl=30.0, clock=lambda: now[0])
+    assert not town_secrets.known()  # nothing is read before something is written
+    assert (await town_secrets.redactor(held)).redact(value) == "***"
+    assert log_redactor().redact(f"log {value}") == "log ***"
+    # Rotated: the old value stays hidden until the cache expires, then the new one is read.
+    rotated = f"sk-ant-{secrets.token_hex(16)}"
+    patch = {"stringData": {"k": rotated}}
+    path = f"/api/v1/namespaces/{namespace}/secrets/model"
+    patched = api.call("PATCH", path, patch, content_type="application/merge-patch+json")
+    assert patched.status == 200, patched.message
+    assert (await town_secrets.redactor(held)).redact(value) == "***"
+    now[0] = 31.0
+    fresh = await town_secrets.redactor(held)
+    assert fresh.redact(f"{rotated} {value}") == f"*** {value}"
+    assert log_redactor().redact(rotated) == "***"

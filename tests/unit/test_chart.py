@@ -136,7 +136,7 @@ NAMESPACED_PERMISSIONS = {
     *((G, "agents/status", v) for v in ("get", "patch", "update")),
     *((G, f"{k}/finalizers", "update") for k in ("towns", "beads", "convoys", "agents")),
     *(("", "pods", v) for v in ("list", "watch", "create", "delete")),
-    ("", "serviceaccounts", "create"),
+    *(("", "serviceaccounts", v) for v in ("create", "get")),
     (RBAC, "roles", "create"),
     (RBAC, "rolebindings", "create"),
     ("", "events", "create"),

@@ -119,9 +119,11 @@ explains each rule. No wildcards anywhere (tests/unit/test_chart.py checks it).
 # policy gastown-agent-own-status is installed, else one set per Agent (owned by the Agent).
 # The operator creates them and never reads or deletes them; it patches a town's Role to name
 # the town's Agents (resourceNames), so that pods cannot read other towns' Agents.
+# `get` on serviceaccounts reads only the metadata of a ServiceAccount a Town names in
+# spec.agent.serviceAccountName: it must opt in to the Town (label gastown.dev/town=<town>).
 - apiGroups: [""]
   resources: ["serviceaccounts"]
-  verbs: ["create"]
+  verbs: ["create", "get"]
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["rolebindings"]
   verbs: ["create"]
@@ -132,7 +134,8 @@ explains each rule. No wildcards anywhere (tests/unit/test_chart.py checks it).
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
-# Secrets: `get` by name only, for a rig's pull-request provider token (the PR poller). No
+# Secrets: `get` by name only, for a rig's pull-request provider token (the PR poller) and the
+# opt-in check of every Secret a Town names (metadata only: label gastown.dev/town=<town>). No
 # list or watch: the operator cannot enumerate Secrets. Agents get theirs as mounted volumes.
 - apiGroups: [""]
   resources: ["secrets"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
@@ -327,6 +328,25 @@ def test_secrets_never_reach_output_or_reports(
     assert token not in (report.message or "")
     assert token not in agent.output()
     assert token not in agent.view().status.model_dump_json()
+
+
+def test_secret_env_printed_by_a_gate_is_redacted_from_reports_and_output(
+    start: Callable[..., Agent], remote: Remote
+) -> None:
+    key = "sk-ant-api03-GateLeak0123456789abcdef"
+    remote.commit("gt/polecat-1/bead-a", "beads/bead-a.md", "work\n")
+    gate = 'echo "key: $ANTHROPIC_API_KEY"; printf %s "$ANTHROPIC_API_KEY" | base64; exit 1'
+    order = mr_order(remote, "gt/polecat-1/bead-a", gates=(gate,))
+    env = {"GASTOWN_SECRET_ENV": "ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY": key}
+    agent = start(order, role=AgentRole.REFINERY, env=env)
+    assert agent.wait() == 0, agent.output()
+    [report] = agent.view().status.reports
+    assert report.type is ReportType.GATE_FAILED
+    assert "key: ***" in (report.message or "")
+    encoded = base64.b64encode(key.encode()).decode()
+    for form in (key, encoded):
+        assert form not in agent.view().status.model_dump_json()
+        assert form not in agent.output()
 
 
 def test_conflict_rework_by_scripted_agent_resolves(

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from gastown.agent.git import Git
-from gastown.kube.verify import RemoteUnreachableError, cache_repository, check_claim
-from gastown.reconcile.writes import BranchClaim, MergeClaim
+from gastown.kube.client import Kube
+from gastown.kube.store import TownStore
+from gastown.kube.verify import (
+    ClaimVerifier,
+    RemoteUnreachableError,
+    cache_repository,
+    check_claim,
+)
+from gastown.model import Town
+from gastown.reconcile.writes import BranchClaim, MergeClaim, VerifyClaim
 from tests.unit.agent.conftest import Remote, git
+from tests.unit.reconcile.builders import RIG, town
 
 BRANCH = "gt/polecat-1/bead-a"
 
@@ -109,3 +120,37 @@ def test_an_unreachable_remote_is_not_a_verdict(tmp_path: Path) -> None:
     claim = BranchClaim("app", BRANCH, "a" * 40)
     with pytest.raises(RemoteUnreachableError):
         check_claim(checker, str(tmp_path / "no-such-repo.git"), claim)
+
+
+async def test_the_verifier_checks_once_in_the_background_and_wakes_the_town(
+    remote: Remote, tmp_path: Path
+) -> None:
+    head = remote.commit(BRANCH, "work.txt", "done\n")
+    store = TownStore(namespace="ns", name="t")
+    body = town().to_api()
+    body["spec"]["rigs"][0]["gitUrl"] = str(remote.bare)
+    store.town = Town.from_api(body)
+    verifier = ClaimVerifier(cast(Kube, None), cache_dir=tmp_path / "cache")  # no Secret to read
+    effect = VerifyClaim(key="agent-uid/1/1", claim=BranchClaim(RIG, BRANCH, head))
+    verifier.request(store, effect)
+    verifier.request(store, effect)  # a second request for the same report starts nothing
+    assert store.verdicts == {"agent-uid/1/1": None}
+    assert len(verifier._tasks) == 1
+    await asyncio.wait_for(store.wake.wait(), 30)
+    verdict = store.verdicts["agent-uid/1/1"]
+    assert verdict is not None
+    assert verdict.ok, verdict.message
+    assert store.snapshot() is not None
+    assert store.snapshot().verdicts["agent-uid/1/1"] == verdict  # type: ignore[union-attr]
+
+
+async def test_a_claim_about_an_unknown_rig_is_refused(tmp_path: Path) -> None:
+    store = TownStore(namespace="ns", name="t")
+    store.town = town()
+    verifier = ClaimVerifier(cast(Kube, None), cache_dir=tmp_path / "cache")
+    verifier.request(store, VerifyClaim(key="k", claim=BranchClaim("nope", BRANCH, "a" * 40)))
+    await asyncio.wait_for(store.wake.wait(), 30)
+    verdict = store.verdicts["k"]
+    assert verdict is not None
+    assert not verdict.ok
+    assert "rig nope" in verdict.message

@@ -285,6 +285,7 @@ ALLOWED_IN_NAMESPACE: list[dict[str, str]] = [
     {"verb": "create", "resource": "pods"},
     {"verb": "delete", "resource": "pods"},
     {"verb": "create", "group": "rbac.authorization.k8s.io", "resource": "roles"},
+    {"verb": "patch", "group": "rbac.authorization.k8s.io", "resource": "roles"},
     {"verb": "patch", "group": "gastown.dev", "resource": "agents", "subresource": "status"},
 ]
 

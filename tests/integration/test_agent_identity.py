@@ -16,10 +16,12 @@ from gastown.agent.channel import ReportDraft
 from gastown.agent.identity import Identity
 from gastown.kube.agent_channel import KubeAgentChannel
 from gastown.kube.identity import (
+    POLICY_NAME,
     build_identity,
     build_town_identity,
     identity_name,
     operator_owned_status_fields,
+    policy_weakness,
     town_identity_name,
 )
 from gastown.kube.rest import RestClient
@@ -453,3 +455,15 @@ def test_per_agent_tokens_read_only_their_own_agent(api: Api, namespace: str) ->
     assert agent_api.get("Agent", namespace, "demo-polecat-app-1").status == 200
     assert agent_api.get("Agent", namespace, "demo-polecat-app-2").status == 403
     assert agent_api.call("GET", api.path("Agent", namespace) + "?watch=true").status == 403
+
+
+def test_the_installed_policy_is_judged_intact(api: Api) -> None:
+    """What the API server returns (with its defaults) matches what the operator expects; the
+    operator would otherwise hold every dispatch (or fall back to per-agent identities)."""
+    admission = "/apis/admissionregistration.k8s.io/v1"
+    policy = api.call("GET", f"{admission}/validatingadmissionpolicies/{POLICY_NAME}")
+    binding = api.call("GET", f"{admission}/validatingadmissionpolicybindings/{POLICY_NAME}")
+    assert policy.status == binding.status == 200
+    assert policy_weakness(policy.body, binding.body) is None
+    weakened = {**binding.body, "spec": {**binding.body["spec"], "validationActions": ["Audit"]}}
+    assert "Deny" in (policy_weakness(policy.body, weakened) or "")

@@ -136,3 +136,13 @@ async def test_a_burst_of_dispatches_creates_the_town_identity_with_one_request_
     pods = api.call("GET", f"/api/v1/namespaces/{namespace}/pods").body["items"]
     assert len(pods) == len(beads)
     assert {p["spec"]["serviceAccountName"] for p in pods} == {"gastown-agents-demo"}
+    # The town's Role names exactly the town's Agents (reads of other towns' Agents refused),
+    # with a few patches for the whole burst, not one per new Agent.
+    role = api.call(
+        "GET",
+        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles/gastown-agents-demo",
+    ).body
+    named = [r["resourceNames"] for r in role["rules"] if r["resources"][0].startswith("agents")]
+    wanted = sorted(f"demo-polecat-app-{i + 1}" for i in range(len(beads)))
+    assert named == [wanted, wanted]
+    assert result.writes["Role"] <= 3

@@ -116,6 +116,36 @@ INVALID: list[tuple[str, Obj, list[str]]] = [
         ["rig names must be unique"],
     ),
     (
+        "town-name-over-63",
+        mutate(TOWN, _set("metadata.name", "t" * 64)),
+        ["a Town name has at most 63 characters", "gastown.dev/town"],
+    ),
+    (
+        "town-image-leading-space",
+        mutate(TOWN, _set("spec.agent.image", " agent:1")),
+        ["spec.agent.image", "should match"],
+    ),
+    (
+        "town-image-inner-space",
+        mutate(TOWN, _set("spec.agent.image", "agent: 1")),
+        ["spec.agent.image", "should match"],
+    ),
+    (
+        "town-node-selector-bad-key",
+        mutate(TOWN, _set("spec.agent.nodeSelector", {"bad key": "x"})),
+        ["spec.agent.nodeSelector", "nodeSelector keys must be label keys"],
+    ),
+    (
+        "town-node-selector-long-key",
+        mutate(TOWN, _set("spec.agent.nodeSelector", {"example.com/" + "k" * 64: "x"})),
+        ["nodeSelector keys must be label keys"],
+    ),
+    (
+        "town-node-selector-bad-value",
+        mutate(TOWN, _set("spec.agent.nodeSelector", {"disk": "-ssd"})),
+        ["spec.agent.nodeSelector.disk", "should match"],
+    ),
+    (
         "town-negative-cap",
         mutate(TOWN, _set("spec.limits", {"maxPolecats": -1})),
         ["spec.limits.maxPolecats", "should be greater than or equal to 0"],

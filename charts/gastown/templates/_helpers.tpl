@@ -97,12 +97,12 @@ explains each rule. No wildcards anywhere (tests/unit/test_chart.py checks it).
 - apiGroups: ["gastown.dev"]
   resources: ["towns/status", "beads/status", "convoys/status"]
   verbs: ["patch"]
-# Agent status: patched by the reconciler; `get` and `update` are never called by the operator
-# but it grants them to each agent's own Role, and Kubernetes only lets a subject create a Role
-# with permissions it holds itself (the alternative, `escalate`, would be far broader).
+# Agent status: patched by the reconciler, and by agent pods (their Roles grant `patch` on
+# their own town's Agents; Kubernetes lets a subject create a Role only with permissions it
+# holds itself, and the alternative, `escalate`, would be far broader).
 - apiGroups: ["gastown.dev"]
   resources: ["agents/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
 # Children carry ownerReferences with blockOwnerDeletion to their Town, Convoy, Bead or Agent;
 # clusters with the OwnerReferencesPermissionEnforcement admission plugin require `update` on
 # the owner's finalizers subresource for that.

@@ -9,9 +9,17 @@ from typing import Any
 
 from gastown.kube.client import ApiError, Kube
 from gastown.model.common import API_VERSION
+from gastown.reconcile.names import MAX_NAME, dns_name
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE = 1024
+
+
+def event_name(subject: str) -> str:
+    """A unique Event name about `subject`, within the 253 characters of an object name (a long
+    subject is cut and hashed, so its Events are never refused for their name)."""
+    suffix = f".{uuid.uuid4().hex[:16]}"
+    return dns_name(subject, limit=MAX_NAME - len(suffix)) + suffix
 
 
 def build_event(
@@ -23,7 +31,7 @@ def build_event(
     return {
         "apiVersion": "v1",
         "kind": "Event",
-        "metadata": {"name": f"{name}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
+        "metadata": {"name": event_name(name), "namespace": namespace},
         "involvedObject": {
             "apiVersion": api_version,
             "kind": kind,

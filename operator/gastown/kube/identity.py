@@ -363,19 +363,36 @@ def _policy_problems(spec: dict[str, Any], expected: dict[str, Any]) -> list[str
     if spec.get("failurePolicy", "Fail") != "Fail":
         problems.append("the policy's failurePolicy is not Fail")
     constraints = spec.get("matchConstraints") or {}
-    if constraints.get("resourceRules") != expected["matchConstraints"]["resourceRules"] or (
-        not _selects_everything(constraints)
+    rules = expected["matchConstraints"]["resourceRules"]
+    if not _contains(constraints.get("resourceRules"), rules) or not _selects_everything(
+        constraints
     ):
         problems.append("the policy's matchConstraints differ")
-    if spec.get("matchConditions") != expected["matchConditions"]:
+    if not _contains(spec.get("matchConditions"), expected["matchConditions"]):
         problems.append("the policy's matchConditions differ")
-    if spec.get("variables") != expected["variables"]:
+    if not _contains(spec.get("variables"), expected["variables"]):
         problems.append("the policy's variables differ")
     held = {(v.get("expression"), v.get("message")) for v in spec.get("validations") or []}
     missing = [v for v in expected["validations"] if (v["expression"], v["message"]) not in held]
     if missing:
         problems.append(f"the policy lacks {len(missing)} of its validations")
     return problems
+
+
+def _contains(held: Any, wanted: Any) -> bool:
+    """True if `held` is `wanted` plus only what the API server adds (defaults such as a rule's
+    `scope`): every key of a wanted object is held with a matching value, lists pairwise."""
+    if isinstance(wanted, dict):
+        return isinstance(held, dict) and all(
+            key in held and _contains(held[key], value) for key, value in wanted.items()
+        )
+    if isinstance(wanted, list):
+        return (
+            isinstance(held, list)
+            and len(held) == len(wanted)
+            and all(_contains(h, w) for h, w in zip(held, wanted, strict=True))
+        )
+    return bool(held == wanted)
 
 
 def _selects_everything(match: dict[str, Any]) -> bool:

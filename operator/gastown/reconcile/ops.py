@@ -212,7 +212,10 @@ def fail_merge_request(
 def close_merged(ctx: Pass, mr: Bead, merge_commit: str | None, reason: str) -> None:
     """Record a verified merge: the MR and its source close."""
     review: dict[str, Any] = {"mergeCommit": merge_commit} if merge_commit else {}
+    # A verified merge settles the question an earlier refused claim raised.
     fields: dict[str, Any] = {"assignee": None}
+    if mr.status.refused_claim is not None:
+        fields["refusedClaim"] = None
     if review:
         fields["review"] = review
     transition(ctx, mr, BeadPhase.CLOSED, reason, merge_commit or "", set=fields)

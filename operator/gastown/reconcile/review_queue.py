@@ -38,8 +38,8 @@ from gastown.reconcile.context import Pass
 from gastown.reconcile.convoys import member_names
 from gastown.reconcile.ops import (
     MAX_ATTEMPTS,
-    close_merged,
     agent_escalation_tag,
+    close_merged,
     escalate,
     fail_merge_request,
     mark_applied,

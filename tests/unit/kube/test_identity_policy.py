@@ -24,6 +24,7 @@ def _installed() -> tuple[dict[str, Any], dict[str, Any]]:
     policy["spec"]["matchConstraints"].update(
         {"matchPolicy": "Equivalent", "namespaceSelector": {}, "objectSelector": {}}
     )
+    policy["spec"]["matchConstraints"]["resourceRules"][0]["scope"] = "*"
     policy["metadata"]["resourceVersion"] = "7"
     return policy, binding
 
@@ -91,6 +92,10 @@ def _exclude_objects(policy: dict[str, Any], binding: dict[str, Any]) -> None:
     policy["spec"]["matchConstraints"]["objectSelector"] = {"matchLabels": {"x": "y"}}
 
 
+def _match_fewer_operations(policy: dict[str, Any], binding: dict[str, Any]) -> None:
+    policy["spec"]["matchConstraints"]["resourceRules"][0]["operations"] = ["DELETE"]
+
+
 @pytest.mark.parametrize(
     ("weaken", "says"),
     [
@@ -102,6 +107,7 @@ def _exclude_objects(policy: dict[str, Any], binding: dict[str, Any]) -> None:
         (_match_less, "matchConditions"),
         (_other_policy, "points at policy"),
         (_exclude_objects, "matchConstraints"),
+        (_match_fewer_operations, "matchConstraints"),
     ],
 )
 def test_a_weakened_policy_or_binding_is_named(weaken: Any, says: str) -> None:

@@ -22,6 +22,7 @@ from gastown.kube.deputy import (
     opt_in_fault,
     references,
 )
+from gastown.kube.events import event_name
 from gastown.kube.pods import build_pod
 from gastown.kube.status import build_town_status
 from gastown.kube.store import Store, pod_view
@@ -63,14 +64,16 @@ def test_long_names_make_valid_labels_and_the_full_names_are_read_back() -> None
     pod["metadata"]["resourceVersion"] = "5"
     pod["metadata"]["namespace"] = "ns"
     for key, value in pod["metadata"]["labels"].items():
-        assert len(value) <= 63 and LABEL_VALUE.match(value), (key, value)
+        assert len(value) <= 63, (key, value)
+        assert LABEL_VALUE.match(value), (key, value)
     assert pod["metadata"]["annotations"][labels.BEAD] == bead
     view = pod_view(pod)
     assert view is not None
     assert (view.agent, view.bead, view.generation) == (agent.name, bead, 7)
     store = Store()
     held = store.observe("Pod", pod)
-    assert held is not None and held.name == town_name
+    assert held is not None
+    assert held.name == town_name
     assert set(held.pods) == {pod["metadata"]["name"]}
 
 
@@ -85,7 +88,8 @@ def test_pods_of_older_operators_without_annotations_are_still_read() -> None:
     pod = build_pod(town(), polecat("demo", "b1"), "uid", 1, "b1", "sa")
     del pod["metadata"]["annotations"]
     view = pod_view(pod)
-    assert view is not None and view.bead == "b1"
+    assert view is not None
+    assert view.bead == "b1"
 
 
 def test_every_secret_and_service_account_a_town_names_is_a_reference() -> None:
@@ -119,11 +123,13 @@ def test_only_an_exact_opt_in_label_lets_a_town_use_an_object() -> None:
         (Lookup(labels=None, error="forbidden"), "SecretUnreadable"),
     ):
         fault = opt_in_fault(ref, lookup, "demo")
-        assert fault is not None and fault.reason == reason, lookup
+        assert fault is not None, lookup
+        assert fault.reason == reason, lookup
         assert '"keys"' in fault.message
     sa = Reference("ServiceAccount", "runner", "spec.agent")
     fault = opt_in_fault(sa, Lookup(labels={}), "demo")
-    assert fault is not None and fault.reason == "ServiceAccountNotOptedIn"
+    assert fault is not None
+    assert fault.reason == "ServiceAccountNotOptedIn"
     assert "gastown.dev/town=demo" in fault.message
 
 
@@ -157,3 +163,10 @@ def test_only_refusals_of_the_request_itself_count_as_a_refused_pod() -> None:
     for transient in (Conflict(409, "exists"), NotFound(404, "no agent"), ApiError(429, "slow")):
         assert not refused(transient)
     assert not refused(ApiError(500, "etcd"))
+
+
+def test_events_about_objects_with_the_longest_names_have_valid_names() -> None:
+    name = event_name("b" * 253)
+    assert len(name) <= 253
+    assert event_name("b1").startswith("b1.")
+    assert event_name("b1") != event_name("b1")

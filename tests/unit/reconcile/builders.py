@@ -15,8 +15,7 @@ from typing import Any
 
 from gastown.model import Agent, AgentRole, Bead, Convoy, Town
 from gastown.model.resources import Resource
-from gastown.reconcile import Action, PodView, Snapshot, check_invariants, reconcile
-from gastown.reconcile import names
+from gastown.reconcile import Action, PodView, Snapshot, check_invariants, names, reconcile
 from gastown.reconcile.actions import VerifyAgentClaim
 from gastown.reconcile.beads import expected_branch
 from gastown.reconcile.names import pod_name

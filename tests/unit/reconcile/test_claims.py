@@ -203,3 +203,16 @@ def test_a_landing_must_contain_every_verified_merge_of_the_convoy() -> None:
     assert isinstance(claim, MergeClaim)
     assert claim.target == "main"
     assert sorted(claim.contains) == sorted(merges)
+
+
+def test_a_verified_merge_after_a_refused_one_clears_the_condition() -> None:
+    w = World.of(town(), bead("a"))
+    mr = in_review(w, "a")
+    refinery = w.agent_on(mr).name
+    w.report(refinery, "merged", forge=True, mergeCommit="badbad0")
+    w.step(seconds(5))
+    assert refused(w, mr) == "MergeUnverified"
+    w.report(refinery, "merged", mergeCommit="c0ffee3")
+    w.step(seconds(5))
+    assert w.bead(mr).status.phase is BeadPhase.CLOSED
+    assert refused(w, mr) is None

@@ -205,3 +205,29 @@ def test_merged_without_a_recorded_merge_commit_does_not_close() -> None:
     review = w.bead(mr).status.review
     assert review is not None
     assert review.unknown_polls == 1
+
+
+def test_after_a_rework_the_pr_must_carry_the_reworked_head() -> None:
+    w = World.of(town(strategy="pr"), bead("a"))
+    w.step()
+    mr = finish(w, "a")
+    refinery = picked_up(w, mr).name
+    w.report(refinery, "request-changes", feedback="rename x")
+    w.step(seconds(5))
+    rework = f"{mr}-rework-1"
+    w.step(seconds(5))
+    w.report(w.agent_on(rework).name, "done", summary="renamed")
+    w.step(seconds(5))
+    reworked = w.bead(rework).status.head_sha
+    assert reworked is not None
+    spec = w.bead(mr).spec.merge_request
+    assert spec is not None
+    assert reworked != spec.source_sha
+    claimed(w)
+    w.step()
+    assert last_poll(w, mr).head_sha == reworked
+    # The PR still at the first head (the rework never reached it) is refused.
+    provider_says(w, mr, head_sha=spec.source_sha)
+    w.step()
+    assert w.bead(mr).status.phase is BeadPhase.OPEN
+    assert w.bead(mr).status.reason == PR_UNVERIFIED

@@ -10,9 +10,9 @@ import pytest
 from gastown.agent import workspace
 from gastown.agent.git import Credentials, Git, GitError, clone, redact
 from gastown.agent.workspace import WorkspaceError, prepare
-from gastown.reconcile.names import bead_short_id, work_branch
 from gastown.model.enums import AgentRole
 from gastown.model.town import Rig
+from gastown.reconcile.names import bead_short_id, work_branch
 from tests.unit.agent.conftest import (
     Remote,
     git,

@@ -166,6 +166,8 @@ def run(directory: Path, timeout: float, keep: bool) -> int:
                 "anthropic",
                 f"--from-literal=api-key={os.environ['ANTHROPIC_API_KEY']}",
             )
+            # A Town may use only Secrets that opted in to it (see "Security model").
+            plane.kubectl("label", "secret", "anthropic", "gastown.dev/town=demo")
         path = directory / "demo.yaml"
         path.write_text(yaml.safe_dump_all(objects))
         plane.kubectl("apply", "-f", str(path))

@@ -65,8 +65,21 @@ def explain(state: TownState, name: str, now: datetime) -> Why:
     why.facts.setdefault("attempts", bead.status.attempts)
     why.facts.setdefault("maxAttempts", ctx.policy.retry.max_attempts)
     why.next_pass = next_pass_actions(state, name, now)
+    _claim_notes(bead, why)
     _town_notes(ctx, why)
     return why
+
+
+def _claim_notes(bead: Bead, why: Why) -> None:
+    """An agent's claim about this bead that failed verification (it changed nothing)."""
+    refused = bead.status.refused_claim
+    if refused is None:
+        return
+    why.facts["refusedClaim"] = refused.to_api()
+    why.details.append(
+        f"note: a claim by {refused.agent} (generation {refused.generation}) was refused "
+        f"({refused.reason}): {refused.message}"
+    )
 
 
 def next_pass_actions(state: TownState, name: str, now: datetime) -> list[str]:

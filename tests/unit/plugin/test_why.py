@@ -336,3 +336,18 @@ def test_colour_only_when_enabled() -> None:
     why: Why = explain(state(bead("b")), "b", NOW)
     assert "\033[" not in render_why(why, PLAIN)
     assert "\033[32mReady" in render_why(why, Style(True))
+
+
+def test_a_refused_claim_is_explained() -> None:
+    refused = {
+        "agent": "t-polecat-rig-1-1",
+        "generation": 2,
+        "seq": 3,
+        "reason": "ForeignBranch",
+        "message": "done names branch release; this work's branch is gt/p/b",
+        "at": "2026-03-01T12:00:00Z",
+    }
+    why = explain(state(bead("b", refusedClaim=refused)), "b", NOW)
+    text = render_why(why, PLAIN)
+    assert "was refused (ForeignBranch)" in text, text
+    assert why.facts["refusedClaim"]["reason"] == "ForeignBranch"

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from gastown.devtools.controlplane import ControlPlane
+from gastown.devtools.gitserver import GitServer
 from tests.support.api import Api
-from tests.support.git import make_bare_repo
+from tests.support.git import HttpRig, make_bare_repo
 from tests.support.procs import Process, node_runner, operator, wait_started
 from tests.support.town import AgentPlayer, TownView
 
@@ -88,3 +90,41 @@ def node_runner_proc(
 def rig_repo(tmp_path: Path) -> Path:
     """A bare git repository with one commit on main (the rig's remote)."""
     return make_bare_repo(tmp_path / "remote" / "app.git")
+
+
+@pytest.fixture(scope="session")
+def git_server_host() -> str:
+    """The address the e2e git server listens on, and the host in its URLs.
+
+    Loopback reaches it from the operator and from pods run as local processes. Pods on a real
+    node reach the host at the node's bridge gateway: override this fixture to return it.
+    """
+    return "127.0.0.1"
+
+
+@pytest.fixture(scope="session")
+def git_server(
+    git_server_host: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GitServer]:
+    """A smart-HTTP git server with basic auth, as hosted git is reached (one per session)."""
+    root = tmp_path_factory.mktemp("git-http")
+    with GitServer(root, "gastown-e2e", secrets.token_urlsafe(18), host=git_server_host) as server:
+        yield server
+
+
+@pytest.fixture
+def http_rig_repo(git_server: GitServer, api: Api, namespace: str) -> HttpRig:
+    """A bare repository with one commit on main served by `git_server`, and a Secret
+    `git-credentials` in the test's namespace holding its username and password, labelled for
+    the town `demo` (the operator reads only Secrets labelled for the town naming them)."""
+    name = f"{namespace}/app.git"
+    path = make_bare_repo(git_server.root / name)
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "git-credentials", "labels": {"gastown.dev/town": "demo"}},
+        "stringData": {"username": git_server.username, "password": git_server.password},
+    }
+    created = api.call("POST", f"/api/v1/namespaces/{namespace}/secrets", secret)
+    assert created.status == 201, created.message
+    return HttpRig(path=path, url=git_server.url(name), secret="git-credentials")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 GIT_ENV = {
@@ -22,6 +23,18 @@ def git(*args: str, cwd: Path | None = None) -> str:
         ["git", *args], cwd=cwd, env=GIT_ENV, capture_output=True, text=True, check=True
     )
     return result.stdout
+
+
+@dataclass(frozen=True)
+class HttpRig:
+    """A rig's remote served over authenticated smart HTTP (see the `http_rig_repo` fixture)."""
+
+    path: Path
+    """The bare repository on disk (for assertions)."""
+    url: str
+    """The Town's `gitUrl`."""
+    secret: str
+    """The Town's `credentialsSecret`: a labelled Secret with `username` and `password`."""
 
 
 def make_bare_repo(path: Path, files: dict[str, str] | None = None) -> Path:

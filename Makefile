@@ -25,8 +25,17 @@ setup: $(VENV)/.installed ## Create the virtualenv and install the project with 
 kube-bin: ## Build (once, cached outside the repo) the local control-plane binary.
 	@bash hack/build-kube.sh
 
+.PHONY: clis
+clis: ## Install the pinned coding-agent CLIs (Claude Code, Codex, OpenCode, Aider) into a cache.
+	@bash hack/install-clis.sh >/dev/null
+
+.PHONY: node-bin
+node-bin: ## Install the local node's packages (Linux, root) and build kubelet/kube-scheduler (cached).
+	@bash hack/install-node-deps.sh
+	@bash hack/build-node.sh >/dev/null
+
 .PHONY: cluster-up
-cluster-up: setup kube-bin ## Start a local control plane (etcd, kube-apiserver, controller-manager).
+cluster-up: setup kube-bin ## Start a local control plane and, on Linux as root, a real node (kubelet, containerd, scheduler).
 	@$(VENV)/bin/gastown cluster up --dir $(CLUSTER_DIR)
 
 .PHONY: cluster-down

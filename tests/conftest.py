@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from gastown.devtools import node as local_node
 from gastown.devtools.controlplane import REPO_ROOT, ControlPlane
 from tests.support.api import Api, eventually
 
@@ -22,13 +23,37 @@ CRD_DIR = REPO_ROOT / "crds"
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     """A running control plane with our CRDs installed and Established."""
-    plane = ControlPlane(directory=tmp_path_factory.mktemp("control-plane"))
+    # The session node (`real_node`) may join: its token must exist before the API server starts.
+    plane = ControlPlane(
+        directory=tmp_path_factory.mktemp("control-plane"), node_names=(local_node.NODE_NAME,)
+    )
     plane.start()
     try:
         plane.install_crds(CRD_DIR)
         yield plane
     finally:
         plane.stop()
+
+
+@pytest.fixture(scope="session")
+def real_node(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[local_node.Node]:
+    """A real node (containerd, kubelet, kube-scheduler) joined to the session control plane.
+
+    Installed and built on first use; where it cannot run (not Linux, not root) or does not
+    start, the tests that need it FAIL with the reason, never skip. At the end of the session it
+    is stopped, and the stop raises if anything (process, mount, cgroup, bridge, NAT rule) is left.
+    """
+    reason = local_node.unsupported_reason()
+    if reason:
+        pytest.fail(f"the real node cannot run here: {reason}")
+    node = local_node.Node(plane=control_plane, directory=tmp_path_factory.mktemp("node"))
+    node.start()
+    try:
+        yield node
+    finally:
+        node.stop()
 
 
 @pytest.fixture(scope="session")

@@ -23,13 +23,37 @@ def _cluster_up(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
-    plane = ControlPlane(directory=directory)
+    from gastown.devtools import node as local_node
+
+    # A real node by default where one can run; elsewhere the control plane alone, and why.
+    why_not = "--no-node given" if args.no_node else local_node.unsupported_reason()
+    names = () if why_not else (local_node.NODE_NAME,)
+    plane = ControlPlane(directory=directory.resolve(), node_names=names)
     try:
         plane.start(with_controller_manager=not args.no_controller_manager)
     except ControlPlaneError as err:
         print(f"gastown cluster up: {err}", file=sys.stderr)
         return 1
     print(f"control plane ready at {plane.server} in {plane.startup_seconds:.1f}s", file=sys.stderr)
+    if why_not:
+        print(f"no local node ({why_not}): pods stay Pending", file=sys.stderr)
+    else:
+        node = local_node.Node(plane=plane, directory=plane.directory / "node")
+        try:
+            node.start()
+        except local_node.NodeError as err:
+            plane.stop()
+            print(
+                f"gastown cluster up: the local node failed to start: {err}\n"
+                "(`gastown cluster up --no-node` starts the control plane alone)",
+                file=sys.stderr,
+            )
+            return 1
+        print(
+            f"node {node.name} Ready in {node.startup_seconds:.1f}s "
+            f"(containerd {node.containerd_address}, namespace {node.containerd_namespace})",
+            file=sys.stderr,
+        )
     print(f"export KUBECONFIG={plane.kubeconfig.resolve()}")
     return 0
 
@@ -41,8 +65,37 @@ def _cluster_down(args: argparse.Namespace) -> int:
     if not (directory / "state.json").exists():
         print(f"no control plane in {directory}", file=sys.stderr)
         return 0
-    ControlPlane.load(directory).stop()
+    plane = ControlPlane.load(directory)
+    if (directory / "node" / "state.json").exists():
+        from gastown.devtools.node import Node, NodeError
+
+        try:
+            Node.load(plane, directory / "node").stop()
+        except NodeError as err:
+            plane.stop()
+            print(f"gastown cluster down: {err}", file=sys.stderr)
+            return 1
+        print("node stopped", file=sys.stderr)
+    plane.stop()
     print("control plane stopped", file=sys.stderr)
+    return 0
+
+
+def _cluster_import_image(args: argparse.Namespace) -> int:
+    from gastown.devtools.controlplane import ControlPlane
+    from gastown.devtools.node import Node, NodeError
+
+    directory: Path = args.dir
+    if not (directory / "node" / "state.json").exists():
+        print(f"no local node in {directory}; `gastown cluster up` first", file=sys.stderr)
+        return 1
+    node = Node.load(ControlPlane.load(directory), directory / "node")
+    try:
+        for archive in args.archives:
+            node.import_image(archive)
+    except NodeError as err:
+        print(f"gastown cluster import-image: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -146,13 +199,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     cluster = sub.add_parser("cluster", help="local control plane (development and tests)")
     cluster_sub = cluster.add_subparsers(dest="action", required=True)
-    up = cluster_sub.add_parser("up", help="build if needed and start etcd, apiserver, KCM")
+    up = cluster_sub.add_parser(
+        "up",
+        help="build if needed and start etcd, apiserver, KCM, and (Linux, root) a real node: "
+        "containerd, kubelet, kube-scheduler",
+    )
     up.add_argument("--dir", type=Path, default=DEFAULT_CLUSTER_DIR)
     up.add_argument("--no-controller-manager", action="store_true")
+    up.add_argument("--no-node", action="store_true", help="start the control plane alone")
     up.set_defaults(func=_cluster_up)
     down = cluster_sub.add_parser("down", help="stop every process `up` started")
     down.add_argument("--dir", type=Path, default=DEFAULT_CLUSTER_DIR)
     down.set_defaults(func=_cluster_down)
+    import_image = cluster_sub.add_parser(
+        "import-image", help="import OCI image archives into the local node's containerd"
+    )
+    import_image.add_argument("archives", nargs="+", type=Path)
+    import_image.add_argument("--dir", type=Path, default=DEFAULT_CLUSTER_DIR)
+    import_image.set_defaults(func=_cluster_import_image)
 
     crds = sub.add_parser("crds", help="write the CRDs generated from the models")
     crds.add_argument("dirs", nargs="+", type=Path)

@@ -8,10 +8,11 @@ Each adapter builds the argv, encodes the prompt for standard input, and turns o
 | claude-code | claude -p --output-format stream-json --input-format stream-json     | stream |
 |             |   --verbose --permission-mode bypassPermissions [--model M]          |        |
 | codex       | codex exec --json --dangerously-bypass-approvals-and-sandbox         | once   |
+|             |   -c allow_login_shell=false [provider from OPENAI_BASE_URL]         |        |
 |             |   [--model M] -                                                      |        |
 | opencode    | opencode run --format json [--model M]                               | once   |
 | aider       | aider --yes-always --no-pretty --no-stream --no-check-update         | once   |
-|             |   --message-file /dev/stdin [--model M]                              |        |
+|             |   --no-gitignore --message-file /dev/stdin [--model M]               |        |
 | command     | exactly `codingAgent.command`                                        | once   |
 
 The pod is the sandbox, which is why the CLIs' own permission prompts are turned off: nobody is
@@ -19,15 +20,42 @@ there to answer them, and `gt done` must be able to push. Claude Code keeps read
 user messages on stdin, so nudges are delivered into the live session; every other CLI gets its
 prompt once (stdin is then closed) and a nudge means a checkpointed restart.
 
+What each CLI needs (found by running the real CLIs against `gastown.devtools.modelserver`):
+
+- Claude Code refuses `bypassPermissions` as root unless IS_SANDBOX=1 says the root is inside a
+  sandbox; agent pods run as uid 1000, and a root run fails before the CLI starts with a clear
+  reason (`preflight`) instead of the CLI's exit 1.
+- Codex runs model commands through a login shell by default, which resets PATH (and so loses
+  `gt`): `allow_login_shell=false` keeps the runtime's PATH. Codex no longer reads
+  OPENAI_BASE_URL; when it is set, the adapter declares it as Codex's model provider (HTTP
+  streaming, no WebSocket), so a Town's env points Codex at its endpoint like the other CLIs.
+- Aider adds `.aider*` to a `.gitignore` it creates (`--no-gitignore` stops that) and leaves
+  `.aider.chat.history.md`, `.aider.input.history` and `.aider.tags.cache.v4/` in the clone;
+  `leftovers` are written to the clone's `.git/info/exclude` so `gt done` sees a clean tree.
+  Aider cannot run commands unattended (`--yes-always` never confirms shell commands), so it
+  cannot call `gt done`: the runtime reports done for it when it exits 0 with new commits
+  (`runs_commands = False`).
+
 Output parsing: Claude Code's stream-json, Codex's `exec --json` JSONL and OpenCode's
 `run --format json` events are understood; for `command`, JSON lines with a "type" field are read
 like Claude Code's, and anything else (and Aider's plain text) counts as "one line = activity".
+Model API failures are recognised and do not move the watermark: Claude Code's
+`system.api_retry` lines and its `result` with `is_error` (whose subtype still says "success"),
+Codex's `error` ("Reconnecting... n/5") and `turn.failed`, OpenCode's `error`, Aider's
+`litellm.*Error` lines. An agent that cannot reach its model therefore looks stalled, not busy,
+and the last failure becomes the reason of its `failed` report.
+
+Limit: OpenCode prints a `tool_use` event only once the tool has finished, so its tools never
+show in `activeTools` while they run; its watermark moves at each step and tool completion.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
@@ -38,6 +66,7 @@ from gastown.model.town import CodingAgent
 
 MAX_EVENT_TYPE = 64
 MAX_TOOLS = 32
+MAX_ERROR = 1000
 
 
 @dataclass(frozen=True)
@@ -51,6 +80,13 @@ class AgentEvent:
     """Call id of a tool call that ended."""
     turn_done: bool = False
     """The agent finished a turn and waits for input (streaming CLIs)."""
+    progress: bool = True
+    """False for events that show no progress (API retries, errors): the watermark ignores
+    them, so an agent that cannot reach its model does not look active."""
+    error: str | None = None
+    """A model API failure reported by the CLI (becomes the reason of a failed report)."""
+    fatal: bool = False
+    """The session cannot go on (the turn ended in an API error): stop waiting for it."""
 
 
 @dataclass
@@ -62,7 +98,9 @@ class Watermark:
     tools: dict[str, str] = field(default_factory=dict)
 
     def observe(self, event: AgentEvent, now: datetime) -> None:
-        """Fold one event into the watermark."""
+        """Fold one event into the watermark (events without progress leave it alone)."""
+        if not event.progress:
+            return
         self.last_event_type = event.type[:MAX_EVENT_TYPE]
         self.last_event_at = now
         if event.tool_started is not None:
@@ -91,18 +129,27 @@ class Adapter(ABC):
     kind: ClassVar[CodingAgentKind]
     program: ClassVar[tuple[str, ...]] = ()
     streams_input: ClassVar[bool] = False
+    runs_commands: ClassVar[bool] = True
+    """False: the CLI cannot run `gt` itself, the runtime reports done for it."""
+    leftovers: ClassVar[tuple[str, ...]] = ()
+    """Files the CLI leaves in the clone (git exclude patterns), kept out of `gt done`'s way."""
 
     def __init__(self, config: CodingAgent) -> None:
         self.config = config
 
-    def argv(self) -> list[str]:
+    def argv(self, env: Mapping[str, str] | None = None) -> list[str]:
         """The command line: the program (or its override) followed by the adapter's flags."""
         base = list(self.config.command) if self.config.command else list(self.program)
-        return base + self.flags()
+        return base + self.flags(os.environ if env is None else env)
 
     @abstractmethod
-    def flags(self) -> list[str]:
+    def flags(self, env: Mapping[str, str]) -> list[str]:
         """Flags the adapter needs (output format, non-interactive mode, model)."""
+
+    def preflight(self, env: Mapping[str, str], uid: int | None = None) -> str | None:
+        """Why the CLI cannot run here (None: it can); checked before it is started."""
+        del env, uid
+        return None
 
     def initial_input(self, prompt: str) -> bytes:
         """What to write to stdin at start."""
@@ -127,7 +174,7 @@ class ClaudeCodeAdapter(Adapter):
     program = ("claude",)
     streams_input = True
 
-    def flags(self) -> list[str]:
+    def flags(self, env: Mapping[str, str]) -> list[str]:
         """stream-json both ways, so nudges can be sent into the session."""
         return [
             "-p",
@@ -141,6 +188,17 @@ class ClaudeCodeAdapter(Adapter):
             *self._model(),
         ]
 
+    def preflight(self, env: Mapping[str, str], uid: int | None = None) -> str | None:
+        """Claude Code refuses bypassPermissions as root outside a declared sandbox."""
+        uid = os.getuid() if uid is None else uid
+        if uid == 0 and env.get("IS_SANDBOX") != "1" and self.config.command is None:
+            return (
+                "Claude Code refuses --permission-mode bypassPermissions when run as root "
+                "(uid 0): run the agent as a non-root user (agent pods run as uid 1000), or "
+                "set IS_SANDBOX=1 in the Town's agent env if this root is inside a sandbox"
+            )
+        return None
+
     def initial_input(self, prompt: str) -> bytes:
         """The prompt as the first stream-json user message."""
         return user_message(prompt)
@@ -150,9 +208,13 @@ class ClaudeCodeAdapter(Adapter):
         return user_message(message)
 
     def parse(self, line: str) -> list[AgentEvent]:
-        """Parse a stream-json line."""
+        """Parse a stream-json line (and the CLI's own refusal to run as root)."""
         doc = _json_object(line)
-        return parse_claude_event(doc) if doc is not None else super().parse(line)
+        if doc is not None:
+            return parse_claude_event(doc)
+        if "cannot be used with root/sudo privileges" in line:
+            return [AgentEvent("error", progress=False, error=line.strip()[:MAX_ERROR], fatal=True)]
+        return super().parse(line)
 
 
 class CodexAdapter(Adapter):
@@ -161,9 +223,19 @@ class CodexAdapter(Adapter):
     kind = CodingAgentKind.CODEX
     program = ("codex",)
 
-    def flags(self) -> list[str]:
-        """JSONL output; the pod is the sandbox."""
-        return ["exec", "--json", "--dangerously-bypass-approvals-and-sandbox", *self._model(), "-"]
+    def flags(self, env: Mapping[str, str]) -> list[str]:
+        """JSONL output; the pod is the sandbox; commands keep the runtime's PATH (for `gt`)."""
+        flags = ["exec", "--json", "--dangerously-bypass-approvals-and-sandbox"]
+        flags += ["-c", "allow_login_shell=false"]
+        base_url = env.get("OPENAI_BASE_URL")
+        if base_url:
+            # Codex ignores OPENAI_BASE_URL: declare the endpoint as its provider (HTTP SSE).
+            provider = (
+                f'{{name="OpenAI-compatible (OPENAI_BASE_URL)",base_url={json.dumps(base_url)},'
+                'env_key="OPENAI_API_KEY",wire_api="responses"}'
+            )
+            flags += ["-c", "model_provider=gastown", "-c", f"model_providers.gastown={provider}"]
+        return [*flags, *self._model(), "-"]
 
     def parse(self, line: str) -> list[AgentEvent]:
         """Parse an `exec --json` event."""
@@ -177,7 +249,7 @@ class OpenCodeAdapter(Adapter):
     kind = CodingAgentKind.OPENCODE
     program = ("opencode",)
 
-    def flags(self) -> list[str]:
+    def flags(self, env: Mapping[str, str]) -> list[str]:
         """JSON event output."""
         return ["run", "--format", "json", *self._model()]
 
@@ -192,18 +264,32 @@ class AiderAdapter(Adapter):
 
     kind = CodingAgentKind.AIDER
     program = ("aider",)
+    runs_commands = False
+    leftovers = (".aider*",)
 
-    def flags(self) -> list[str]:
-        """Non-interactive, no terminal effects."""
+    def flags(self, env: Mapping[str, str]) -> list[str]:
+        """Non-interactive, no terminal effects, no .gitignore of its own."""
         return [
             "--yes-always",
             "--no-pretty",
             "--no-stream",
             "--no-check-update",
+            "--no-gitignore",
             "--message-file",
             "/dev/stdin",
             *self._model(),
         ]
+
+    def parse(self, line: str) -> list[AgentEvent]:
+        """Plain text: litellm errors and retry notices are failures, anything else activity."""
+        text = line.strip()
+        if not text:
+            return []
+        if _AIDER_ERROR.match(text):
+            return [AgentEvent("error", progress=False, error=text[:MAX_ERROR])]
+        if _AIDER_RETRY.match(text):
+            return [AgentEvent("retry", progress=False)]
+        return [AgentEvent("output")]
 
 
 class CommandAdapter(Adapter):
@@ -211,13 +297,13 @@ class CommandAdapter(Adapter):
 
     kind = CodingAgentKind.COMMAND
 
-    def argv(self) -> list[str]:
+    def argv(self, env: Mapping[str, str] | None = None) -> list[str]:
         """Exactly the configured command."""
         if not self.config.command:
             raise ValueError("codingAgent.kind command needs codingAgent.command")
         return list(self.config.command)
 
-    def flags(self) -> list[str]:
+    def flags(self, env: Mapping[str, str]) -> list[str]:
         """None: the command is used as given."""
         return []
 
@@ -249,11 +335,35 @@ def user_message(text: str) -> bytes:
 # --- parsers ----------------------------------------------------------------------------------
 
 
+_AIDER_ERROR = re.compile(r"^litellm\.\w*(Error|Exception)\b")
+_AIDER_RETRY = re.compile(r"^Retrying in [0-9.]+ seconds")
+
+
 def parse_claude_event(doc: dict[str, Any]) -> list[AgentEvent]:
-    """Claude Code stream-json: system, assistant, user, result (and partial stream events)."""
+    """Claude Code stream-json: system, assistant, user, result (and partial stream events).
+
+    A turn that ended in an API error is a `result` whose subtype still says "success" but with
+    `is_error: true` (and `api_error_status`); the retries before it are `system.api_retry`.
+    A result with `queued_turn_count > 0` is followed by queued turns: the session is not idle.
+    """
     kind = str(doc.get("type", "unknown"))
     if kind == "result":
-        return [AgentEvent(_join("result", doc.get("subtype")), turn_done=True)]
+        queued = doc.get("queued_turn_count")
+        done = not (isinstance(queued, int) and queued > 0)
+        event_type = _join("result", doc.get("subtype"))
+        if doc.get("is_error") is True:
+            return [
+                AgentEvent(
+                    "result.error",
+                    turn_done=done,
+                    progress=False,
+                    error=_claude_error(doc),
+                    fatal=True,
+                )
+            ]
+        return [AgentEvent(event_type, turn_done=done)]
+    if kind == "system" and doc.get("subtype") == "api_retry":
+        return [AgentEvent("system.api_retry", progress=False, error=_claude_retry(doc))]
     if kind == "system":
         return [AgentEvent(_join("system", doc.get("subtype")))]
     if kind in ("assistant", "user"):
@@ -267,9 +377,19 @@ def parse_claude_event(doc: dict[str, Any]) -> list[AgentEvent]:
 
 
 def parse_codex_event(doc: dict[str, Any]) -> list[AgentEvent]:
-    """Codex `exec --json`: thread/turn/item events; command and tool items are tools."""
+    """Codex `exec --json`: thread/turn/item events; command and tool items are tools.
+
+    `error` events are its API retries ("Reconnecting... n/5 (...)") and final API error;
+    `turn.failed` ends the turn with that error.
+    """
     kind = str(doc.get("type", "unknown"))
     item = doc.get("item") if isinstance(doc.get("item"), dict) else None
+    if kind == "error":
+        return [AgentEvent(kind, progress=False, error=_text(doc.get("message")))]
+    if kind == "turn.failed":
+        error = doc.get("error")
+        message = _text(error.get("message") if isinstance(error, dict) else error)
+        return [AgentEvent(kind, turn_done=True, progress=False, error=message, fatal=True)]
     if item is None:
         return [AgentEvent(kind, turn_done=kind in ("turn.completed", "turn.failed"))]
     item_type = str(item.get("type") or item.get("item_type") or "item")
@@ -288,6 +408,8 @@ def parse_opencode_event(doc: dict[str, Any]) -> list[AgentEvent]:
     kind = str(doc.get("type", "unknown"))
     part = doc.get("part") if isinstance(doc.get("part"), dict) else {}
     assert isinstance(part, dict)
+    if kind == "error":
+        return [AgentEvent(kind, progress=False, error=_opencode_error(doc), fatal=True)]
     if kind == "tool_use":
         call_id = str(part.get("callID", ""))
         state = part.get("state") if isinstance(part.get("state"), dict) else {}
@@ -299,6 +421,39 @@ def parse_opencode_event(doc: dict[str, Any]) -> list[AgentEvent]:
     if kind == "step_finish":
         return [AgentEvent(kind, turn_done=part.get("reason") != "tool-calls")]
     return [AgentEvent(kind)]
+
+
+def _claude_error(doc: dict[str, Any]) -> str:
+    status = doc.get("api_error_status")
+    kind = doc.get("api_error_type")
+    head = "model API error"
+    if status is not None:
+        head += f" {status}"
+    if isinstance(kind, str) and kind:
+        head += f" ({kind})"
+    return f"{head}: {_text(doc.get('result'))}"[:MAX_ERROR]
+
+
+def _claude_retry(doc: dict[str, Any]) -> str:
+    return (
+        f"model API retry {doc.get('attempt', '?')}/{doc.get('max_retries', '?')}: "
+        f"status {doc.get('error_status', '?')} {_text(doc.get('error'))}"
+    )[:MAX_ERROR]
+
+
+def _opencode_error(doc: dict[str, Any]) -> str:
+    error = doc.get("error")
+    if not isinstance(error, dict):
+        return _text(error)
+    data = error.get("data") if isinstance(error.get("data"), dict) else {}
+    assert isinstance(data, dict)
+    status = data.get("statusCode")
+    head = f"model API error {status}" if status is not None else str(error.get("name", "error"))
+    return f"{head}: {_text(data.get('message'))}"[:MAX_ERROR]
+
+
+def _text(value: object) -> str:
+    return (value if isinstance(value, str) else json.dumps(value))[:MAX_ERROR]
 
 
 def _content(doc: dict[str, Any]) -> list[dict[str, Any]]:

@@ -3,8 +3,11 @@
 `run(identity, channel)` is what an agent pod runs (`python -m gastown.agent`, or the lead's
 `gastown agent run`). It:
 
-1. checks that this process is still current (Agent spec.generation and hook match the identity;
-   otherwise it exits with EXIT_STALE without writing anything);
+1. makes sure HOME exists and is writable (the CLIs and `git config --global` write there; an
+   emptyDir starts empty), then checks that this process is still current (Agent
+   spec.generation and hook match the identity; otherwise it exits with EXIT_STALE without
+   writing anything). These first API calls are retried with backoff for
+   `startup_retry_seconds`: a brief API outage at start must not cost the bead an attempt;
 2. prepares the workspace (clone, branch) for the hooked bead;
 3. polecat: runs the coding agent with the prompt on stdin; refinery: runs the direct merge (with
    the coding agent as an optional reviewer) or opens a pull request;
@@ -16,6 +19,15 @@
 7. ends with one final report when the coding agent did not write one itself: `exited` (exit
    code 0 without `gt done`) or `failed` (non-zero exit, workspace or git failure), and for the
    refinery the merge outcome (merged, conflict, gate-failed, request-changes, pr-opened).
+   When the coding agent could not reach its model (an API error the adapter recognised), that
+   error is the report's reason. A CLI that cannot run commands (Aider) gets its `gt done`
+   from the runtime when it exits 0 with new commits on the work branch.
+
+Idle sessions: a streaming CLI (Claude Code) keeps its stdin open between turns so nudges can be
+delivered; stdin is closed `idleTimeoutSeconds` after a turn ends without `gt done`. A nudge sent
+while a turn runs may be queued by the CLI as a further turn: the idle timer only runs while no
+turn is running (any progress after a `result` stops it, the next `result` restarts it) and not
+after a result that announces queued turns.
 
 Exit codes: 0 finished (done/merged/...), the coding agent's code when it failed, 1 other
 failures, 3 stale (re-dispatched or unhooked), 143 stopped by SIGTERM.
@@ -29,8 +41,10 @@ import logging
 import os
 import shlex
 import signal
+import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,7 +53,7 @@ from typing import Literal
 
 from gastown.agent import identity as identity_mod
 from gastown.agent import workspace
-from gastown.agent.adapters import Adapter, Watermark, adapter_for
+from gastown.agent.adapters import Adapter, AgentEvent, Watermark, adapter_for
 from gastown.agent.channel import (
     AgentChannel,
     ChannelError,
@@ -92,6 +106,10 @@ class Options:
     max_runtime_seconds: float = 6 * 3600.0
     echo_output: bool = True
     review_timeout_seconds: float = 3600.0
+    startup_retry_seconds: float = 120.0
+    """How long the first API calls are retried (with backoff) before the run gives up."""
+    retry_status_seconds: float = 30.0
+    """At most one status message per this period about the CLI's model API retries."""
 
 
 @dataclass(frozen=True)
@@ -134,16 +152,27 @@ class Runtime:
         self.stale = False
         self._bin_dir: Path | None = None
         self._checkpoint: str | None = None
+        self.model_error: str | None = None
+        """The last model API failure the coding agent reported (the reason of a failure)."""
+        self._retry_status_at = 0.0
 
     # --- the whole run ---
 
     async def run(self) -> int:
         """Run the agent to completion and return the process exit code."""
         try:
-            order = await self._check_current()
+            ensure_home()
+        except OSError as exc:
+            log.error("HOME is not usable: %s", exc)
+            return EXIT_FAILED
+        try:
+            order = await self._check_current_retrying()
         except StaleError as exc:
             log.warning("not starting: %s", exc)
             return EXIT_STALE
+        except (ChannelError, OSError) as exc:
+            log.error("the API stayed unreachable at start: %s", exc)
+            return EXIT_FAILED
         heartbeat = asyncio.create_task(self._heartbeat_loop())
         credentials = self._credentials()
         try:
@@ -166,6 +195,24 @@ class Runtime:
         if self.identity.role is AgentRole.REFINERY:
             return await self._run_refinery(order, ws)
         return await self._run_polecat(order, ws)
+
+    async def _check_current_retrying(self) -> WorkOrder:
+        """`_check_current`, retried with backoff while the API is unreachable or failing."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.startup_retry_seconds
+        delay = 0.5
+        while True:
+            try:
+                return await self._check_current()
+            except (NoHookError, StaleGenerationError):
+                raise
+            except (ChannelError, OSError) as exc:
+                if loop.time() + delay > deadline or self.stop.is_set():
+                    raise
+                log.warning("reading the agent failed, retrying in %.1fs: %s", delay, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), timeout=delay)
+            delay = min(delay * 2, 15.0)
 
     async def _check_current(self) -> WorkOrder:
         view = await asyncio.to_thread(self.channel.read_agent)
@@ -194,8 +241,38 @@ class Runtime:
             return polecat_prompt(self.identity, order, branch, checkpoint, nudges)
 
         await self._status(f"working on {order.bead} ({order.coding_agent.kind.value})")
-        end = await self._drive(adapter_for(order.coding_agent), prompt, ws.path)
+        adapter = adapter_for(order.coding_agent)
+        exclude_leftovers(ws.path, adapter.leftovers)
+        end = await self._drive(adapter, prompt, ws.path)
+        if end.kind == "exited" and end.exit_code == 0 and not adapter.runs_commands:
+            await self._done_for(order, ws, adapter)
         return await self._finish(order, end, branch)
+
+    async def _done_for(self, order: WorkOrder, ws: Workspace, adapter: Adapter) -> None:
+        """`gt done` for a CLI that cannot run it, when it committed work and hit no error."""
+        if self.model_error is not None or await self.has_final_report():
+            return
+        base = f"refs/remotes/origin/{ws.base_branch}"
+        try:
+            ahead = await asyncio.to_thread(ws.git.run, "rev-list", "--count", f"{base}..HEAD")
+        except GitError as exc:
+            log.warning("cannot count the new commits: %s", exc)
+            return
+        if int(ahead.stdout.strip() or 0) == 0:
+            return
+        summary = f"{adapter.kind.value} session on {order.bead} ({ahead.stdout.strip()} commits)"
+        argv = [sys.executable, "-m", "gastown.agent.gt", "done", "--summary", summary]
+        proc = await asyncio.to_thread(
+            subprocess.run,
+            argv,
+            cwd=ws.path,
+            env=self._agent_env(ws.path),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        self.echo(f"gt done (for {adapter.kind.value}): {proc.stdout}{proc.stderr}")
 
     async def _finish(self, order: WorkOrder, end: SessionEnd, branch: str | None) -> int:
         """Write the final report unless the coding agent already reported how it ended."""
@@ -212,14 +289,17 @@ class Runtime:
         if end.kind == "timeout":
             return await self._fail(order, "coding agent exceeded the maximum runtime")
         code = end.exit_code if end.exit_code is not None else EXIT_FAILED
-        if code == 0:
+        error = self._redact(self.model_error) if self.model_error else None
+        if code == 0 and error is None:
             await self._report(
                 ReportType.EXITED, order, "coding agent exited without gt done", 0, branch
             )
             return EXIT_OK
-        await self._report(
-            ReportType.FAILED, order, f"coding agent exited with code {code}", code, branch
-        )
+        message = f"coding agent exited with code {code}"
+        if error is not None:
+            # Some CLIs (Aider) exit 0 after an API error: the error decides, not the code.
+            message = f"{message}: {error}"
+        await self._report(ReportType.FAILED, order, message[:4000], code, branch)
         return code if 0 < code < 256 else EXIT_FAILED
 
     # --- refinery ---
@@ -299,7 +379,9 @@ class Runtime:
             return review_prompt(self.identity, order, context, nudges)
 
         await self._status(f"reviewing {mr.branch}")
-        end = await self._drive(adapter_for(order.coding_agent), prompt, ctx.workdir)
+        adapter = adapter_for(order.coding_agent)
+        exclude_leftovers(ctx.workdir, adapter.leftovers)
+        end = await self._drive(adapter, prompt, ctx.workdir)
         if end.kind == "stale":
             raise StaleError("re-dispatched during review")
         if end.kind != "exited":
@@ -327,10 +409,16 @@ class Runtime:
         to_ack: list[str] = []
         checkpoint = self._checkpoint
         while True:
+            problem = adapter.preflight(self._agent_env(cwd))
+            if problem is not None:
+                log.error("%s", problem)
+                self.model_error = problem
+                return SessionEnd("exited", 126)
             try:
                 proc = await self._spawn(adapter, cwd)
             except OSError as exc:
                 log.error("cannot start the coding agent: %s", exc)
+                self.model_error = f"cannot start the coding agent: {exc}"
                 return SessionEnd("exited", 127)
             await self._write_stdin(proc, adapter.initial_input(prompt(nudges, checkpoint)))
             if not adapter.streams_input:
@@ -345,13 +433,15 @@ class Runtime:
             checkpoint = await self._latest_checkpoint()
 
     async def _spawn(self, adapter: Adapter, cwd: Path) -> asyncio.subprocess.Process:
-        argv = adapter.argv()
+        env = self._agent_env(cwd)
+        argv = adapter.argv(env)
         log.info("starting coding agent: %s", self._redact(shlex.join(argv)))
         self.watermark.tools.clear()
+        self.model_error = None
         return await asyncio.create_subprocess_exec(
             *argv,
             cwd=cwd,
-            env=self._agent_env(),
+            env=env,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
@@ -380,11 +470,25 @@ class Runtime:
             _signal_group(proc, signal.SIGKILL)
             await asyncio.wait_for(proc.wait(), timeout=30)
 
-    def _agent_env(self) -> dict[str, str]:
+    def _agent_env(self, cwd: Path) -> dict[str, str]:
         env = dict(os.environ)
         env.update(self.identity.to_env())
         env["PATH"] = f"{self._gt_bin()}{os.pathsep}{env.get('PATH', '')}"
+        # Some CLIs (OpenCode) take their working directory from PWD, not from the process.
+        env["PWD"] = str(cwd)
         return env
+
+    async def observe(self, event: AgentEvent) -> None:
+        """Fold one coding-agent event into the watermark and note model API failures."""
+        self.watermark.observe(event, utcnow())
+        if event.error is None:
+            return
+        self.model_error = event.error
+        now = time.monotonic()
+        if event.fatal or now - self._retry_status_at >= self.options.retry_status_seconds:
+            self._retry_status_at = now
+            log.warning("coding agent: %s", self._redact(event.error))
+            await self._status(f"model API trouble: {event.error}")
 
     def _gt_bin(self) -> Path:
         # `gt` must run with this interpreter whatever is installed on PATH: a one-line shim.
@@ -554,6 +658,9 @@ class _Watch:
         self.adapter = adapter
         self.deadline = deadline
         self.turn_done = asyncio.Event()
+        self.turn_running = False
+        """True from the first progress after a `result` until the next `result`."""
+        self.fatal = False
         self.loop = asyncio.get_running_loop()
 
     async def run(self) -> SessionEnd | tuple[tuple[str, ...], list[str]]:
@@ -599,6 +706,8 @@ class _Watch:
             if self.turn_done.is_set():
                 self.turn_done.clear()
                 idle_deadline = await self._after_turn()
+            if idle_deadline is not None and self.turn_running:
+                idle_deadline = None  # a queued turn started: it is not idle
             if idle_deadline is not None and now >= idle_deadline:
                 log.info("session idle without gt done: closing its input")
                 _close_stdin(self.proc)
@@ -616,7 +725,8 @@ class _Watch:
 
     async def _after_turn(self) -> float | None:
         """A streaming turn ended: finish if the agent reported, otherwise wait for nudges."""
-        if await self.rt.has_final_report():
+        if self.fatal or await self.rt.has_final_report():
+            # Done, or the turn ended in an API error: waiting for nudges would only hide it.
             _close_stdin(self.proc)
             return None
         return self.loop.time() + self.rt.identity.effective_idle_timeout
@@ -651,11 +761,42 @@ class _Watch:
                 return
             line = raw.decode(errors="replace")
             self.rt.echo(line)
-            now = utcnow()
             for event in self.adapter.parse(line):
-                self.rt.watermark.observe(event, now)
-                if event.turn_done:
+                await self.rt.observe(event)
+                if event.fatal:
+                    self.fatal = True
+                if event.turn_done or event.fatal:
+                    self.turn_running = False
                     self.turn_done.set()
+                elif event.progress:
+                    self.turn_running = True
+
+
+def ensure_home() -> None:
+    """Create HOME if it is missing (an emptyDir starts empty) and check it is writable."""
+    home = os.environ.get("HOME")
+    if not home:
+        return
+    path = Path(home)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OSError(f"HOME {path} is not writable")
+
+
+def exclude_leftovers(repo: Path, patterns: Sequence[str]) -> None:
+    """Add the CLI's leftover files to the clone's .git/info/exclude (once each)."""
+    if not patterns:
+        return
+    git_dir = repo / ".git"
+    if not git_dir.is_dir():
+        return
+    exclude = git_dir / "info" / "exclude"
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    present = exclude.read_text().splitlines() if exclude.exists() else []
+    missing = [p for p in patterns if p not in present]
+    if missing:
+        with exclude.open("a") as handle:
+            handle.write("".join(f"{p}\n" for p in missing))
 
 
 def _close_stdin(proc: asyncio.subprocess.Process) -> None:

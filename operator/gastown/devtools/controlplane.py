@@ -30,6 +30,9 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-kube.sh"
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 15.0
+# The Service CIDR; its first address is the `kubernetes` Service, which pods on a local node
+# reach through a NAT to the loopback API server (see devtools/node.py).
+SERVICE_CIDR = "10.0.0.0/24"
 
 
 class ControlPlaneError(RuntimeError):
@@ -83,6 +86,8 @@ class ControlPlane:
     admin_token: str = ""
     pids: dict[str, int] = field(default_factory=dict)
     startup_seconds: float = 0.0
+    # Kubelets that may join (each gets a node token); fixed before start, see pki.generate.
+    node_names: tuple[str, ...] = ()
 
     @property
     def kubeconfig(self) -> Path:
@@ -107,7 +112,7 @@ class ControlPlane:
         self.binary = self.binary or build_binary()
         self.directory.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
-        keys = pki.generate(self.directory / "pki")
+        keys = pki.generate(self.directory / "pki", self.node_names)
         self.admin_token = keys.admin_token
         try:
             self._start_etcd()
@@ -191,8 +196,15 @@ class ControlPlane:
                 f"--service-account-issuer=https://127.0.0.1:{self.api_port}",
                 f"--service-account-key-file={keys.sa_pub}",
                 f"--service-account-signing-key-file={keys.sa_key}",
-                "--service-cluster-ip-range=10.0.0.0/24",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--authorization-mode=Node,RBAC",
+                # Kubelets are judged as in a real cluster: they may only change their own Node
+                # and the pods bound to it. The API server reaches a kubelet (logs, exec) at its
+                # node IP (node names need not resolve) with a client certificate.
+                "--enable-admission-plugins=NodeRestriction",
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--kubelet-client-certificate={keys.kubelet_client_cert}",
+                f"--kubelet-client-key={keys.kubelet_client_key}",
                 "--allow-privileged=true",
                 "--endpoint-reconciler-type=none",
                 "--enable-priority-and-fairness=false",
@@ -239,6 +251,17 @@ class ControlPlane:
         except ValueError:
             return {}
         return parsed
+
+    def node_token(self, node: str) -> str:
+        """The static token of kubelet `node`, read back from the API server's token file."""
+        for line in (self.directory / "pki" / "tokens.csv").read_text().splitlines():
+            token, user, *_ = line.split(",")
+            if user == f"system:node:{node}":
+                return token
+        raise ControlPlaneError(
+            f"the control plane has no token for node {node!r}: "
+            "start it with that name in `node_names`"
+        )
 
     def _ready(self) -> bool:
         return self._get("/readyz") is not None

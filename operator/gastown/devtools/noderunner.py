@@ -88,6 +88,9 @@ class NodeRunner:
                     "gastown.dev/local-node": "true",
                 },
             },
+            # The runner binds its pods itself; the taint keeps a kube-scheduler (the real
+            # local node's) from placing any other pod on this process launcher.
+            "spec": {"taints": [{"key": "gastown.dev/node-runner", "effect": "NoSchedule"}]},
         }
         with contextlib.suppress(ApiException):
             await self.kube.core.create_node(body)  # type: ignore[arg-type]

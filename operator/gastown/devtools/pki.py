@@ -1,4 +1,10 @@
-"""Certificates and keys for the local control plane (CA, serving cert, service-account key)."""
+"""Certificates and keys for the local control plane (CA, serving cert, service-account key).
+
+Also the credentials a local node needs: a client certificate the API server presents to the
+kubelet (so the kubelet can refuse anonymous requests), and static tokens for the kubelets
+(user `system:node:<name>` in group `system:nodes`, so the Node authorizer and NodeRestriction
+admission judge them as in a real cluster).
+"""
 
 from __future__ import annotations
 
@@ -27,6 +33,13 @@ class Pki:
     sa_pub: Path
     tokens: Path
     admin_token: str
+    kubelet_client_cert: Path
+    kubelet_client_key: Path
+    node_tokens: dict[str, str]
+
+    def node_token(self, node: str) -> str:
+        """The static token of kubelet `node` (KeyError if the control plane has none for it)."""
+        return self.node_tokens[node]
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -48,8 +61,12 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def generate(directory: Path) -> Pki:
-    """Create a CA, a serving certificate for 127.0.0.1/localhost, an SA key and a token file."""
+def generate(directory: Path, nodes: tuple[str, ...] = ()) -> Pki:
+    """Create a CA, a serving certificate for 127.0.0.1/localhost, an SA key and a token file.
+
+    `nodes` names the kubelets that may join: each gets a token in the token file, which the API
+    server reads only at start-up, so nodes must be known before it starts.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     ca_key = _key()
@@ -107,6 +124,9 @@ def generate(directory: Path) -> Pki:
         sa_pub=directory / "sa.pub",
         tokens=directory / "tokens.csv",
         admin_token=secrets.token_urlsafe(32),
+        kubelet_client_cert=directory / "apiserver-kubelet-client.crt",
+        kubelet_client_key=directory / "apiserver-kubelet-client.key",
+        node_tokens={node: secrets.token_urlsafe(32) for node in nodes},
     )
     paths.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     paths.serving_cert.write_bytes(serving_cert.public_bytes(serialization.Encoding.PEM))
@@ -118,7 +138,35 @@ def generate(directory: Path) -> Pki:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
+    # The API server's client identity towards kubelets (logs, exec, port-forward). In
+    # system:masters so the kubelet's webhook authorization (a SubjectAccessReview) allows it.
+    client_key = _key()
+    client_cert = (
+        x509.CertificateBuilder()
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
+                    x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver-kubelet-client"),
+                ]
+            )
+        )
+        .issuer_name(ca_cert.subject)
+        .public_key(client_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + _VALIDITY)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths.kubelet_client_cert.write_bytes(client_cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(paths.kubelet_client_key, client_key)
     # Static token file: token,user,uid,"groups". The admin is in system:masters (bypasses RBAC).
-    paths.tokens.write_text(f'{paths.admin_token},admin,admin-uid,"system:masters"\n')
+    lines = [f'{paths.admin_token},admin,admin-uid,"system:masters"']
+    lines += [
+        f'{token},system:node:{node},node-{node},"system:nodes"'
+        for node, token in paths.node_tokens.items()
+    ]
+    paths.tokens.write_text("\n".join(lines) + "\n")
     paths.tokens.chmod(0o600)
     return paths

@@ -4,7 +4,7 @@ Every agent dispatch generation gets exactly one Pod with a deterministic name, 
 twice is harmless. The Pod runs `gastown agent run` with the agent's identity in its
 environment; credentials reach it only through Secret references; it runs under restricted pod
 security (non-root, no privilege escalation, RuntimeDefault seccomp, all capabilities dropped,
-read-only root filesystem with emptyDirs for the workspace and /tmp).
+read-only root filesystem with emptyDirs for the workspace, HOME and /tmp).
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from gastown.model.town import Rig
 from gastown.reconcile.names import pod_name
 
 WORKSPACE = "/workspace"
+HOME = "/home/gastown"
+"""The agent's HOME: an emptyDir of its own, so it exists and is writable from the first moment
+(git config --global, the coding-agent CLIs' settings and sessions) and stays out of the clone."""
 GIT_CREDENTIALS_DIR = "/var/run/gastown/git"
 PR_TOKEN_DIR = "/var/run/gastown/pr"
 SECRET_ENV = "GASTOWN_SECRET_ENV"
@@ -42,7 +45,7 @@ def _env(town: Town, agent: Agent, generation: int, bead: str | None, rig: Rig |
         {"name": "GASTOWN_GENERATION", "value": str(generation)},
         {"name": "GASTOWN_WORKDIR", "value": WORKSPACE},
         {"name": "GASTOWN_POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": "HOME", "value": f"{WORKSPACE}/.home"},
+        {"name": "HOME", "value": HOME},
     ]
     if agent.spec.rig:
         env.append({"name": "GASTOWN_RIG", "value": agent.spec.rig})
@@ -82,10 +85,12 @@ def _needs_pr_token(agent: Agent, rig: Rig | None) -> bool:
 def _volumes(agent: Agent, rig: Rig | None) -> tuple[list[Any], list[Any]]:
     volumes: list[dict[str, Any]] = [
         {"name": "workspace", "emptyDir": {}},
+        {"name": "home", "emptyDir": {}},
         {"name": "tmp", "emptyDir": {}},
     ]
     mounts: list[dict[str, Any]] = [
         {"name": "workspace", "mountPath": WORKSPACE},
+        {"name": "home", "mountPath": HOME},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
     if rig and rig.credentials_secret:

@@ -106,6 +106,19 @@ def test_pod_security_is_restricted() -> None:
     assert container["readOnlyRootFilesystem"] is True
 
 
+def test_home_exists_and_is_writable_outside_the_workspace() -> None:
+    # The root filesystem is read-only: HOME must be a volume of its own, or git config
+    # --global and the coding-agent CLIs fail; and it must not sit inside the clone.
+    pod = build_pod(TOWN, agent(), "uid-1", 3, "b1", "sa")
+    home = env_of(pod)["HOME"]
+    mounts = {m["mountPath"]: m for m in pod["spec"]["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert home in mounts
+    assert not mounts[home].get("readOnly", False)
+    assert "emptyDir" in volumes[mounts[home]["name"]]
+    assert not home.startswith(pod["spec"]["containers"][0]["workingDir"] + "/")
+
+
 def test_identity_and_generation_are_in_the_environment() -> None:
     env = env_of(build_pod(TOWN, agent(), "uid-1", 3, "b1", "sa"))
     assert env["GASTOWN_TOWN"] == "demo"

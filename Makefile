@@ -25,6 +25,10 @@ setup: $(VENV)/.installed ## Create the virtualenv and install the project with 
 kube-bin: ## Build (once, cached outside the repo) the local control-plane binary.
 	@bash hack/build-kube.sh
 
+.PHONY: images
+images: setup ## Build the operator and agent images locally (no registry; cached by content hash).
+	@bash hack/build-images.sh $(IMAGES_ARGS)
+
 .PHONY: clis
 clis: ## Install the pinned coding-agent CLIs (Claude Code, Codex, OpenCode, Aider) into a cache.
 	@bash hack/install-clis.sh >/dev/null

@@ -2,6 +2,7 @@
 # The gastown operator image: `gastown run` (kopf) and nothing else.
 #
 #   docker build -f images/operator.Dockerfile -t gastown/operator:0.1.0 .
+#   make images    # the same with no Docker and no registry (buildah, a local Debian base)
 #
 # Build context: the repository root. The tag must match the chart's appVersion (or set
 # image.tag). Pin the base image by digest for reproducible builds: pass

@@ -20,6 +20,17 @@ from tests.support.api import Api, eventually
 CRD_DIR = REPO_ROOT / "crds"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run every test that uses the real node after all the others.
+
+    The real node's kube-scheduler binds every pending pod of the cluster, so once it runs it
+    would race the local node runner (which binds agent pods to itself) and the tests that play
+    agents through the API (whose pods must stay unstarted). Starting the node last keeps both
+    worlds apart within one session; the sort is stable, so the order is otherwise unchanged.
+    """
+    items.sort(key=lambda item: "real_node" in getattr(item, "fixturenames", ()))
+
+
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     """A running control plane with our CRDs installed and Established."""

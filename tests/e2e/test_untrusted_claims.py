@@ -121,6 +121,7 @@ def test_a_done_naming_the_convoy_branch_leaves_the_target_alone(
     assert api.create(namespace, town(git_url=player.git_url)).status == 201
     tasks = [{"key": "a", "title": "A"}, {"key": "b", "title": "B", "dependsOn": ["a"]}]
     assert api.create(namespace, convoy("c", tasks)).status == 201
+    player.leave.add("c-b")  # c-b's polecat is the liar, played by this test
 
     def b_dispatched() -> Agent | None:
         polecat = hooked(view, "c-b", AgentRole.POLECAT)

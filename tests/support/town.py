@@ -120,6 +120,8 @@ class AgentPlayer:
         self.played: set[tuple[str, int]] = set()
         self.request_changes_once: set[str] = set()
         self.fail_beads: set[str] = set()
+        self.leave: set[str] = set()
+        """Beads whose agents the player never plays (the test reports for them itself)."""
 
     def channel(self, agent: Agent) -> KubeAgentChannel:
         """The channel the agent's pod would use at its current generation."""
@@ -161,6 +163,8 @@ class AgentPlayer:
     def decide(self, agent: Agent, bead: Bead) -> ReportDraft | None:
         """What a fair agent reports for its hooked bead, after doing the git work for real
         (the operator verifies every push and merge against the remote)."""
+        if bead.name in self.leave:
+            return None
         if agent.spec.role is AgentRole.REFINERY:
             spec = bead.spec.merge_request
             assert spec is not None, f"{bead.name} is not a merge request"

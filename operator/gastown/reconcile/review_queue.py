@@ -122,6 +122,9 @@ def apply_refinery_report(ctx: Pass, agent: Agent, report: Report) -> None:
         and is_mr(mr)
         and (report.bead is None or report.bead == hook)
         and ctx.phase(mr) is BeadPhase.IN_PROGRESS
+        # Only the refinery the MR is assigned to may change it: every outcome's write expects
+        # it, so acting for another would conflict on every pass (and the report never apply).
+        and mr.status.assignee == agent.name
         and ctx.free(Kind.BEAD, mr.name)
     )
     if report.type is ReportType.ESCALATE:

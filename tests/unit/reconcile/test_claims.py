@@ -5,7 +5,7 @@ from __future__ import annotations
 from gastown.model import BeadPhase
 from gastown.reconcile import names
 from gastown.reconcile.actions import VerifyAgentClaim
-from gastown.reconcile.writes import BranchClaim, MergeClaim
+from gastown.reconcile.writes import BranchClaim, Kind, MergeClaim
 from tests.unit.reconcile.builders import World, bead, convoy, seconds, task, town
 
 
@@ -216,3 +216,17 @@ def test_a_verified_merge_after_a_refused_one_clears_the_condition() -> None:
     w.step(seconds(5))
     assert w.bead(mr).status.phase is BeadPhase.CLOSED
     assert refused(w, mr) is None
+
+
+def test_a_refinery_report_about_an_mr_assigned_elsewhere_is_dropped_not_looped() -> None:
+    # Every outcome's write expects the MR's assignee to be the reporting refinery; acting for
+    # another would conflict on every pass and the report would never apply (a hot loop).
+    w = World.of(town(), bead("a"))
+    mr = in_review(w, "a")
+    refinery = w.agent_on(mr).name
+    w._patch_status(Kind.BEAD, mr, {"assignee": "someone-else"})
+    w.report(refinery, "pr-opened", prUrl="https://github.example/o/r/pull/1")
+    w.step(seconds(1))
+    assert w.agents[refinery].status.applied_report_seq == 1
+    assert w.conflicts == 0
+    assert w.bead(mr).status.review is None or w.bead(mr).status.review.pr_url is None

@@ -37,6 +37,13 @@ class HttpRig:
     """The Town's `credentialsSecret`: a labelled Secret with `username` and `password`."""
 
 
+def run_git(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run git and return the finished process, whatever its exit code."""
+    return subprocess.run(
+        ["git", *args], cwd=cwd, env=GIT_ENV, capture_output=True, text=True, check=False
+    )
+
+
 def make_bare_repo(path: Path, files: dict[str, str] | None = None) -> Path:
     """A bare repository whose main has one commit with `files` (default: a README)."""
     path.parent.mkdir(parents=True, exist_ok=True)

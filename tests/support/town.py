@@ -18,7 +18,7 @@ from gastown.kube.rest import RestClient
 from gastown.model import Agent, AgentRole, Bead, Convoy, ReportType
 from gastown.reconcile.names import work_branch
 from tests.support.api import Api, eventually
-from tests.support.git import git
+from tests.support.git import git, run_git
 
 
 def town(name: str = "demo", git_url: str = "/srv/git/app.git", **spec: Any) -> dict[str, Any]:
@@ -204,6 +204,10 @@ class GitHands:
     def _fresh(self) -> None:
         if not (self.clone / ".git").exists():
             git("clone", "-q", str(self.remote), str(self.clone))
+        # Whatever an earlier step left behind (a failed merge, stray files) must not leak in.
+        run_git("merge", "--abort", cwd=self.clone)
+        git("reset", "-q", "--hard", cwd=self.clone)
+        git("clean", "-q", "-fdx", cwd=self.clone)
         git("fetch", "-q", "--prune", "origin", cwd=self.clone)
 
     def _checkout(self, branch: str, start: str = "main") -> None:
@@ -227,9 +231,19 @@ class GitHands:
         """Merge `source` into `target` with --no-ff and push it; the merge commit."""
         self._fresh()
         self._checkout(target)
-        git(
+        merged = run_git(
             "merge", "-q", "--no-ff", "-X", "theirs", "-m", f"Merge {source} ({what})",
             f"origin/{source}", cwd=self.clone,
         )  # fmt: skip
+        if merged.returncode != 0:
+            # A conflict `-X theirs` cannot settle (add/add, modify/delete): a fair refinery
+            # would resolve it; the player takes the source's side of every conflicted path.
+            conflicted = git("diff", "--name-only", "--diff-filter=U", cwd=self.clone).split()
+            assert conflicted, f"merge of {source} failed: {merged.stdout}{merged.stderr}"
+            for path in conflicted:
+                if run_git("checkout", "--theirs", "--", path, cwd=self.clone).returncode:
+                    git("rm", "-q", "--", path, cwd=self.clone)
+            git("add", "-A", cwd=self.clone)
+            git("commit", "-q", "--no-edit", cwd=self.clone)
         git("push", "-q", "origin", f"HEAD:refs/heads/{target}", cwd=self.clone)
         return git("rev-parse", "HEAD", cwd=self.clone).strip()

@@ -227,7 +227,9 @@ class Scripted:
         if not base:
             return
         call = self.tool("Bash", f"git merge origin/{base}")
-        self.git("fetch", "-q", "origin")
+        # No fetch: the runtime fetched the remote just before the session, and a coding agent
+        # holds no git credentials (only the runtime does), so an authenticated remote would
+        # refuse it.
         attributes = Path(self.git("rev-parse", "--git-path", "info/attributes"))
         attributes.parent.mkdir(parents=True, exist_ok=True)
         attributes.write_text("* merge=union\n")

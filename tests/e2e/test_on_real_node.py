@@ -35,7 +35,7 @@ from gastown.devtools import images
 from gastown.devtools.controlplane import ControlPlane
 from gastown.devtools.gitserver import GitServer
 from gastown.devtools.modelserver import ModelServer
-from gastown.devtools.node import Node
+from gastown.devtools.node import NODE_NAME, Node
 from gastown.kube.labels import ROLE as ROLE_LABEL
 from gastown.kube.pods import AGENT_UID
 from gastown.model import BeadPhase, BeadType, ConvoyPhase
@@ -233,6 +233,9 @@ def node_town(image: str, rig: HttpRig, **spec: Any) -> dict[str, Any]:
     rig is `rig`, reached over authenticated smart HTTP."""
     body = scripted_town(rig.url, **spec)
     body["spec"]["agent"].update({"image": image, "imagePullPolicy": "Never"})
+    # The node runner of the session's other tests may still be binding agent pods: the
+    # selector keeps these for the real node (the runner honours nodeSelector, as a scheduler).
+    body["spec"]["agent"]["nodeSelector"] = {"kubernetes.io/hostname": NODE_NAME}
     body["spec"]["rigs"][0]["credentialsSecret"] = rig.secret
     return body
 

@@ -82,11 +82,7 @@ class NodeRunner:
             "kind": "Node",
             "metadata": {
                 "name": self.node,
-                "labels": {
-                    "kubernetes.io/hostname": self.node,
-                    "kubernetes.io/os": "linux",
-                    "gastown.dev/local-node": "true",
-                },
+                "labels": self.labels(),
             },
             # The runner binds its pods itself; the taint keeps a kube-scheduler (the real
             # local node's) from placing any other pod on this process launcher.
@@ -172,6 +168,8 @@ class NodeRunner:
                 pod = event["object"]
                 if event["type"] == "DELETED" or pod.metadata.deletion_timestamp:
                     continue
+                if not self._selects_this_node(pod.spec.node_selector):
+                    continue  # meant for another node (e.g. a real kubelet next to us)
                 body = {
                     "apiVersion": "v1",
                     "kind": "Binding",
@@ -188,6 +186,19 @@ class NodeRunner:
                 except ApiException as exc:
                     if exc.status not in (404, 409):
                         log.warning("binding %s failed: %s", pod.metadata.name, exc.reason)
+
+    def labels(self) -> dict[str, str]:
+        """The labels of this runner's Node."""
+        return {
+            "kubernetes.io/hostname": self.node,
+            "kubernetes.io/os": "linux",
+            "gastown.dev/local-node": "true",
+        }
+
+    def _selects_this_node(self, selector: dict[str, str] | None) -> bool:
+        """A pod's nodeSelector admits this node's labels (as the scheduler would judge)."""
+        labels = self.labels()
+        return all(labels.get(key) == value for key, value in (selector or {}).items())
 
     # -- running -----------------------------------------------------------------------------
 

@@ -52,7 +52,7 @@ def anthropic(extra: str = "", results: int = 0, stream: bool = True) -> dict[st
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": f"t{i}"}]}
         )
     tools = [{"name": "Bash"}, {"name": "Write"}]
-    system = "Primary working directory: /work/clone"
+    system = "Primary working directory: /workspace/repo"
     return {"model": "m", "messages": messages, "tools": tools, "system": system, "stream": stream}
 
 
@@ -63,7 +63,7 @@ def test_anthropic_plays_the_polecat_steps(server: ModelServer) -> None:
     start = next(e for e in events if e["type"] == "content_block_start")
     assert start["content_block"]["name"] == "Write"
     delta = next(e for e in events if e["type"] == "content_block_delta")["delta"]
-    assert json.loads(delta["partial_json"])["file_path"] == "/work/clone/beads/b1.md"
+    assert json.loads(delta["partial_json"])["file_path"] == "/workspace/repo/beads/b1.md"
     _, _, text = post(server, "/v1/messages", anthropic(results=2, stream=False))
     block = json.loads(text)["content"][0]
     assert block["name"] == "Bash"

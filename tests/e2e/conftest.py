@@ -10,8 +10,11 @@ import pytest
 
 from gastown.devtools.controlplane import ControlPlane
 from gastown.devtools.gitserver import GitServer
+from gastown.devtools.modelserver import ModelServer
+from gastown.devtools.node import Node
 from tests.support.api import Api
 from tests.support.git import HttpRig, make_bare_repo
+from tests.support.node import LEAN, PodWatch, agent_image
 from tests.support.procs import Process, node_runner, operator, wait_started
 from tests.support.town import AgentPlayer, TownView
 
@@ -117,14 +120,75 @@ def http_rig_repo(git_server: GitServer, api: Api, namespace: str) -> HttpRig:
     """A bare repository with one commit on main served by `git_server`, and a Secret
     `git-credentials` in the test's namespace holding its username and password, labelled for
     the town `demo` (the operator reads only Secrets labelled for the town naming them)."""
+    return _served_rig(git_server, api, namespace)
+
+
+def _served_rig(server: GitServer, api: Api, namespace: str) -> HttpRig:
+    """A bare repository served by `server` under the namespace, and its credentials Secret."""
     name = f"{namespace}/app.git"
-    path = make_bare_repo(git_server.root / name)
+    path = make_bare_repo(server.root / name)
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {"name": "git-credentials", "labels": {"gastown.dev/town": "demo"}},
-        "stringData": {"username": git_server.username, "password": git_server.password},
+        "stringData": {"username": server.username, "password": server.password},
     }
     created = api.call("POST", f"/api/v1/namespaces/{namespace}/secrets", secret)
     assert created.status == 201, created.message
-    return HttpRig(path=path, url=git_server.url(name), secret="git-credentials")
+    return HttpRig(path=path, url=server.url(name), secret="git-credentials")
+
+
+# -- the real node -------------------------------------------------------------------------------
+# Every fixture below depends on `real_node`, so the tests using them run after all others (see
+# tests/conftest.py): the node's scheduler binds every pending pod of the cluster.
+
+
+@pytest.fixture(scope="session")
+def lean_agent_image(real_node: Node, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The agent image without coding-agent CLIs, in the node's runtime (built once, cached)."""
+    return agent_image(real_node, tmp_path_factory.mktemp("lean-image"), LEAN)
+
+
+@pytest.fixture(scope="session")
+def full_agent_image(real_node: Node, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The agent image with every coding-agent CLI, in the node's runtime."""
+    return agent_image(real_node, tmp_path_factory.mktemp("full-image"), {})
+
+
+@pytest.fixture(scope="session")
+def node_git_server(
+    real_node: Node, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GitServer]:
+    """Smart-HTTP git with basic auth on the node's bridge gateway: pods and the operator
+    (on the host) both reach it there."""
+    root = tmp_path_factory.mktemp("node-git")
+    password = secrets.token_urlsafe(18)
+    with GitServer(root, "gastown-node", password, host=real_node.gateway) as server:
+        yield server
+
+
+@pytest.fixture
+def node_rig(node_git_server: GitServer, api: Api, namespace: str) -> HttpRig:
+    """A bare repository with one commit on main served by `node_git_server`, and its
+    credentials Secret `git-credentials` (labelled for the town `demo`) in the test's namespace."""
+    return _served_rig(node_git_server, api, namespace)
+
+
+@pytest.fixture
+def node_model_server(real_node: Node) -> Iterator[ModelServer]:
+    """The scripted model server on the node's bridge gateway, for one test."""
+    with ModelServer(host=real_node.gateway) as server:
+        yield server
+
+
+@pytest.fixture
+def pod_watch(
+    request: pytest.FixtureRequest, api: Api, control_plane: ControlPlane, namespace: str
+) -> Iterator[PodWatch]:
+    """A `PodWatch` of the test's namespace; prints every pod's logs if the test failed."""
+    with PodWatch(api, control_plane, namespace) as watch:
+        yield watch
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        for pod in watch.pods.values():
+            print(f"--- pod {pod.name} ({pod.role}, {pod.phase}) ---\n{pod.logs[-3000:]}")

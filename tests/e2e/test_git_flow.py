@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import pytest
 
 from gastown.devtools.gitserver import GitServer
@@ -12,22 +9,9 @@ from gastown.model import BeadPhase
 from tests.support.api import Api
 from tests.support.git import HttpRig, files_on, log
 from tests.support.procs import Process
-from tests.support.town import TownView, bead, town
+from tests.support.town import TownView, bead, scripted_town
 
 pytestmark = pytest.mark.cluster
-
-SCRIPTED = {"kind": "command", "command": ["python", "-m", "gastown.agent.scripted"]}
-
-
-def scripted_town(repo: Path | str, **spec: Any) -> dict[str, Any]:
-    """A town whose agents run the scripted coding agent against `repo` (a local bare
-    repository, or a URL)."""
-    spec.setdefault("policy", {})
-    spec["policy"].setdefault("retry", {"backoffSeconds": [1]})
-    body = town(git_url=str(repo), **spec)
-    body["spec"]["agent"]["codingAgent"] = SCRIPTED
-    body["spec"]["agent"]["env"] = [{"name": "GASTOWN_HEARTBEAT_SECONDS", "value": "2"}]
-    return body
 
 
 @pytest.mark.parametrize("remote", ["file", "http"])

@@ -1,23 +1,27 @@
-"""Convoys through real pods and git: landing, rework, conflicts, pull requests, killed agents."""
+"""Convoys on the real node: one landing merge, conflicts, pull requests, a killed container.
+
+Agent pods are real containers (the lean agent image, the scripted coding agent) on the local
+node; the rig's remote is served over authenticated smart HTTP on the node's bridge gateway (see
+tests/support/node.py).
+"""
 
 from __future__ import annotations
 
-import os
-import signal
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from gastown.model import BeadPhase, BeadType, ConvoyPhase
-from tests.e2e.test_git_flow import scripted_town
+from gastown.devtools.node import Node
+from gastown.model import BeadType, ConvoyPhase
 from tests.support.api import Api
-from tests.support.git import files_on, git, log, show
+from tests.support.git import HttpRig, files_on, git, log, show
+from tests.support.node import PodWatch, assert_ran_on_the_node, kill_container, node_town
 from tests.support.procs import Process
-from tests.support.town import TownView, convoy
+from tests.support.town import TownView, convoy, landed, town_state
 from tests.unit.agent.fake_provider import FakeProvider, start_fake
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(2400)]
 
 DIAMOND6 = [
     {"key": "base", "title": "Base"},
@@ -29,199 +33,189 @@ DIAMOND6 = [
 ]
 
 
-def landed(view: TownView, name: str, timeout: float = 240) -> Any:
-    """Wait until the convoy is terminal; return it."""
+LAND_TIMEOUT = 300.0
 
-    def done() -> Any:
-        found = view.convoy(name)
-        return found if found.status.phase in (ConvoyPhase.LANDED, ConvoyPhase.FAILED) else None
 
-    return view.wait(done, timeout, f"convoy {name} to land")
+@pytest.fixture
+def fake_github(real_node: Node, node_rig: HttpRig) -> Iterator[FakeProvider]:
+    """A fake GitHub on the node's bridge gateway (the refinery's pod opens PRs there, the
+    operator on the host polls them); PR heads are the branches really pushed to the rig."""
+    fake = FakeProvider(repo=node_rig.path, host=real_node.gateway)
+    server = start_fake(fake)
+    yield fake
+    server.shutdown()
+    server.server_close()
 
 
 def test_diamond_convoy_lands_through_one_landing_merge(
+    real_node: Node,
+    lean_agent_image: str,
     api: Api,
     namespace: str,
-    node_runner_proc: Process,
+    node_rig: HttpRig,
+    pod_watch: PodWatch,
     operator_proc: Process,
     view: TownView,
-    rig_repo: Path,
 ) -> None:
-    assert api.create(namespace, scripted_town(rig_repo)).status == 201
+    assert api.create(namespace, node_town(lean_agent_image, node_rig)).status == 201
     assert api.create(namespace, convoy("feat", DIAMOND6)).status == 201
-    result = landed(view, "feat")
-    assert result.status.phase is ConvoyPhase.LANDED, result.status
-    main_files = files_on(rig_repo)
+    result = landed(view, "feat", LAND_TIMEOUT)
+    assert result.status.phase is ConvoyPhase.LANDED, f"{result.status}\n{town_state(view)}"
+    repo = node_rig.path
+    main_files = files_on(repo)
     for task in DIAMOND6:
-        assert f"beads/feat-{task['key']}.md" in main_files, log(rig_repo)
+        assert f"beads/feat-{task['key']}.md" in main_files, log(repo)
     landings = [b for b in view.beads() if b.spec.merge_request and b.spec.merge_request.landing]
     assert len(landings) == 1
     # Dependency order: a bead's work is on the feature branch before its dependents started.
     feature = result.status.feature_branch
     assert feature
-    history = git("log", "--format=%s", "--reverse", "main", cwd=rig_repo)
+    history = git("log", "--format=%s", "--reverse", "main", cwd=repo)
     assert history.index("feat-base") < history.index("feat-join") < history.index("feat-top")
     # Exactly one merge of the feature branch into main.
-    merges = git("log", "--merges", "--first-parent", "--format=%s", "main", cwd=rig_repo)
+    merges = git("log", "--merges", "--first-parent", "--format=%s", "main", cwd=repo)
     assert len([m for m in merges.splitlines() if feature in m]) == 1, merges
-
-
-def test_request_changes_once_goes_through_rework(
-    api: Api,
-    namespace: str,
-    node_runner_proc: Process,
-    operator_proc: Process,
-    view: TownView,
-    rig_repo: Path,
-) -> None:
-    body = scripted_town(rig_repo, refinery={"review": True})
-    assert api.create(namespace, body).status == 201
-    tasks = [{"key": "fix", "title": "Fix", "description": "[scripted: request-changes-once]"}]
-    assert api.create(namespace, convoy("rw", tasks, mode="review-and-merge")).status == 201
-    result = landed(view, "rw")
-    assert result.status.phase is ConvoyPhase.LANDED, result.status
-    reworks = [b for b in view.beads() if b.spec.type is BeadType.REWORK]
-    assert len(reworks) == 1
-    assert reworks[0].status.phase is BeadPhase.CLOSED
-    assert "rework: " in git("log", "--format=%s", "main", cwd=rig_repo)
-    assert "beads/rw-fix.md" in files_on(rig_repo)
+    # Six polecats and the refineries, every one a container on the node.
+    assert_ran_on_the_node(pod_watch, real_node, at_least=7)
+    print(pod_watch.report("diamond convoy"))
 
 
 def test_merge_conflict_becomes_rework_and_main_is_never_broken(
+    real_node: Node,
+    lean_agent_image: str,
     api: Api,
     namespace: str,
-    node_runner_proc: Process,
+    node_rig: HttpRig,
+    pod_watch: PodWatch,
     operator_proc: Process,
     view: TownView,
-    rig_repo: Path,
 ) -> None:
-    assert api.create(namespace, scripted_town(rig_repo)).status == 201
+    assert api.create(namespace, node_town(lean_agent_image, node_rig)).status == 201
     marker = "[scripted: conflict-file=README.md]"
     tasks = [
         {"key": "one", "title": "One", "description": marker},
         {"key": "two", "title": "Two", "description": marker},
     ]
     assert api.create(namespace, convoy("cf", tasks, mode="review-and-merge")).status == 201
-    result = landed(view, "cf")
-    assert result.status.phase is ConvoyPhase.LANDED, result.status
-    assert {"beads/cf-one.md", "beads/cf-two.md"} <= set(files_on(rig_repo))
-    assert "<<<<<<<" not in show(rig_repo, "README.md")
+    result = landed(view, "cf", LAND_TIMEOUT)
+    assert result.status.phase is ConvoyPhase.LANDED, f"{result.status}\n{town_state(view)}"
+    repo = node_rig.path
+    assert {"beads/cf-one.md", "beads/cf-two.md"} <= set(files_on(repo))
+    assert "<<<<<<<" not in show(repo, "README.md")
     assert any(b.spec.type is BeadType.REWORK for b in view.beads())
     # Every commit on main's first-parent line has a clean tree (no conflict markers).
-    for sha in git("rev-list", "--first-parent", "main", cwd=rig_repo).split():
-        assert "<<<<<<<" not in git("show", f"{sha}:README.md", cwd=rig_repo)
+    for sha in git("rev-list", "--first-parent", "main", cwd=repo).split():
+        assert "<<<<<<<" not in git("show", f"{sha}:README.md", cwd=repo)
+    assert_ran_on_the_node(pod_watch, real_node, at_least=4)
 
 
 def test_pull_request_strategy_is_polled_until_merged(
+    real_node: Node,
+    lean_agent_image: str,
     api: Api,
     namespace: str,
-    node_runner_proc: Process,
+    node_rig: HttpRig,
+    pod_watch: PodWatch,
     pr_operator_proc: Process,
     view: TownView,
-    rig_repo: Path,
+    fake_github: FakeProvider,
 ) -> None:
-    fake = FakeProvider(repo=rig_repo)  # PR heads are the branches really pushed there
-    server = start_fake(fake)
-    try:
-        secret = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "gh", "labels": {"gastown.dev/town": "demo"}},
-            "stringData": {"token": "s3cr3t-token"},
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "gh", "labels": {"gastown.dev/town": "demo"}},
+        "stringData": {"token": "s3cr3t-token"},
+    }
+    assert api.call("POST", f"/api/v1/namespaces/{namespace}/secrets", secret).status == 201
+    body = node_town(lean_agent_image, node_rig, policy={"review": {"prPollIntervalSeconds": 1}})
+    body["spec"]["rigs"][0].update(
+        {
+            "mergeStrategy": "pr",
+            "pullRequests": {
+                "kind": "github",
+                "apiUrl": f"{fake_github.base}/gh",
+                "repository": "o/r",
+                "tokenSecret": {"name": "gh", "key": "token"},
+            },
         }
-        assert api.call("POST", f"/api/v1/namespaces/{namespace}/secrets", secret).status == 201
-        body = scripted_town(rig_repo, policy={"review": {"prPollIntervalSeconds": 1}})
-        body["spec"]["rigs"][0].update(
-            {
-                "mergeStrategy": "pr",
-                "pullRequests": {
-                    "kind": "github",
-                    "apiUrl": f"{fake.base}/gh",
-                    "repository": "o/r",
-                    "tokenSecret": {"name": "gh", "key": "token"},
-                },
-            }
-        )
-        assert api.create(namespace, body).status == 201
-        tasks = [{"key": "pr", "title": "Via PR"}]
-        assert api.create(namespace, convoy("viapr", tasks, mode="review-and-merge")).status == 201
-        view.wait(lambda: fake.prs, 120, "a pull request to be opened")
-        mr = view.wait(
-            lambda: next(
-                (
-                    b
-                    for b in view.beads()
-                    if b.spec.type is BeadType.MERGE_REQUEST
-                    and b.status.review
-                    and b.status.review.pr_url
-                ),
-                None,
+    )
+    assert api.create(namespace, body).status == 201
+    tasks = [{"key": "pr", "title": "Via PR"}]
+    assert api.create(namespace, convoy("viapr", tasks, mode="review-and-merge")).status == 201
+    view.wait(lambda: fake_github.prs, LAND_TIMEOUT, "a pull request to be opened")
+    # The refinery's container opened it, with the token mounted from the Secret.
+    opened = [r for r in fake_github.requests if r[0] == "POST" and r[1].endswith("/pulls")]
+    assert opened, fake_github.requests
+    assert opened[0][2].get("Authorization") == "Bearer s3cr3t-token"
+    mr = view.wait(
+        lambda: next(
+            (
+                b
+                for b in view.beads()
+                if b.spec.type is BeadType.MERGE_REQUEST
+                and b.status.review
+                and b.status.review.pr_url
             ),
-            60,
-            "the MR to record the PR URL",
-        )
-        assert mr.status.review.pr_url.startswith("https://github.example/o/r/pull/")
-        # The claim counts once the provider confirmed the PR's branch, base and head commit.
-        view.wait(
-            lambda: next(b for b in view.beads() if b.name == mr.name).status.review.pr_verified_at,
-            60,
-            "the provider to confirm the PR",
-        )
-        fake.prs[0].state = "merged"
-        result = landed(view, "viapr", timeout=60)
-        assert result.status.phase is ConvoyPhase.LANDED, result.status
-        closed = next(b for b in view.beads() if b.name == mr.name)
-        assert closed.status.review.merge_commit == fake.prs[0].merge_commit()
-        polls = [r for r in fake.requests if r[0] == "GET" and "/pulls/" in r[1]]
-        assert polls, fake.requests
-        assert all("s3cr3t-token" not in str(v) for v in view.town()["status"].values())
-    finally:
-        server.shutdown()
+            None,
+        ),
+        60,
+        "the MR to record the PR URL",
+    )
+    assert mr.status.review.pr_url.startswith("https://github.example/o/r/pull/")
+    # The claim counts once the provider confirmed the PR's branch, base and head commit.
+    view.wait(
+        lambda: next(b for b in view.beads() if b.name == mr.name).status.review.pr_verified_at,
+        60,
+        "the provider to confirm the PR",
+    )
+    fake_github.prs[0].state = "merged"
+    result = landed(view, "viapr", timeout=60)
+    assert result.status.phase is ConvoyPhase.LANDED, f"{result.status}\n{town_state(view)}"
+    closed = next(b for b in view.beads() if b.name == mr.name)
+    assert closed.status.review.merge_commit == fake_github.prs[0].merge_commit()
+    polls = [r for r in fake_github.requests if r[0] == "GET" and "/pulls/" in r[1]]
+    assert polls, fake_github.requests
+    assert all("s3cr3t-token" not in str(v) for v in view.town()["status"].values())
+    assert_ran_on_the_node(pod_watch, real_node, at_least=2)
 
 
-def test_agent_process_killed_mid_bead_is_redone_once(
+def test_agent_container_killed_mid_bead_is_redone_once(
+    real_node: Node,
+    lean_agent_image: str,
     api: Api,
     namespace: str,
-    node_runner_proc: Process,
+    node_rig: HttpRig,
+    pod_watch: PodWatch,
     operator_proc: Process,
     view: TownView,
-    rig_repo: Path,
-    tmp_path: Path,
 ) -> None:
-    assert api.create(namespace, scripted_town(rig_repo)).status == 201
+    assert api.create(namespace, node_town(lean_agent_image, node_rig)).status == 201
     tasks = [
-        {"key": "slow", "title": "Slow", "description": "[scripted: sleep=6]"},
+        {"key": "slow", "title": "Slow", "description": "[scripted: sleep=8]"},
         {"key": "after", "title": "After", "dependsOn": ["slow"]},
     ]
     assert api.create(namespace, convoy("kill", tasks)).status == 201
-    pod = view.wait(
-        lambda: next(
+
+    def running() -> dict[str, Any] | None:
+        return next(
             (
                 p
                 for p in view.pods()
                 if p["metadata"]["labels"].get("gastown.dev/bead") == "kill-slow"
                 and p.get("status", {}).get("phase") == "Running"
+                and p["status"].get("containerStatuses", [{}])[0].get("containerID")
             ),
             None,
-        ),
-        60,
-        "the slow bead's pod to run",
-    )
-    pod_dir = node_runner_proc_root(node_runner_proc) / namespace
-    pid_file = view.wait(
-        lambda: next(iter(pod_dir.glob(f"{pod['metadata']['name']}-*/pid")), None),
-        30,
-        "the pod's pid file",
-    )
-    os.killpg(int(pid_file.read_text()), signal.SIGKILL)
-    result = landed(view, "kill")
-    assert result.status.phase is ConvoyPhase.LANDED, result.status
+        )
+
+    pod = view.wait(running, LAND_TIMEOUT, "the slow bead's container to run")
+    kill_container(real_node, pod)  # SIGKILL, as the kernel's OOM killer or a crash would
+    result = landed(view, "kill", LAND_TIMEOUT)
+    assert result.status.phase is ConvoyPhase.LANDED, f"{result.status}\n{town_state(view)}"
     slow = next(b for b in view.beads() if b.name == "kill-slow")
     assert slow.status.attempts == 2, slow.status
-    merges = git("log", "--merges", "--format=%s", "main", cwd=rig_repo)
+    # The killed pod ended as the kubelet saw it: the container exited on SIGKILL (137).
+    seen = pod_watch.pods[pod["metadata"]["name"]]
+    assert seen.phase == "Failed" or seen.name not in {p["metadata"]["name"] for p in view.pods()}
+    merges = git("log", "--merges", "--format=%s", "main", cwd=node_rig.path)
     assert merges.count("kill-slow") <= 2  # once into the feature branch, landed once
-
-
-def node_runner_proc_root(proc: Process) -> Path:
-    """The node runner's pod root directory (its --root argument)."""
-    return Path(proc.argv[proc.argv.index("--root") + 1])

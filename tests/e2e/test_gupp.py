@@ -1,31 +1,37 @@
-"""GUPP end to end: a silent agent is nudged once, live, into its running coding-agent session."""
+"""GUPP end to end: a silent agent is nudged once, live, into its running coding-agent session.
+
+The agent's pod is a real container on the local node (the lean agent image, the scripted
+coding agent speaking Claude Code's stream protocol); the nudge travels operator -> Agent spec ->
+the runtime in the container -> the coding agent's stdin, which logs it in the pod's /tmp.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from tests.e2e.test_git_flow import scripted_town
+from gastown.devtools.node import Node
 from tests.support.api import Api
+from tests.support.git import HttpRig
+from tests.support.node import PodWatch, assert_ran_on_the_node, empty_dir, node_town
 from tests.support.procs import Process
 from tests.support.town import TownView, bead
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(2400)]
 
 
 def test_stuck_agent_gets_one_warn_nudge_in_its_live_session(
+    real_node: Node,
+    lean_agent_image: str,
     api: Api,
     namespace: str,
-    node_runner_proc: Process,
+    node_rig: HttpRig,
+    pod_watch: PodWatch,
     operator_proc: Process,
     view: TownView,
-    rig_repo: Path,
 ) -> None:
-    # A path inside the pod (the node runner maps its /tmp emptyDir to a directory of its own).
-    pod_log = "/tmp/nudges.log"
-    body = scripted_town(
-        rig_repo,
+    body = node_town(
+        lean_agent_image,
+        node_rig,
         policy={"gupp": {"warnSeconds": 60, "escalateSeconds": 3600, "forceStopSeconds": 7200}},
     )
     # Stream mode (the Claude Code protocol), so nudges go into the live session.
@@ -33,7 +39,10 @@ def test_stuck_agent_gets_one_warn_nudge_in_its_live_session(
         "kind": "claude-code",
         "command": ["python", "-m", "gastown.agent.scripted"],
     }
-    body["spec"]["agent"]["env"].append({"name": "GASTOWN_SCRIPTED_NUDGE_LOG", "value": pod_log})
+    log_name = "nudges.log"
+    body["spec"]["agent"]["env"].append(
+        {"name": "GASTOWN_SCRIPTED_NUDGE_LOG", "value": f"/tmp/{log_name}"}
+    )
     assert api.create(namespace, body).status == 201
     assert api.create(namespace, bead("stuck", description="[scripted: hang]")).status == 201
 
@@ -43,17 +52,21 @@ def test_stuck_agent_gets_one_warn_nudge_in_its_live_session(
             return None
         return agents[0] if agents[0].status.delivered_nudges else None
 
-    agent = view.wait(warned, 150, "the GUPP warn tier and its delivered nudge")
+    agent = view.wait(warned, 240, "the GUPP warn tier and its delivered nudge")
     nudge_ids = [n.id for n in agent.spec.nudges if n.id.startswith("gupp-warn")]
     assert nudge_ids, agent.spec.nudges
     assert set(nudge_ids) <= set(agent.status.delivered_nudges)
-    # Delivered exactly once, into the running session (no restart of the coding agent).
-    root = Path(node_runner_proc.argv[node_runner_proc.argv.index("--root") + 1]) / namespace
-    logs = list(root.glob("*/volumes/tmp/nudges.log"))
-    assert len(logs) == 1, logs
-    lines = logs[0].read_text().splitlines()
+    # Delivered exactly once, into the running session: the one container of the bead still
+    # runs (no restart of the coding agent) and its /tmp emptyDir holds one logged nudge.
+    pods = [p for p in view.pods() if p["metadata"]["labels"].get("gastown.dev/bead") == "stuck"]
+    assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
+    status = pods[0]["status"]["containerStatuses"][0]
+    assert "running" in status["state"], status
+    assert status["restartCount"] == 0, status
+    lines = (empty_dir(real_node, pods[0], "tmp") / log_name).read_text().splitlines()
     assert len(lines) == 1, lines
     assert "no progress" in lines[0].lower(), lines
     assert agent.status.phase.value == "working"
     events = api.call("GET", f"/api/v1/namespaces/{namespace}/events").body["items"]
     assert any(e["reason"] == "GuppWarn" for e in events), [e["reason"] for e in events]
+    assert_ran_on_the_node(pod_watch, real_node, at_least=1)

@@ -146,30 +146,6 @@ def test_shadow_mode_changes_nothing(
     assert all(b.status.phase is BeadPhase.OPEN for b in view.beads())
 
 
-def test_cancel_releases_the_agent_and_deletes_its_pod(
-    api: Api, namespace: str, operator_proc: Process, view: TownView
-) -> None:
-    assert api.create(namespace, town()).status == 201
-    assert api.create(namespace, bead("doomed")).status == 201
-    pod = view.wait(
-        lambda: next(
-            (p for p in view.pods() if p["metadata"]["labels"].get("gastown.dev/bead") == "doomed"),
-            None,
-        ),
-        30,
-        "the bead's pod",
-    )
-    assert api.merge_patch("Bead", namespace, "doomed", {"spec": {"cancel": True}}).status == 200
-    view.wait(
-        lambda: all(p["metadata"]["name"] != pod["metadata"]["name"] for p in view.pods()),
-        30,
-        "the pod to be deleted",
-    )
-    doomed = next(b for b in view.beads() if b.name == "doomed")
-    assert (doomed.status.phase, doomed.status.reason) == (BeadPhase.FAILED, "Cancelled")
-    view.wait(lambda: all(a.spec.hook != "doomed" for a in view.agents()), 10, "agent released")
-
-
 def test_replayed_report_from_an_old_generation_changes_nothing(
     api: Api, namespace: str, operator_proc: Process, view: TownView, player: AgentPlayer
 ) -> None:

@@ -1,69 +1,44 @@
-"""The real coding-agent CLIs in agent pods, driven by the scripted model server.
+"""The real coding-agent CLIs in real containers, driven by the scripted model server.
 
-Claude Code lands a bead (polecat and reviewing refinery) and goes through one rework; Codex,
-OpenCode and Aider each land one bead. The CLIs are installed (pinned, cached outside the repo)
-by hack/install-clis.sh; a failed install fails these tests. Pods reach the model server like a
-real provider: its base URLs and keys are in the Town's agent env. The CLIs are named by absolute
-path in `codingAgent.command` (the adapter still adds its flags), so no PATH has to reach the pod.
+The full agent image (built locally with the pinned CLIs of images/cli-versions.env) runs on the
+local node as uid 1000. Claude Code lands a bead (polecat and reviewing refinery both) and goes
+through one rework; Codex, OpenCode and Aider each land one bead. Pods reach the model server on
+the node's bridge gateway like a real provider: its base URLs and keys are in the Town's agent
+env. The CLIs come from the image's PATH (the adapter adds its flags).
 """
 
 from __future__ import annotations
 
-import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gastown.devtools.controlplane import REPO_ROOT
 from gastown.devtools.modelserver import ModelServer
+from gastown.devtools.node import Node
 from gastown.model import BeadPhase, BeadType, ConvoyPhase
-from tests.e2e.test_git_flow import scripted_town
 from tests.support.api import Api
-from tests.support.git import files_on, git, log
+from tests.support.git import HttpRig, files_on, git, log
+from tests.support.node import PodWatch, assert_ran_on_the_node, node_town, session_logs
 from tests.support.procs import Process
-from tests.support.town import TownView, bead, convoy
+from tests.support.town import TownView, bead, convoy, landed, town_state
 
-pytestmark = pytest.mark.cluster
+# Cold, the first test builds the full agent image (minutes); warm, each flow takes seconds.
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(2400)]
 
-INSTALL_TIMEOUT = 1200.0
-LAND_TIMEOUT = 300.0
-
-
-@pytest.fixture(scope="session")
-def cli_bin() -> Path:
-    """The folder of the installed real CLIs (installs them on first use; fails loudly)."""
-    script = REPO_ROOT / "hack" / "install-clis.sh"
-    proc = subprocess.run(
-        ["bash", str(script)], capture_output=True, text=True, timeout=INSTALL_TIMEOUT, check=False
-    )
-    assert proc.returncode == 0, f"installing the coding-agent CLIs failed:\n{proc.stderr}"
-    path = Path(proc.stdout.strip().splitlines()[-1])
-    for name in ("claude", "codex", "opencode", "aider"):
-        assert (path / name).exists(), f"{name} missing in {path}"
-    return path
+LAND_TIMEOUT = 360.0
 
 
-@pytest.fixture
-def model_server() -> Iterator[ModelServer]:
-    """The scripted model server for one test."""
-    with ModelServer() as server:
-        yield server
-
-
-def cli_town(repo: Path, server: ModelServer, coding_agent: dict[str, Any], **spec: Any) -> Any:
-    """A town whose agents run a real CLI against the model server."""
-    body = scripted_town(repo, **spec)
+def cli_town(
+    image: str, rig: HttpRig, server: ModelServer, coding_agent: dict[str, Any], **spec: Any
+) -> dict[str, Any]:
+    """A town on the node whose agents run a real CLI of `image` against the model server."""
+    body = node_town(image, rig, **spec)
     agent = body["spec"]["agent"]
     agent["codingAgent"] = coding_agent
     env = {
         **server.env(),
         "GASTOWN_HEARTBEAT_SECONDS": "2",
-        # The local node runner runs pods as this (root) user: tell Claude Code the pod is
-        # its sandbox (agent pods on a node run as uid 1000 and need no such setting).
-        "IS_SANDBOX": "1",
         # Aider: no network look-ups of model prices, no analytics, no update checks.
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         "AIDER_ANALYTICS": "false",
@@ -89,72 +64,82 @@ def land_one(
     api: Api,
     namespace: str,
     view: TownView,
-    rig_repo: Path,
+    body: dict[str, Any],
+    rig: HttpRig,
     server: ModelServer,
-    coding_agent: dict[str, Any],
-    **spec: Any,
 ) -> float:
-    """Create a town and one bead; wait until it is merged into main; return the seconds."""
+    """Create the town and one bead; wait until it is merged into main; return the seconds."""
     started = time.monotonic()
-    assert api.create(namespace, cli_town(rig_repo, server, coding_agent, **spec)).status == 201
+    assert api.create(namespace, body).status == 201
     assert api.create(namespace, bead("hello", description="Add a greeting.")).status == 201
     result = closed(view, "hello")
-    assert result.status.phase is BeadPhase.CLOSED, (result.status, server.model_calls())
-    assert "beads/hello.md" in files_on(rig_repo), log(rig_repo)
+    assert result.status.phase is BeadPhase.CLOSED, (
+        f"{result.status}\n{town_state(view)}\n{server.model_calls()}"
+    )
+    assert "beads/hello.md" in files_on(rig.path), log(rig.path)
     return time.monotonic() - started
 
 
 def test_claude_code_lands_a_bead_reviewed_by_claude_code(
+    real_node: Node,
+    full_agent_image: str,
     api: Api,
     namespace: str,
-    node_runner_proc: Process,
+    node_rig: HttpRig,
+    node_model_server: ModelServer,
+    pod_watch: PodWatch,
     operator_proc: Process,
     view: TownView,
-    rig_repo: Path,
-    cli_bin: Path,
-    model_server: ModelServer,
 ) -> None:
-    coding = {"kind": "claude-code", "command": [str(cli_bin / "claude")]}
-    seconds = land_one(
-        api, namespace, view, rig_repo, model_server, coding, refinery={"review": True}
-    )
-    calls = model_server.model_calls("anthropic")
+    # `claude` from the image's PATH; no IS_SANDBOX: the pod runs it as uid 1000.
+    coding = {"kind": "claude-code"}
+    review = {"review": True}
+    body = cli_town(full_agent_image, node_rig, node_model_server, coding, refinery=review)
+    seconds = land_one(api, namespace, view, body, node_rig, node_model_server)
+    assert "hello: hello" in git("log", "--format=%s", "main", cwd=node_rig.path)
+    calls = node_model_server.model_calls("anthropic")
     assert calls, "Claude Code never called the model server"
-    # The polecat wrote and committed, the refinery reviewed: both sessions ran through us.
+    # The polecat wrote and committed, the refinery reviewed: two Claude Code sessions.
     sessions = {c.headers.get("x-claude-code-session-id") for c in calls}
     assert len(sessions) >= 2, sessions
-    assert "hello: hello" in git("log", "--format=%s", "main", cwd=rig_repo)
-    print(f"claude-code bead landed in {seconds:.1f} s")
+    ran = assert_ran_on_the_node(pod_watch, real_node, at_least=2)
+    assert {p.role for p in ran} >= {"polecat", "refinery"}, ran
+    # `kubectl logs` shows Claude Code's own stream-json session.
+    shown = session_logs(pod_watch, r'"type":\s*"system",\s*"subtype":\s*"init"')
+    assert shown, {p.name: p.logs[-500:] for p in pod_watch.pods.values()}
+    assert any("claude" in p.logs for p in shown)
+    print(f"claude-code bead landed on the node in {seconds:.1f} s")
+    print(pod_watch.report("claude-code"))
 
 
 def test_claude_code_rework_flow(
+    real_node: Node,
+    full_agent_image: str,
     api: Api,
     namespace: str,
-    node_runner_proc: Process,
+    node_rig: HttpRig,
+    node_model_server: ModelServer,
+    pod_watch: PodWatch,
     operator_proc: Process,
     view: TownView,
-    rig_repo: Path,
-    cli_bin: Path,
-    model_server: ModelServer,
 ) -> None:
-    coding = {"kind": "claude-code", "command": [str(cli_bin / "claude")]}
-    body = cli_town(rig_repo, model_server, coding, refinery={"review": True})
+    coding = {"kind": "claude-code"}
+    review = {"review": True}
+    body = cli_town(full_agent_image, node_rig, node_model_server, coding, refinery=review)
     assert api.create(namespace, body).status == 201
     tasks = [{"key": "fix", "title": "Fix", "description": "[model: request-changes-once]"}]
     assert api.create(namespace, convoy("rw", tasks, mode="review-and-merge")).status == 201
-
-    def landed() -> Any:
-        found = view.convoy("rw")
-        return found if found.status.phase in (ConvoyPhase.LANDED, ConvoyPhase.FAILED) else None
-
-    result = view.wait(landed, LAND_TIMEOUT * 2, "convoy rw to land")
-    assert result.status.phase is ConvoyPhase.LANDED, result.status
+    result = landed(view, "rw", LAND_TIMEOUT * 2)
+    assert result.status.phase is ConvoyPhase.LANDED, f"{result.status}\n{town_state(view)}"
     reworks = [b for b in view.beads() if b.spec.type is BeadType.REWORK]
     assert len(reworks) == 1
     assert reworks[0].status.phase is BeadPhase.CLOSED
-    assert "rework: rw-fix" in git("log", "--format=%s", "main", cwd=rig_repo)
-    bodies = [str(c.body) for c in model_server.model_calls("anthropic")]
+    assert "rework: rw-fix" in git("log", "--format=%s", "main", cwd=node_rig.path)
+    bodies = [str(c.body) for c in node_model_server.model_calls("anthropic")]
     assert any("gt request-changes" in b for b in bodies)
+    # The polecat, the reviewing refinery, the rework polecat and the second review.
+    ran = assert_ran_on_the_node(pod_watch, real_node, at_least=4)
+    assert {p.role for p in ran} >= {"polecat", "refinery"}, ran
 
 
 @pytest.mark.parametrize(
@@ -166,19 +151,23 @@ def test_claude_code_rework_flow(
     ],
 )
 def test_other_clis_land_a_bead(
+    real_node: Node,
+    full_agent_image: str,
     api: Api,
     namespace: str,
-    node_runner_proc: Process,
+    node_rig: HttpRig,
+    node_model_server: ModelServer,
+    pod_watch: PodWatch,
     operator_proc: Process,
     view: TownView,
-    rig_repo: Path,
-    cli_bin: Path,
-    model_server: ModelServer,
     cli: str,
     coding: dict[str, Any],
 ) -> None:
-    coding = {**coding, "command": [str(cli_bin / cli)]}
-    seconds = land_one(api, namespace, view, rig_repo, model_server, coding)
+    body = cli_town(full_agent_image, node_rig, node_model_server, coding)
+    seconds = land_one(api, namespace, view, body, node_rig, node_model_server)
     api_name = "chat" if cli == "aider" else "responses"
-    assert model_server.model_calls(api_name), f"{cli} never called the model server"
-    print(f"{cli} bead landed in {seconds:.1f} s")
+    assert node_model_server.model_calls(api_name), f"{cli} never called the model server"
+    assert_ran_on_the_node(pod_watch, real_node, at_least=2)
+    # `kubectl logs` of the polecat shows the CLI's session, not only the runtime's lines.
+    assert session_logs(pod_watch, "."), {p.name: p.logs[-500:] for p in pod_watch.pods.values()}
+    print(f"{cli} bead landed on the node in {seconds:.1f} s")

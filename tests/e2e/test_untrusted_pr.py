@@ -6,7 +6,8 @@ PR, saw it merged and closed the merge request and its source bead. Now the prov
 confirm the PR's head branch and commit and its base branch: the claim is refused with a Warning
 Event and the bead's ClaimsVerified condition, and nothing closes.
 
-The refinery runs for real (a pod of the node runner); the lie comes from the fake GitHub, which
+The refinery runs for real (a container on the local node); the lie comes from the fake GitHub
+(on the node's bridge gateway, where the pod and the operator both reach it), which
 answers the refinery's "open a pull request" with the URL of the merged PR: from the operator's
 side that is exactly a compromised refinery reporting a URL of its choosing.
 """
@@ -14,29 +15,29 @@ side that is exactly a compromised refinery reporting a URL of its choosing.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gastown.devtools.node import Node
 from gastown.model import Bead, BeadPhase, BeadType
-from tests.e2e.test_git_flow import scripted_town
 from tests.support.api import Api
-from tests.support.git import git
+from tests.support.git import HttpRig, git
+from tests.support.node import PodWatch, assert_ran_on_the_node, node_town
 from tests.support.procs import Process
 from tests.support.town import TownView, bead
 from tests.unit.agent.fake_provider import PR, FakeProvider, fake_sha, start_fake
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(2400)]
 
 MERGED_URL = "https://github.example/o/r/pull/1"
 OTHER_MERGE = fake_sha("merge of the other PR")
 
 
 @pytest.fixture
-def fake_github(rig_repo: Path) -> Iterator[FakeProvider]:
+def fake_github(real_node: Node, node_rig: HttpRig) -> Iterator[FakeProvider]:
     """A fake GitHub whose PR #1 (another branch, already merged) exists before the test."""
-    fake = FakeProvider(repo=rig_repo)
+    fake = FakeProvider(repo=node_rig.path, host=real_node.gateway)
     fake.prs.append(
         PR(
             1,
@@ -54,7 +55,7 @@ def fake_github(rig_repo: Path) -> Iterator[FakeProvider]:
     server.server_close()
 
 
-def pr_town(api: Api, namespace: str, rig_repo: Path, fake: FakeProvider) -> None:
+def pr_town(api: Api, namespace: str, image: str, rig: HttpRig, fake: FakeProvider) -> None:
     """A town whose rig merges through pull requests on the fake GitHub (token opted in)."""
     secret = {
         "apiVersion": "v1",
@@ -63,7 +64,7 @@ def pr_town(api: Api, namespace: str, rig_repo: Path, fake: FakeProvider) -> Non
         "stringData": {"token": "s3cr3t-token"},
     }
     assert api.call("POST", f"/api/v1/namespaces/{namespace}/secrets", secret).status == 201
-    body = scripted_town(rig_repo, policy={"review": {"prPollIntervalSeconds": 1}})
+    body = node_town(image, rig, policy={"review": {"prPollIntervalSeconds": 1}})
     body["spec"]["rigs"][0].update(
         {
             "mergeStrategy": "pr",
@@ -102,16 +103,19 @@ def merge_request_of(view: TownView, source: str) -> Bead | None:
 
 
 def test_forged_pr_url_of_another_merged_pr_closes_nothing(
+    real_node: Node,
+    lean_agent_image: str,
     api: Api,
     namespace: str,
-    node_runner_proc: Process,
+    node_rig: HttpRig,
+    pod_watch: PodWatch,
     pr_operator_proc: Process,
     view: TownView,
-    rig_repo: Path,
     fake_github: FakeProvider,
 ) -> None:
     fake_github.forged_url = MERGED_URL  # what the refinery will report as its PR
-    pr_town(api, namespace, rig_repo, fake_github)
+    pr_town(api, namespace, lean_agent_image, node_rig, fake_github)
+    rig_repo = node_rig.path
     main_before = git("rev-parse", "main", cwd=rig_repo).strip()
     assert api.create(namespace, bead("lie")).status == 201
 
@@ -123,7 +127,7 @@ def test_forged_pr_url_of_another_merged_pr_closes_nothing(
         assert not closed, f"the forged PR claim closed {closed}"
         return mr if mr.status.refused_claim is not None else None
 
-    mr = view.wait(refused, 180, "the forged PR claim to be refused")
+    mr = view.wait(refused, 240, "the forged PR claim to be refused")
     # The provider was asked about the claimed PR: another head branch, so a mismatch.
     assert any(m == "GET" and p == "/gh/repos/o/r/pulls/1" for m, p, _ in fake_github.requests)
     claim = mr.status.refused_claim
@@ -156,3 +160,4 @@ def test_forged_pr_url_of_another_merged_pr_closes_nothing(
         review = b.status.review
         assert review is None or review.merge_commit != OTHER_MERGE, b.status
     assert git("rev-parse", "main", cwd=rig_repo).strip() == main_before
+    assert_ran_on_the_node(pod_watch, real_node, at_least=3)  # a polecat, two refineries

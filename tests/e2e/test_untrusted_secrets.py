@@ -3,6 +3,8 @@
 A refinery gate prints the value of ANTHROPIC_API_KEY (plain and base64) and fails. Before the
 fix the value landed in the refinery Agent's reports, the rework Bead's spec and the Events.
 Now no API object of the namespace, no Event, no operator log line and no pod log holds it.
+The agents are real containers on the local node; their logs are read as `kubectl logs` serves
+them while the pods exist, and from the kubelet's log files on the node.
 """
 
 from __future__ import annotations
@@ -10,18 +12,19 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gastown.devtools.node import Node
 from gastown.model import BeadType
-from tests.e2e.test_git_flow import scripted_town
 from tests.support.api import Api
+from tests.support.git import HttpRig
+from tests.support.node import PodWatch, assert_ran_on_the_node, node_town
 from tests.support.procs import Process
 from tests.support.town import TownView, bead
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(2400)]
 
 MARKER = "leak-check:"
 GATE = f'echo "{MARKER} $ANTHROPIC_API_KEY"; printf %s "$ANTHROPIC_API_KEY" | base64; exit 1'
@@ -55,12 +58,14 @@ def copies(text: str, forms: list[str]) -> dict[str, int]:
 
 
 def test_gate_printing_a_secret_leaks_it_nowhere(
+    real_node: Node,
+    lean_agent_image: str,
     api: Api,
     namespace: str,
-    node_runner_proc: Process,
+    node_rig: HttpRig,
+    pod_watch: PodWatch,
     operator_proc: Process,
     view: TownView,
-    rig_repo: Path,
 ) -> None:
     secret_value = f"sk-ant-api03-{secrets.token_hex(20)}"
     key = {
@@ -70,7 +75,7 @@ def test_gate_printing_a_secret_leaks_it_nowhere(
         "stringData": {"anthropic": secret_value},
     }
     assert api.call("POST", f"/api/v1/namespaces/{namespace}/secrets", key).status == 201
-    body = scripted_town(rig_repo, refinery={"gates": [GATE]})
+    body = node_town(lean_agent_image, node_rig, refinery={"gates": [GATE]})
     body["spec"]["agent"]["secretEnv"] = [
         {"name": "ANTHROPIC_API_KEY", "secretKeyRef": {"name": "model-keys", "key": "anthropic"}}
     ]
@@ -89,7 +94,7 @@ def test_gate_printing_a_secret_leaks_it_nowhere(
         events = [e for e in dump["Event"] if MARKER in e.get("message", "")]
         return bool(reworks and events)
 
-    view.wait(gate_failure_copied, 180, "the failed gate's output in a rework bead and an Event")
+    view.wait(gate_failure_copied, 240, "the failed gate's output in a rework bead and an Event")
 
     forms = leak_forms(secret_value)
     dump = namespace_dump(api, namespace)
@@ -101,7 +106,11 @@ def test_gate_printing_a_secret_leaks_it_nowhere(
 
     operator_log = operator_proc.log.read_text(errors="replace")
     assert not copies(operator_log, forms), "secret in the operator's log"
-    pod_logs = sorted((node_runner_proc.log.parent / namespace).glob("*/container.log"))
-    assert pod_logs, "no agent pod ran"
-    for pod_log in pod_logs:
-        assert not copies(pod_log.read_text(errors="replace"), forms), f"secret in {pod_log}"
+    # The pods' logs: as `kubectl logs` served them, and the kubelet's files still on the node.
+    ran = assert_ran_on_the_node(pod_watch, real_node, at_least=2)
+    assert any(MARKER in pod.logs for pod in ran), "the gate's output never reached a pod log"
+    for pod in ran:
+        assert not copies(pod.logs, forms), f"secret in the log of pod {pod.name}"
+    files = sorted((real_node.directory / "pod-logs").glob(f"{namespace}_*/*/*.log"))
+    for path in files:
+        assert not copies(path.read_text(errors="replace"), forms), f"secret in {path}"

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from gastown.devtools.controlplane import ControlPlane
-from gastown.devtools.node import Node, primary_interface
+from gastown.devtools.node import Node, NodeError, primary_interface
 from tests.support.api import Api, eventually
 
 pytestmark = pytest.mark.cluster
@@ -195,6 +195,22 @@ def test_node_credentials_are_judged_by_the_node_authorizer(
     assert refused.status == 403, refused.body  # NodeRestriction
 
 
+def test_a_second_node_of_the_same_name_is_refused_and_disturbs_nothing(
+    real_node: Node, control_plane: ControlPlane, api: Api, tmp_path: Path
+) -> None:
+    """Two nodes of one name would share the bridge, cgroups and NAT rules (and each one's stop
+    would tear the other down): the second refuses to start, naming the first."""
+    assert json.loads(real_node.claim_path.read_text())["directory"] == str(real_node.directory)
+    second = Node(plane=control_plane, directory=tmp_path / "second")
+    with pytest.raises(NodeError, match="already runs on this machine from"):
+        second.start()
+    assert second.pids == {}
+    assert not (tmp_path / "second" / "containerd").exists()
+    node = api.call("GET", f"/api/v1/nodes/{real_node.name}").body
+    assert {c["type"]: c["status"] for c in node["status"]["conditions"]}["Ready"] == "True"
+    assert real_node.leftovers()  # still running: nothing of it was torn down
+
+
 def _nat_rules() -> str:
     return subprocess.run(
         ["iptables-save", "-t", "nat"], capture_output=True, text=True, check=True
@@ -272,3 +288,4 @@ def test_stop_leaves_nothing_behind(tmp_path: Path, crashed: bool) -> None:
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(tmp_path) not in mounts
     assert json.loads((node.directory / "state.json").read_text())["pids"] == {}
+    assert not node.claim_path.exists()  # the name is free for the next node

@@ -15,7 +15,7 @@ from gastown.agent.channel import ReportDraft
 from gastown.agent.identity import Identity
 from gastown.kube.agent_channel import KubeAgentChannel
 from gastown.kube.rest import RestClient
-from gastown.model import Agent, AgentRole, Bead, Convoy, ReportType
+from gastown.model import Agent, AgentRole, Bead, Convoy, ConvoyPhase, ReportType
 from gastown.reconcile.names import work_branch
 from tests.support.api import Api, eventually
 from tests.support.git import git, run_git
@@ -35,6 +35,21 @@ def town(name: str = "demo", git_url: str = "/srv/git/app.git", **spec: Any) -> 
         "metadata": {"name": name},
         "spec": body,
     }
+
+
+SCRIPTED = {"kind": "command", "command": ["python", "-m", "gastown.agent.scripted"]}
+"""The scripted coding agent (`gastown.agent.scripted`), as a Town's `codingAgent`."""
+
+
+def scripted_town(repo: Path | str, **spec: Any) -> dict[str, Any]:
+    """A town whose agents run the scripted coding agent against `repo` (a local bare
+    repository, or a URL)."""
+    spec.setdefault("policy", {})
+    spec["policy"].setdefault("retry", {"backoffSeconds": [1]})
+    body = town(git_url=str(repo), **spec)
+    body["spec"]["agent"]["codingAgent"] = SCRIPTED
+    body["spec"]["agent"]["env"] = [{"name": "GASTOWN_HEARTBEAT_SECONDS", "value": "2"}]
+    return body
 
 
 def convoy(
@@ -103,6 +118,31 @@ class TownView:
     def wait(self, check: Callable[[], Any], timeout: float, what: str) -> Any:
         """Poll until `check` is truthy."""
         return eventually(check, timeout, what, interval=0.2)
+
+
+def landed(view: TownView, name: str, timeout: float = 240) -> Convoy:
+    """Wait until the convoy is terminal (Landed or Failed); return it."""
+
+    def done() -> Convoy | None:
+        found = view.convoy(name)
+        return found if found.status.phase in (ConvoyPhase.LANDED, ConvoyPhase.FAILED) else None
+
+    result: Convoy = view.wait(done, timeout, f"convoy {name} to land")
+    return result
+
+
+def town_state(view: TownView) -> str:
+    """Every bead and agent in one line each (for failure messages)."""
+    lines = [
+        f"bead {b.name} {b.spec.type.value} {b.status.phase.value} attempts={b.status.attempts} "
+        f"assignee={b.status.assignee} reason={b.status.reason!r}"
+        for b in view.beads()
+    ]
+    lines += [
+        f"agent {a.name} {a.status.phase} hook={a.spec.hook} pod={a.status.pod}"
+        for a in view.agents()
+    ]
+    return "\n".join(lines)
 
 
 class AgentPlayer:

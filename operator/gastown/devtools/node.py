@@ -30,6 +30,7 @@ their NAT rules), mounts under the node directory, cgroups, the bridge and our N
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gzip
 import hashlib
 import io
@@ -77,6 +78,9 @@ SHARED_HOST_PATHS = (
     Path("/run/containerd/s"),
     Path("/run/containerd"),
 )
+# One node of a name per machine: its bridge, cgroup root and NAT rules are named after it.
+# A claim file here says which node directory holds the name (see `Node._claim`).
+CLAIMS_DIR = Path("/run/gastown")
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
 
@@ -297,6 +301,21 @@ def _pids_with_arg(needle: str) -> list[int]:
     return pids
 
 
+def _read_claim(path: Path) -> dict[str, str] | None:
+    """A node-name claim (directory, pid), or None when there is none or it is unreadable."""
+    try:
+        claim = json.loads(path.read_text())
+        return {"directory": str(claim["directory"]), "pid": str(int(claim["pid"]))}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _claim_alive(claim: dict[str, str]) -> bool:
+    """Whether a claim's node may still run: its starting process lives, or some process runs
+    with its directory on the command line (containerd, kubelet and shims all do)."""
+    return _alive(int(claim["pid"])) or bool(_pids_with_arg(claim["directory"] + "/"))
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -436,6 +455,7 @@ class Node:
         if reason:
             raise NodeError(reason)
         started = time.monotonic()
+        self._claim()
         install_dependencies()
         self.binaries = self.binaries or build_binaries()
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -486,7 +506,44 @@ class Node:
         self._save_state()
         left = self.leftovers()
         if left:
+            # The claim stays: whatever is left still holds the bridge and cgroup names.
             raise NodeError(f"node {self.name} left behind: {'; '.join(left)}")
+        self._release()
+
+    # -- one node of a name per machine ----------------------------------------------------
+
+    @property
+    def claim_path(self) -> Path:
+        """The machine-wide claim of this node's name."""
+        return CLAIMS_DIR / f"node-{self.name}.json"
+
+    def _claim(self) -> None:
+        """Claim the node's name on this machine, or raise naming the node that holds it.
+
+        Two nodes of one name would share a bridge, a cgroup root and NAT rules, and each one's
+        `stop` would tear down the other's. A claim whose holder is gone (its starting process
+        exited and no process runs from its directory, e.g. after a reboot or a SIGKILLed test
+        session that `cluster down` cleaned) is taken over. The check and the write happen under
+        an exclusive lock, so two sessions starting at once cannot both win.
+        """
+        CLAIMS_DIR.mkdir(parents=True, exist_ok=True)
+        with (CLAIMS_DIR / ".lock").open("w") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            holder = _read_claim(self.claim_path)
+            if holder and holder["directory"] != str(self.directory) and _claim_alive(holder):
+                raise NodeError(
+                    f"a node named {self.name} already runs on this machine from "
+                    f"{holder['directory']} (started by process {holder['pid']}); stop it first "
+                    "(`gastown cluster down` on its directory, or let its test session end)"
+                )
+            claim = {"directory": str(self.directory), "pid": os.getpid()}
+            self.claim_path.write_text(json.dumps(claim))
+
+    def _release(self) -> None:
+        """Drop the claim if it is this node's."""
+        holder = _read_claim(self.claim_path)
+        if holder and holder["directory"] == str(self.directory):
+            self.claim_path.unlink(missing_ok=True)
 
     def leftovers(self) -> list[str]:
         """Everything of this node still on the machine (empty after a clean `stop`)."""

@@ -1,4 +1,6 @@
-"""A tiny local fake of the GitHub and GitLab REST calls the refinery uses (127.0.0.1 only).
+"""A tiny local fake of the GitHub and GitLab REST calls the refinery uses.
+
+It listens on `host`: 127.0.0.1 by default, or a real node's bridge gateway so pods reach it too.
 
 With `repo` (a bare git repository, the rig's remote), a PR's head commit is read from the
 branch there, as a real provider tracks the pushed branch; otherwise it is a made-up SHA.
@@ -75,7 +77,7 @@ class FakeProvider:
 
 
 def start_fake(state: FakeProvider) -> ThreadingHTTPServer:
-    """Serve `state` on 127.0.0.1 in a daemon thread."""
+    """Serve `state` on its `host` in a daemon thread."""
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: Any) -> None:
@@ -198,7 +200,7 @@ def start_fake(state: FakeProvider) -> ThreadingHTTPServer:
         def _gl_url(self, pr: PR) -> str:
             return f"https://gitlab.example/g/sub/p/-/merge_requests/{pr.number}"
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer((state.host, 0), Handler)
     state.port = server.server_address[1]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server

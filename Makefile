@@ -74,7 +74,7 @@ bench: setup kube-bin ## Run the benchmarks in bench/ and print the figures.
 	$(PY) bench/bench_operator.py
 
 .PHONY: demo
-demo: setup kube-bin ## A whole town locally: control plane, node runner, operator, a convoy that lands.
+demo: setup kube-bin ## A whole town locally: control plane, real node, operator, Claude Code agents in containers landing a convoy.
 	$(PY) -m gastown.devtools.demo
 
 .PHONY: run

@@ -1,29 +1,60 @@
-"""`make demo` as documented: from nothing to a landed convoy, with its own control plane."""
+"""`make demo` as documented: from nothing to a landed convoy, with its own control plane.
+
+On this machine (Linux, root) the demo starts a real node and its agents run the real Claude
+Code CLI in real containers, driven by the scripted model server. The test runs before the
+session's own real node starts (it does not use the `real_node` fixture): one node of a name per
+machine.
+"""
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.cluster
+from gastown.devtools.node import NODE_NAME
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(2400)]
 
 
-def test_demo_lands_its_convoy_and_cleans_up(tmp_path: Path) -> None:
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A directory with a short path: the node's kubelet keeps unix sockets under it, and a
+    socket path may not exceed 107 bytes (pytest's own temporary paths come close)."""
+    path = Path(tempfile.mkdtemp(prefix="demo-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_demo_lands_its_convoy_through_claude_code_on_the_real_node_and_cleans_up(
+    short_dir: Path,
+) -> None:
+    tmp_path = short_dir
     result = subprocess.run(
-        [sys.executable, "-m", "gastown.devtools.demo", "--dir", str(tmp_path), "--timeout", "240"],
+        [sys.executable, "-m", "gastown.devtools.demo", "--dir", str(tmp_path), "--timeout", "600"],
         capture_output=True,
         text=True,
-        timeout=420,
+        timeout=2100,  # a cold run also builds the node and the agent image
         check=False,
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
+    assert result.returncode == 0, out[-4000:] + result.stderr[-3000:]
+    assert "applied Town demo and Convoy app-v1 (coding agent: claude-code)" in out
     assert "convoy app-v1: Landed" in out
     assert "Merge convoy/app-v1/" in out  # the one landing merge, in git log of main
     assert "town.gastown.dev/demo" in out
-    # Every process the demo started is gone (the control plane was stopped by PID).
-    state = (tmp_path / "cluster" / "state.json").read_text()
-    assert '"pids": {}' in state
+    # Real containers on the real node, and a Claude Code session as `kubectl logs` showed it.
+    assert f"running on node {NODE_NAME}" in out
+    assert f"agent pods ran, on: {NODE_NAME}\n" in out
+    assert '"subtype":"init"' in out or '"subtype": "init"' in out, out[-4000:]
+    # Every process the demo started is gone, and the node left nothing behind.
+    state = json.loads((tmp_path / "cluster" / "state.json").read_text())
+    assert state["pids"] == {}
+    node_state = json.loads((tmp_path / "cluster" / "node" / "state.json").read_text())
+    assert node_state["pids"] == {}

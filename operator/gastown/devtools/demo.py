@@ -1,27 +1,49 @@
 """`make demo`: a whole town on this machine, from nothing to a landed convoy.
 
-Builds (or reuses) the local control plane, starts it with the local node runner and the
-operator, creates a git repository, applies a Town and a Convoy whose agents run the scripted
-coding agent (or Claude Code when its CLI and ANTHROPIC_API_KEY are present), shows progress
-live, and ends with the convoy landed, `git log` of main and `kubectl get gastown`.
+Builds (or reuses) the local control plane and starts it with the operator. Where a real node
+can run (Linux, root) the agents are real containers on it: the agent image is built locally and
+imported into the node's containerd, the rig's remote is served over authenticated smart HTTP on
+the node's bridge, and each agent runs the real Claude Code CLI, driven by the scripted model
+server (or by the Anthropic API when ANTHROPIC_API_KEY is set); `--agent scripted` runs the
+scripted coding agent instead. Elsewhere (`--runtime runner`, or no root) the local node runner
+runs agent pods as processes. Shows progress live, where each pod runs, a Claude Code session
+as `kubectl logs` shows it, and ends with the convoy landed, `git log` of main and
+`kubectl get gastown`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from gastown.devtools import images
+from gastown.devtools import node as local_node
 from gastown.devtools.controlplane import REPO_ROOT, ControlPlane
+from gastown.devtools.gitserver import GitServer
+from gastown.devtools.modelserver import ModelServer
 
+NAMESPACE = "default"
+LEAN_IMAGE = {"WITH_CLAUDE": "0", "WITH_CODEX": "0", "WITH_OPENCODE": "0", "WITH_AIDER": "0"}
+"""Build arguments of the agent image for the scripted agent (no coding-agent CLIs)."""
+SCRIPTED = {"kind": "command", "command": ["python", "-m", "gastown.agent.scripted"]}
+ANTHROPIC_SECRET = {
+    "name": "ANTHROPIC_API_KEY",
+    "secretKeyRef": {"name": "anthropic", "key": "api-key"},
+}
 TASKS = [
     {"key": "model", "title": "Add the data model", "description": "Create the core types."},
     {"key": "api", "title": "Add the HTTP API", "dependsOn": ["model"]},
@@ -43,45 +65,49 @@ def _git(*args: str, cwd: Path | None = None) -> str:
     ).stdout
 
 
-def make_repository(root: Path) -> Path:
-    """A bare repository with a README on main."""
-    bare = root / "app.git"
+def make_repository(bare: Path) -> Path:
+    """A bare repository at `bare` with a README on main (replacing any earlier one)."""
     if bare.exists():
         shutil.rmtree(bare)
+    bare.parent.mkdir(parents=True, exist_ok=True)
     _git("init", "--bare", "-b", "main", str(bare))
-    seed = root / "seed"
-    shutil.rmtree(seed, ignore_errors=True)
-    _git("clone", str(bare), str(seed))
-    (seed / "README.md").write_text("# demo app\n")
-    _git("add", "README.md", cwd=seed)
-    _git("commit", "-m", "initial commit", cwd=seed)
-    _git("push", "origin", "HEAD:main", cwd=seed)
+    with tempfile.TemporaryDirectory(prefix="demo-seed-") as tmp:
+        seed = Path(tmp) / "seed"
+        _git("clone", str(bare), str(seed))
+        (seed / "README.md").write_text("# demo app\n")
+        _git("add", "README.md", cwd=seed)
+        _git("commit", "-m", "initial commit", cwd=seed)
+        _git("push", "origin", "HEAD:main", cwd=seed)
     return bare
 
 
-def coding_agent() -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Claude Code when available, else the scripted agent; plus the Secret env it needs."""
-    if shutil.which("claude") and os.environ.get("ANTHROPIC_API_KEY"):
-        return {"kind": "claude-code"}, [
-            {"name": "ANTHROPIC_API_KEY", "secretKeyRef": {"name": "anthropic", "key": "api-key"}}
-        ]
-    return {"kind": "command", "command": ["python", "-m", "gastown.agent.scripted"]}, []
+@dataclass
+class Setup:
+    """Where the demo's agents run and what they run: the parts of the Town that differ."""
+
+    git_url: str
+    agent: dict[str, Any]
+    secret_env: list[dict[str, Any]] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    credentials_secret: str | None = None
 
 
-def manifests(repo: Path) -> list[dict[str, Any]]:
+def manifests(setup: Setup) -> list[dict[str, Any]]:
     """The Town and the Convoy of the demo."""
-    agent, secret_env = coding_agent()
+    rig: dict[str, Any] = {"name": "app", "gitUrl": setup.git_url}
+    if setup.credentials_secret:
+        rig["credentialsSecret"] = setup.credentials_secret
+    env = {"GASTOWN_HEARTBEAT_SECONDS": "5", **setup.env}
     town = {
         "apiVersion": "gastown.dev/v1alpha1",
         "kind": "Town",
         "metadata": {"name": "demo"},
         "spec": {
-            "rigs": [{"name": "app", "gitUrl": str(repo)}],
+            "rigs": [rig],
             "agent": {
-                "image": "gastown-agent:local",
-                "codingAgent": agent,
-                "secretEnv": secret_env,
-                "env": [{"name": "GASTOWN_HEARTBEAT_SECONDS", "value": "5"}],
+                **setup.agent,
+                "secretEnv": setup.secret_env,
+                "env": [{"name": k, "value": v} for k, v in env.items()],
             },
             "limits": {"maxPolecatsPerRig": 2, "maxPolecats": 4},
             "refinery": {"gates": ["test -f README.md"]},
@@ -94,6 +120,99 @@ def manifests(repo: Path) -> list[dict[str, Any]]:
         "spec": {"town": "demo", "rig": "app", "mergeMode": "review-then-land", "tasks": TASKS},
     }
     return [town, convoy]
+
+
+def _secret(plane: ControlPlane, name: str, data: dict[str, str]) -> None:
+    """A Secret the Town may use (Secrets must opt in to a town: see "Security model")."""
+    literals = [f"--from-literal={k}={v}" for k, v in data.items()]
+    plane.kubectl("create", "secret", "generic", name, "-n", NAMESPACE, *literals)
+    plane.kubectl("label", "secret", name, "-n", NAMESPACE, "gastown.dev/town=demo")
+
+
+@contextlib.contextmanager
+def on_the_node(
+    plane: ControlPlane, directory: Path, scripted: bool, keep: bool
+) -> Iterator[Setup]:
+    """A real node, the agent image in it, git over authenticated HTTP and (unless an
+    Anthropic key is given) the scripted model server, all on the node's bridge. With `keep`
+    the node stays up afterwards (the servers end with the demo)."""
+    node = local_node.Node(plane=plane, directory=plane.directory / "node")
+    print("starting the local node (containerd, kubelet, scheduler; the first run builds it)")
+    node.start()
+    with contextlib.ExitStack() as stack:
+        if not keep:
+            stack.callback(node.stop)
+        print(f"node {node.name} Ready in {node.startup_seconds:.1f} s")
+        variant = "without coding-agent CLIs" if scripted else "with the coding-agent CLIs"
+        print(f"building the agent image {variant} (cached; the first build takes minutes)")
+        manifest, _ = images.build(
+            ["agent"],
+            {"agent": LEAN_IMAGE if scripted else {}},
+            manifest_path=directory / "images.json",
+        )
+        record = manifest.images["agent"]
+        node.import_image(Path(record.archive))
+        print(f"agent image {record.ref} imported into the node's containerd")
+        git = stack.enter_context(
+            GitServer(directory / "git", "demo", secrets.token_urlsafe(18), host=node.gateway)
+        )
+        make_repository(git.root / "app.git")
+        _secret(plane, "git-credentials", {"username": git.username, "password": git.password})
+        setup = Setup(
+            git_url=git.url("app.git"),
+            agent={"image": record.ref, "imagePullPolicy": "Never"},
+            credentials_secret="git-credentials",
+        )
+        if scripted:
+            setup.agent["codingAgent"] = SCRIPTED
+        else:
+            setup.agent["codingAgent"] = {"kind": "claude-code"}
+            key = os.environ.get("ANTHROPIC_API_KEY")
+            if key:
+                _secret(plane, "anthropic", {"api-key": key})
+                setup.secret_env = [ANTHROPIC_SECRET]
+            else:
+                model = stack.enter_context(ModelServer(host=node.gateway))
+                setup.env = model.env()
+                print(f"scripted model server (Anthropic Messages API) at {model.url}")
+        yield setup
+
+
+@contextlib.contextmanager
+def on_the_runner(
+    plane: ControlPlane, directory: Path, scripted: bool, env: dict[str, str]
+) -> Iterator[Setup]:
+    """The local node runner: agent pods run as local processes of `gastown agent run`."""
+    argv = [sys.executable, "-m", "gastown.devtools.noderunner", "--root", str(directory / "pods")]
+    with _process("node-runner", argv, env, directory / "logs"):
+        repo = make_repository(directory / "remote" / "app.git")
+        setup = Setup(git_url=str(repo), agent={"image": "gastown-agent:local"})
+        setup.agent["codingAgent"] = SCRIPTED
+        key = os.environ.get("ANTHROPIC_API_KEY")
+        if not scripted and shutil.which("claude") and key:
+            setup.agent["codingAgent"] = {"kind": "claude-code"}
+            _secret(plane, "anthropic", {"api-key": key})
+            setup.secret_env = [ANTHROPIC_SECRET]
+        yield setup
+
+
+@contextlib.contextmanager
+def _process(name: str, argv: list[str], env: dict[str, str], logs: Path) -> Iterator[None]:
+    """A background process logging to `logs/<name>.log`, stopped on exit."""
+    logs.mkdir(parents=True, exist_ok=True)
+    with (logs / f"{name}.log").open("ab") as log:
+        proc = subprocess.Popen(
+            argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _get(plane: ControlPlane, what: str, namespace: str) -> list[dict[str, Any]]:
@@ -121,89 +240,122 @@ def progress_lines(plane: ControlPlane, namespace: str) -> list[str]:
     return lines
 
 
-def run(directory: Path, timeout: float, keep: bool) -> int:
+class PodLog:
+    """Where each agent pod ran, and its latest `kubectl logs` while it existed (the operator
+    deletes an agent's pod when its work is done)."""
+
+    def __init__(self, plane: ControlPlane) -> None:
+        self.plane = plane
+        self.nodes: dict[str, str] = {}
+        self.logs: dict[str, str] = {}
+
+    def poll(self) -> list[str]:
+        """Read the pods; return a line for each one seen running for the first time."""
+        lines = []
+        for pod in _get(self.plane, "pods", NAMESPACE):
+            name = pod["metadata"]["name"]
+            if (pod.get("status") or {}).get("phase") != "Running":
+                continue
+            if name not in self.nodes:
+                self.nodes[name] = pod["spec"].get("nodeName") or "-"
+                lines.append(f"  pod {name} running on node {self.nodes[name]}")
+            out = self.plane.kubectl("logs", "-n", NAMESPACE, name, check=False)
+            if out.returncode == 0 and out.stdout:
+                self.logs[name] = out.stdout
+        return lines
+
+    def session(self, marker: str) -> tuple[str, str] | None:
+        """A pod whose log shows a coding-agent session line containing `marker`."""
+        for name, text in self.logs.items():
+            if marker in text:
+                return name, text
+        return None
+
+
+def _show_session(pods: PodLog) -> None:
+    """Print a few lines of one Claude Code session as `kubectl logs` showed it."""
+    found = pods.session('"subtype":"init"') or pods.session('"subtype": "init"')
+    if found is None:
+        return
+    name, text = found
+    lines = [line for line in text.splitlines() if '"type"' in line][:6]
+    print(f"kubectl logs {name} (first lines of the coding agent's session):")
+    for line in lines:
+        print(f"  {line[:160]}{'…' if len(line) > 160 else ''}")
+    print()
+
+
+def run(directory: Path, timeout: float, keep: bool, runtime: str, scripted: bool) -> int:
     """The demo itself; returns the exit code."""
     directory.mkdir(parents=True, exist_ok=True)
-    plane = ControlPlane(directory=directory / "cluster")
+    names = (local_node.NODE_NAME,) if runtime == "node" else ()
+    plane = ControlPlane(directory=directory / "cluster", node_names=names)
     print("starting the local control plane (the first run builds it; this takes a few minutes)")
     plane.start()
-    procs: list[subprocess.Popen[bytes]] = []
+    keep_running = False
     try:
         plane.install_crds(REPO_ROOT / "crds")
         env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig), "PYTHONUNBUFFERED": "1"}
-        logs = directory / "logs"
-        logs.mkdir(exist_ok=True)
-        bin_dir = Path(sys.executable).parent
-        for name, argv in (
-            (
-                "node-runner",
-                [
-                    sys.executable,
-                    "-m",
-                    "gastown.devtools.noderunner",
-                    "--root",
-                    str(directory / "pods"),
-                ],
-            ),
-            (
-                "operator",
-                [str(bin_dir / "gastown"), "run", "-n", "default", "--log-format", "plain"],
-            ),
-        ):
-            with (logs / f"{name}.log").open("ab") as log:
-                procs.append(
-                    subprocess.Popen(
-                        argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-                    )
-                )
-        repo = make_repository(directory / "remote")
-        objects = manifests(repo)
-        if any(v.get("secretKeyRef") for v in objects[0]["spec"]["agent"]["secretEnv"]):
-            plane.kubectl(
-                "create",
-                "secret",
-                "generic",
-                "anthropic",
-                f"--from-literal=api-key={os.environ['ANTHROPIC_API_KEY']}",
-            )
-            # A Town may use only Secrets that opted in to it (see "Security model").
-            plane.kubectl("label", "secret", "anthropic", "gastown.dev/town=demo")
-        path = directory / "demo.yaml"
-        path.write_text(yaml.safe_dump_all(objects))
-        plane.kubectl("apply", "-f", str(path))
-        kind = objects[0]["spec"]["agent"]["codingAgent"]["kind"]
-        print(f"applied Town demo and Convoy app-v1 (coding agent: {kind})")
-        shown: list[str] = []
-        deadline = time.monotonic() + timeout
-        phase = ""
-        while time.monotonic() < deadline:
-            lines = progress_lines(plane, "default")
-            if lines != shown:
-                print(f"--- {time.strftime('%H:%M:%S')}")
-                print("\n".join(lines), flush=True)
-                shown = lines
-            convoy = _get(plane, "convoys", "default")
-            phase = (convoy[0].get("status") or {}).get("phase", "") if convoy else ""
-            if phase in ("Landed", "Failed"):
-                break
-            time.sleep(1)
-        print(f"\nconvoy app-v1: {phase or 'not finished'}\n")
-        print("git log of main:")
-        print(_git("log", "--oneline", "--graph", "main", cwd=repo))
-        print(plane.kubectl("get", "gastown", "-n", "default").stdout)
+        operator_argv = [
+            str(Path(sys.executable).parent / "gastown"),
+            *("run", "-n", NAMESPACE, "--log-format", "plain"),
+        ]
+        place = (
+            on_the_node(plane, directory, scripted, keep)
+            if runtime == "node"
+            else on_the_runner(plane, directory, scripted, env)
+        )
+        with place as setup, _process("operator", operator_argv, env, directory / "logs"):
+            phase = _apply_and_follow(plane, setup, directory, timeout)
+            keep_running = keep
         return 0 if phase == "Landed" else 1
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        if keep:
+        if keep_running:
             print(f"control plane left running: export KUBECONFIG={plane.kubeconfig}")
+            print(f"stop it with: gastown cluster down --dir {plane.directory}")
         else:
             plane.stop()
+
+
+def _apply_and_follow(plane: ControlPlane, setup: Setup, directory: Path, timeout: float) -> str:
+    """Apply the Town and Convoy, print progress until the convoy is terminal; its phase."""
+    objects = manifests(setup)
+    path = directory / "demo.yaml"
+    path.write_text(yaml.safe_dump_all(objects))
+    plane.kubectl("apply", "-f", str(path))
+    kind = setup.agent["codingAgent"]["kind"]
+    print(f"applied Town demo and Convoy app-v1 (coding agent: {kind})")
+    pods = PodLog(plane)
+    shown: list[str] = []
+    deadline = time.monotonic() + timeout
+    phase = ""
+    while time.monotonic() < deadline:
+        started = pods.poll()
+        lines = progress_lines(plane, NAMESPACE)
+        if lines != shown or started:
+            print(f"--- {time.strftime('%H:%M:%S')}")
+            print("\n".join(lines + started), flush=True)
+            shown = lines
+        convoy = _get(plane, "convoys", NAMESPACE)
+        phase = (convoy[0].get("status") or {}).get("phase", "") if convoy else ""
+        if phase in ("Landed", "Failed"):
+            break
+        time.sleep(1)
+    print(f"\nconvoy app-v1: {phase or 'not finished'}\n")
+    _show_session(pods)
+    where = sorted(set(pods.nodes.values()))
+    print(f"{len(pods.nodes)} agent pods ran, on: {', '.join(where) or '-'}\n")
+    print("git log of main:")
+    print(_git("--git-dir", setup_repo(setup, directory), "log", "--oneline", "--graph", "main"))
+    print(plane.kubectl("get", "gastown", "-n", NAMESPACE).stdout)
+    return phase
+
+
+def setup_repo(setup: Setup, directory: Path) -> str:
+    """The bare repository on this machine behind the rig's remote."""
+    if setup.credentials_secret:  # served over HTTP from the git server's root
+        return str(directory / "git" / "app.git")
+    return setup.git_url
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,8 +364,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=Path(".local/demo"))
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--keep", action="store_true", help="leave the control plane running")
+    parser.add_argument(
+        "--runtime",
+        choices=("node", "runner"),
+        help="where agent pods run: a real node (default on Linux as root) or the node runner",
+    )
+    parser.add_argument(
+        "--agent",
+        choices=("claude-code", "scripted"),
+        default="claude-code",
+        help="the coding agent on the real node (the node runner runs Claude Code only when "
+        "its CLI and ANTHROPIC_API_KEY are present)",
+    )
     args = parser.parse_args(argv)
-    return run(args.dir.resolve(), args.timeout, args.keep)
+    runtime = args.runtime
+    if runtime is None:
+        why_not = local_node.unsupported_reason()
+        runtime = "runner" if why_not else "node"
+        if why_not:
+            print(f"no real node here ({why_not}): agent pods run on the local node runner")
+    scripted = args.agent == "scripted"
+    return run(args.dir.resolve(), args.timeout, args.keep, runtime, scripted)
 
 
 if __name__ == "__main__":

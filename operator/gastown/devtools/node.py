@@ -38,6 +38,7 @@ import ipaddress
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import ssl
@@ -79,8 +80,11 @@ SHARED_HOST_PATHS = (
     Path("/run/containerd"),
 )
 # One node of a name per machine: its bridge, cgroup root and NAT rules are named after it.
-# A claim file here says which node directory holds the name (see `Node._claim`).
-CLAIMS_DIR = Path("/run/gastown")
+# Here a claim file says which node directory holds the name (see `Node._claim`), and a folder
+# of the node's name holds containerd's sockets: unix socket paths are limited to 108 bytes, too
+# few for a node directory deep in a checkout or a test's temporary directory.
+RUN_DIR = Path("/run/gastown")
+SOCKET_PATH_MAX = 107  # sun_path is 108 bytes with the terminating NUL
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
 
@@ -389,7 +393,12 @@ class Node:
     @property
     def containerd_address(self) -> Path:
         """containerd's gRPC socket (for `ctr --address`, CRI clients and image imports)."""
-        return self.directory / "containerd" / "containerd.sock"
+        return self.socket_dir / "containerd.sock"
+
+    @property
+    def socket_dir(self) -> Path:
+        """The node's folder of sockets (short and machine-wide: the node's name is claimed)."""
+        return RUN_DIR / self.name
 
     @property
     def containerd_namespace(self) -> str:
@@ -455,6 +464,7 @@ class Node:
         if reason:
             raise NodeError(reason)
         started = time.monotonic()
+        self._check_socket_paths()
         self._claim()
         install_dependencies()
         self.binaries = self.binaries or build_binaries()
@@ -503,6 +513,8 @@ class Node:
         self._remove_cgroups()
         self._teardown_network()
         self._remove_host_paths()
+        if not _pids_with_arg(str(self.containerd_address)):
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
         self._save_state()
         left = self.leftovers()
         if left:
@@ -512,10 +524,20 @@ class Node:
 
     # -- one node of a name per machine ----------------------------------------------------
 
+    def _check_socket_paths(self) -> None:
+        """Refuse, before starting anything, a directory too deep for the kubelet's sockets."""
+        sockets = ("device-plugins/kubelet.sock", "pod-resources/kubelet.sock")
+        longest = max(len(str(self.directory / "kubelet" / s).encode()) for s in sockets)
+        if longest > SOCKET_PATH_MAX:
+            raise NodeError(
+                f"the node directory {self.directory} is too long for the kubelet's unix "
+                f"sockets under it ({longest} > {SOCKET_PATH_MAX} bytes): use a shorter one"
+            )
+
     @property
     def claim_path(self) -> Path:
         """The machine-wide claim of this node's name."""
-        return CLAIMS_DIR / f"node-{self.name}.json"
+        return RUN_DIR / f"node-{self.name}.json"
 
     def _claim(self) -> None:
         """Claim the node's name on this machine, or raise naming the node that holds it.
@@ -526,8 +548,8 @@ class Node:
         session that `cluster down` cleaned) is taken over. The check and the write happen under
         an exclusive lock, so two sessions starting at once cannot both win.
         """
-        CLAIMS_DIR.mkdir(parents=True, exist_ok=True)
-        with (CLAIMS_DIR / ".lock").open("w") as guard:
+        RUN_DIR.mkdir(parents=True, exist_ok=True)
+        with (RUN_DIR / ".lock").open("w") as guard:
             fcntl.flock(guard, fcntl.LOCK_EX)
             holder = _read_claim(self.claim_path)
             if holder and holder["directory"] != str(self.directory) and _claim_alive(holder):
@@ -550,6 +572,8 @@ class Node:
         left = [f"process {name} ({pid})" for name, pid in self.pids.items() if _alive(pid)]
         left += [f"process {pid} (shim)" for pid in _pids_with_arg(str(self.containerd_address))]
         left += [f"mount {point}" for point in _mounts_under(self.directory)]
+        if self.socket_dir.exists():
+            left.append(f"socket folder {self.socket_dir}")
         left += [
             f"cgroup {mount / self.cgroup_root.lstrip('/')}"
             for mount in _cgroup_mounts()
@@ -626,6 +650,8 @@ state = "{base / "state"}"
         config = self.directory / "containerd" / "config.toml"
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text(self._containerd_config())
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.chmod(0o700)  # the socket is root's: containerd runs anything asked
         self._spawn("containerd", ["containerd", f"--config={config}"])
         _wait(
             lambda: (

@@ -17,7 +17,7 @@ from gastown.devtools.node import Node, NodeError
 def claims(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Claims under the test's own directory instead of the machine's."""
     directory = tmp_path / "claims"
-    monkeypatch.setattr(node_module, "CLAIMS_DIR", directory)
+    monkeypatch.setattr(node_module, "RUN_DIR", directory)
     return directory
 
 

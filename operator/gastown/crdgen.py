@@ -9,7 +9,9 @@ JSON schema into a Kubernetes *structural* schema:
 - enums and constants become `type: string` + `enum`; free-form dicts keep `additionalProperties`;
 - defaults of `default_factory` fields are emitted (empty lists/maps, whole default objects) so
   `kubectl get -o yaml` shows the effective policy;
-- `x-kubernetes-*` markers and CEL rules (`x-kubernetes-validations`) pass through.
+- `x-kubernetes-*` markers and CEL rules (`x-kubernetes-validations`) pass through;
+- JSON Schema's numeric `exclusiveMinimum: X` / `exclusiveMaximum: X` (pydantic's `gt`/`lt`)
+  become OpenAPI v3's `minimum: X` + `exclusiveMinimum: true` (the API server wants booleans).
 
 Output is deterministic so a golden test can compare generated and committed YAML.
 """
@@ -58,6 +60,10 @@ def _collapse_optional(node: dict[str, Any]) -> dict[str, Any]:
     return {**non_null[0], **outer}
 
 
+_EXCLUSIVE_BOUNDS = {"exclusiveMinimum": "minimum", "exclusiveMaximum": "maximum"}
+"""JSON Schema's numeric exclusive bounds, and the OpenAPI v3 bound each becomes."""
+
+
 def structural(node: Any) -> Any:
     """Rewrite one (already inlined) JSON-schema node into a structural CRD schema node."""
     if isinstance(node, list):
@@ -73,6 +79,10 @@ def structural(node: Any) -> Any:
             continue
         if key == "const":
             out["enum"] = [value]
+            continue
+        if key in _EXCLUSIVE_BOUNDS and not isinstance(value, bool):
+            out[_EXCLUSIVE_BOUNDS[key]] = value
+            out[key] = True
             continue
         if key in ("properties",):
             out[key] = {name: structural(sub) for name, sub in value.items()}

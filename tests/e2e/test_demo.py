@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from gastown.devtools.controlplane import REPO_ROOT
 from gastown.devtools.node import NODE_NAME
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(2400)]
@@ -36,6 +37,15 @@ def test_demo_lands_its_convoy_through_claude_code_on_the_real_node_and_cleans_u
     short_dir: Path,
 ) -> None:
     tmp_path = short_dir
+    # The demo pictures the convoy in the dashboard with headless Chromium (Debian's package).
+    browser = subprocess.run(
+        ["bash", str(REPO_ROOT / "hack" / "install-browser.sh")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert browser.returncode == 0, browser.stderr
     result = subprocess.run(
         [sys.executable, "-m", "gastown.devtools.demo", "--dir", str(tmp_path), "--timeout", "600"],
         capture_output=True,
@@ -53,6 +63,11 @@ def test_demo_lands_its_convoy_through_claude_code_on_the_real_node_and_cleans_u
     assert f"running on node {NODE_NAME}" in out
     assert f"agent pods ran, on: {NODE_NAME}\n" in out
     assert '"subtype":"init"' in out or '"subtype": "init"' in out, out[-4000:]
+    # A picture of the convoy's page in `kubectl gastown dashboard`.
+    picture = tmp_path / "convoy.png"
+    assert f"the convoy in `kubectl gastown dashboard`: {picture}" in out, out[-2000:]
+    assert picture.read_bytes().startswith(b"\x89PNG"), picture
+    assert picture.stat().st_size > 5_000
     # Every process the demo started is gone, and the node left nothing behind.
     state = json.loads((tmp_path / "cluster" / "state.json").read_text())
     assert state["pids"] == {}

@@ -16,7 +16,14 @@ from gastown.devtools.node import Node
 from gastown.model import BeadType, ConvoyPhase
 from tests.support.api import Api
 from tests.support.git import HttpRig, files_on, git, log, show
-from tests.support.node import PodWatch, assert_ran_on_the_node, kill_container, node_town
+from tests.support.node import (
+    PR_TOKEN,
+    PodWatch,
+    assert_ran_on_the_node,
+    kill_container,
+    node_town,
+    pr_town,
+)
 from tests.support.procs import Process
 from tests.support.town import TownView, convoy, landed, town_state
 from tests.unit.agent.fake_provider import FakeProvider, start_fake
@@ -120,33 +127,14 @@ def test_pull_request_strategy_is_polled_until_merged(
     view: TownView,
     fake_github: FakeProvider,
 ) -> None:
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "gh", "labels": {"gastown.dev/town": "demo"}},
-        "stringData": {"token": "s3cr3t-token"},
-    }
-    assert api.call("POST", f"/api/v1/namespaces/{namespace}/secrets", secret).status == 201
-    body = node_town(lean_agent_image, node_rig, policy={"review": {"prPollIntervalSeconds": 1}})
-    body["spec"]["rigs"][0].update(
-        {
-            "mergeStrategy": "pr",
-            "pullRequests": {
-                "kind": "github",
-                "apiUrl": f"{fake_github.base}/gh",
-                "repository": "o/r",
-                "tokenSecret": {"name": "gh", "key": "token"},
-            },
-        }
-    )
-    assert api.create(namespace, body).status == 201
+    pr_town(api, namespace, lean_agent_image, node_rig, fake_github)
     tasks = [{"key": "pr", "title": "Via PR"}]
     assert api.create(namespace, convoy("viapr", tasks, mode="review-and-merge")).status == 201
     view.wait(lambda: fake_github.prs, LAND_TIMEOUT, "a pull request to be opened")
     # The refinery's container opened it, with the token mounted from the Secret.
     opened = [r for r in fake_github.requests if r[0] == "POST" and r[1].endswith("/pulls")]
     assert opened, fake_github.requests
-    assert opened[0][2].get("Authorization") == "Bearer s3cr3t-token"
+    assert opened[0][2].get("Authorization") == f"Bearer {PR_TOKEN}"
     mr = view.wait(
         lambda: next(
             (
@@ -175,7 +163,7 @@ def test_pull_request_strategy_is_polled_until_merged(
     assert closed.status.review.merge_commit == fake_github.prs[0].merge_commit()
     polls = [r for r in fake_github.requests if r[0] == "GET" and "/pulls/" in r[1]]
     assert polls, fake_github.requests
-    assert all("s3cr3t-token" not in str(v) for v in view.town()["status"].values())
+    assert all(PR_TOKEN not in str(v) for v in view.town()["status"].values())
     assert_ran_on_the_node(pod_watch, real_node, at_least=2)
 
 

@@ -23,7 +23,7 @@ from gastown.devtools.node import Node
 from gastown.model import Bead, BeadPhase, BeadType
 from tests.support.api import Api
 from tests.support.git import HttpRig, git
-from tests.support.node import PodWatch, assert_ran_on_the_node, node_town
+from tests.support.node import PodWatch, assert_ran_on_the_node, pr_town
 from tests.support.procs import Process
 from tests.support.town import TownView, bead
 from tests.unit.agent.fake_provider import PR, FakeProvider, fake_sha, start_fake
@@ -53,30 +53,6 @@ def fake_github(real_node: Node, node_rig: HttpRig) -> Iterator[FakeProvider]:
     yield fake
     server.shutdown()
     server.server_close()
-
-
-def pr_town(api: Api, namespace: str, image: str, rig: HttpRig, fake: FakeProvider) -> None:
-    """A town whose rig merges through pull requests on the fake GitHub (token opted in)."""
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "gh", "labels": {"gastown.dev/town": "demo"}},
-        "stringData": {"token": "s3cr3t-token"},
-    }
-    assert api.call("POST", f"/api/v1/namespaces/{namespace}/secrets", secret).status == 201
-    body = node_town(image, rig, policy={"review": {"prPollIntervalSeconds": 1}})
-    body["spec"]["rigs"][0].update(
-        {
-            "mergeStrategy": "pr",
-            "pullRequests": {
-                "kind": "github",
-                "apiUrl": f"{fake.base}/gh",
-                "repository": "o/r",
-                "tokenSecret": {"name": "gh", "key": "token"},
-            },
-        }
-    )
-    assert api.create(namespace, body).status == 201
 
 
 def warnings_on(api: Api, namespace: str, name: str, reason: str) -> list[dict[str, Any]]:

@@ -24,6 +24,10 @@ from gastown.kube.pods import AGENT_UID
 from tests.support.api import Api
 from tests.support.git import HttpRig
 from tests.support.town import scripted_town
+from tests.unit.agent.fake_provider import FakeProvider
+
+PR_TOKEN = "s3cr3t-token"
+"""The fake GitHub token of `pr_town` (tests check it never leaks)."""
 
 LEAN = {"WITH_CLAUDE": "0", "WITH_CODEX": "0", "WITH_OPENCODE": "0", "WITH_AIDER": "0"}
 """Build arguments of the agent image without coding-agent CLIs (the runtime, `gt` and git)."""
@@ -135,6 +139,31 @@ def node_town(image: str, rig: HttpRig, **spec: Any) -> dict[str, Any]:
     body["spec"]["agent"]["nodeSelector"] = {"kubernetes.io/hostname": NODE_NAME}
     body["spec"]["rigs"][0]["credentialsSecret"] = rig.secret
     return body
+
+
+def pr_town(api: Api, namespace: str, image: str, rig: HttpRig, fake: FakeProvider) -> None:
+    """Create a town on the node whose rig merges through pull requests on the fake GitHub
+    `fake` (its token in the Secret `gh`, value `PR_TOKEN`, opted in to the town)."""
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "gh", "labels": {"gastown.dev/town": "demo"}},
+        "stringData": {"token": PR_TOKEN},
+    }
+    assert api.call("POST", f"/api/v1/namespaces/{namespace}/secrets", secret).status == 201
+    body = node_town(image, rig, policy={"review": {"prPollIntervalSeconds": 1}})
+    body["spec"]["rigs"][0].update(
+        {
+            "mergeStrategy": "pr",
+            "pullRequests": {
+                "kind": "github",
+                "apiUrl": f"{fake.base}/gh",
+                "repository": "o/r",
+                "tokenSecret": {"name": "gh", "key": "token"},
+            },
+        }
+    )
+    assert api.create(namespace, body).status == 201
 
 
 def assert_ran_on_the_node(watch: PodWatch, node: Node, at_least: int) -> list[SeenPod]:

@@ -33,6 +33,7 @@ BUILD_SCRIPT = REPO_ROOT / "hack" / "build-helm.sh"
 BUNDLE_SCRIPT = REPO_ROOT / "hack" / "render-bundle.sh"
 BUNDLE = REPO_ROOT / "manifests" / "install" / "gastown.yaml"
 NAMESPACED_VALUES = DATA / "values-namespaced.yaml"
+OBSERVABILITY_VALUES = DATA / "values-observability.yaml"
 RBAC_KINDS = ("Role", "ClusterRole")
 
 
@@ -217,6 +218,7 @@ def test_chart_version_is_semver_and_app_version_is_the_image_tag() -> None:
 GOLDEN = {
     "default": ((), DATA / "default.yaml"),
     "namespaced": ((NAMESPACED_VALUES,), DATA / "namespaced.yaml"),
+    "observability": ((OBSERVABILITY_VALUES,), DATA / "observability.yaml"),
 }
 
 

@@ -69,3 +69,27 @@ def test_configuration_reference_is_up_to_date() -> None:
 
     path = REPO_ROOT / "docs" / "configuration.md"
     assert path.read_text() == docgen.render(), "docs/configuration.md is stale: `make manifests`"
+
+
+@pytest.mark.parametrize(
+    ("bound", "value", "expected"),
+    [
+        ("exclusiveMinimum", 0, {"minimum": 0, "exclusiveMinimum": True}),
+        ("exclusiveMaximum", 1.5, {"maximum": 1.5, "exclusiveMaximum": True}),
+        ("exclusiveMinimum", True, {"exclusiveMinimum": True}),  # already OpenAPI v3
+    ],
+)
+def test_exclusive_bounds_become_openapi_v3_booleans(
+    bound: str, value: Any, expected: dict[str, Any]
+) -> None:
+    """pydantic's `gt`/`lt` write JSON Schema's numeric bounds; the API server refuses them."""
+    node = crdgen.structural({"type": "number", bound: value})
+    assert node == {"type": "number", **expected}
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.info.kind)
+def test_no_numeric_exclusive_bound_reaches_a_crd(kind: Any) -> None:
+    schema = crdgen.crd_for(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for path, node in _walk(schema):
+        for bound in ("exclusiveMinimum", "exclusiveMaximum"):
+            assert node.get(bound, True) is True, f"{path}.{bound} must be a boolean"

@@ -45,6 +45,26 @@ Codex's `error` ("Reconnecting... n/5") and `turn.failed`, OpenCode's `error`, A
 `litellm.*Error` lines. An agent that cannot reach its model therefore looks stalled, not busy,
 and the last failure becomes the reason of its `failed` report.
 
+Usage (tokens and cost) and rate limits, as the real CLIs print them (recorded in
+tests/unit/agent/data/*-usage* and *-429*):
+
+- Claude Code: each `result` carries `model_usage_since_last_result` (per model: inputTokens,
+  outputTokens, cacheReadInputTokens, cacheCreationInputTokens, costUSD) for the turns since the
+  previous result, and `total_cost_usd` for the whole process; `usage` and `modelUsage` are
+  cumulative and left out of some results. A rate limit is retried by the CLI
+  (`system.api_retry` with `error_status` 429 and its `retry_delay_ms`, which honours the
+  provider's retry-after) and then ends the turn with a `result` with `is_error` and
+  `api_error_status` 429.
+- Codex: `turn.completed.usage` (input_tokens includes cached_input_tokens; no cost). A rate
+  limit is retried five times ("Reconnecting... n/5 (... last status: 429 ...)") and ends in
+  `turn.failed` whose message names the 429; no retry-after is printed.
+- OpenCode: `step_finish.part.tokens` (input, output, cache.read, cache.write) and `part.cost`
+  per step. A rate limit is retried (honouring retry-after) and then printed as one `error`
+  whose `data.statusCode` is 429, with `data.responseHeaders["retry-after"]`.
+- Aider: `Tokens: 6.2k sent, 300 received.` (rounded, with k/M suffixes; sent includes cached
+  input) and, when litellm knows the model's price, `Cost: $0.01 message, $0.02 session.`; a
+  rate limit is `litellm.RateLimitError` lines between its own retries.
+
 Limit: OpenCode prints a `tool_use` event only once the tool has finished, so its tools never
 show in `activeTools` while they run; its watermark moves at each step and tool completion.
 """
@@ -62,6 +82,7 @@ from typing import Any, ClassVar
 
 from gastown.model.agent import Activity
 from gastown.model.enums import CodingAgentKind
+from gastown.model.spend import Usage, dollars
 from gastown.model.town import CodingAgent
 
 MAX_EVENT_TYPE = 64
@@ -87,6 +108,72 @@ class AgentEvent:
     """A model API failure reported by the CLI (becomes the reason of a failed report)."""
     fatal: bool = False
     """The session cannot go on (the turn ended in an API error): stop waiting for it."""
+    usage: UsageSample | None = None
+    """Tokens and cost the CLI reported with this event."""
+    rate_limited: bool = False
+    """The error is the provider's rate limit (HTTP 429 or the CLI's equivalent)."""
+    retry_after: float | None = None
+    """Seconds the provider (or the CLI's own retry) said to wait, when it said."""
+
+
+@dataclass(frozen=True)
+class UsageSample:
+    """Usage in one CLI event: an increment, or (`cumulative`) the process's total so far."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float | None = None
+    turns: int = 0
+    model: str | None = None
+    cumulative: bool = False
+
+
+class UsageMeter:
+    """Folds a session's usage samples into the generation's cumulative `Usage`.
+
+    Increments add up; a cumulative reading replaces the current process's share (the CLI's
+    own total), and `restart()` starts a new process whose readings add to the earlier ones.
+    """
+
+    def __init__(self, model: str | None = None) -> None:
+        self.model = model
+        self.earlier = Usage()
+        self.process = Usage()
+
+    def restart(self) -> None:
+        """A new CLI process: its cumulative readings start from zero."""
+        self.earlier = self.earlier.plus(self.process)
+        self.process = Usage()
+
+    def add(self, sample: UsageSample) -> None:
+        """Fold one sample in."""
+        reading = Usage(
+            input_tokens=max(0, sample.input_tokens),
+            output_tokens=max(0, sample.output_tokens),
+            cache_read_tokens=max(0, sample.cache_read_tokens),
+            cache_write_tokens=max(0, sample.cache_write_tokens),
+            cost_usd=dollars(sample.cost_usd or 0.0),
+            cost_reported=sample.cost_usd is not None,
+            turns=max(0, sample.turns),
+            model=sample.model or self.model,
+        )
+        if sample.cumulative:
+            self.process = self.process.at_least(reading)
+        else:
+            self.process = self.process.plus(reading)
+
+    @property
+    def total(self) -> Usage:
+        """The generation's usage so far."""
+        total = self.earlier.plus(self.process)
+        return total if total.model else total.model_copy(update={"model": self.model})
+
+    @property
+    def empty(self) -> bool:
+        """True if nothing was reported yet."""
+        return self.total.tokens == 0 and self.total.cost_usd == 0
 
 
 @dataclass
@@ -286,7 +373,13 @@ class AiderAdapter(Adapter):
         if not text:
             return []
         if _AIDER_ERROR.match(text):
-            return [AgentEvent("error", progress=False, error=text[:MAX_ERROR])]
+            limited = text.startswith("litellm.RateLimitError")
+            return [
+                AgentEvent("error", progress=False, error=text[:MAX_ERROR], rate_limited=limited)
+            ]
+        usage = aider_usage(text)
+        if usage is not None:
+            return [AgentEvent("output", usage=usage)]
         if _AIDER_RETRY.match(text):
             return [AgentEvent("retry", progress=False)]
         return [AgentEvent("output")]
@@ -351,6 +444,7 @@ def parse_claude_event(doc: dict[str, Any]) -> list[AgentEvent]:
         queued = doc.get("queued_turn_count")
         done = not (isinstance(queued, int) and queued > 0)
         event_type = _join("result", doc.get("subtype"))
+        usage = claude_usage(doc)
         if doc.get("is_error") is True:
             return [
                 AgentEvent(
@@ -359,11 +453,24 @@ def parse_claude_event(doc: dict[str, Any]) -> list[AgentEvent]:
                     progress=False,
                     error=_claude_error(doc),
                     fatal=True,
+                    usage=usage,
+                    rate_limited=doc.get("api_error_status") == 429
+                    or doc.get("api_error_type") == "rate_limit_error",
                 )
             ]
-        return [AgentEvent(event_type, turn_done=done)]
+        return [AgentEvent(event_type, turn_done=done, usage=usage)]
     if kind == "system" and doc.get("subtype") == "api_retry":
-        return [AgentEvent("system.api_retry", progress=False, error=_claude_retry(doc))]
+        limited = doc.get("error_status") == 429 or doc.get("error") == "rate_limit"
+        delay = doc.get("retry_delay_ms")
+        return [
+            AgentEvent(
+                "system.api_retry",
+                progress=False,
+                error=_claude_retry(doc),
+                rate_limited=limited,
+                retry_after=delay / 1000 if limited and isinstance(delay, int | float) else None,
+            )
+        ]
     if kind == "system":
         return [AgentEvent(_join("system", doc.get("subtype")))]
     if kind in ("assistant", "user"):
@@ -385,13 +492,25 @@ def parse_codex_event(doc: dict[str, Any]) -> list[AgentEvent]:
     kind = str(doc.get("type", "unknown"))
     item = doc.get("item") if isinstance(doc.get("item"), dict) else None
     if kind == "error":
-        return [AgentEvent(kind, progress=False, error=_text(doc.get("message")))]
+        message = _text(doc.get("message"))
+        return [AgentEvent(kind, progress=False, error=message, rate_limited=_is_429(message))]
     if kind == "turn.failed":
         error = doc.get("error")
         message = _text(error.get("message") if isinstance(error, dict) else error)
-        return [AgentEvent(kind, turn_done=True, progress=False, error=message, fatal=True)]
+        return [
+            AgentEvent(
+                kind,
+                turn_done=True,
+                progress=False,
+                error=message,
+                fatal=True,
+                rate_limited=_is_429(message),
+            )
+        ]
+    if kind == "turn.completed":
+        return [AgentEvent(kind, turn_done=True, usage=codex_usage(doc.get("usage")))]
     if item is None:
-        return [AgentEvent(kind, turn_done=kind in ("turn.completed", "turn.failed"))]
+        return [AgentEvent(kind)]
     item_type = str(item.get("type") or item.get("item_type") or "item")
     item_id = str(item.get("id", ""))
     is_tool = item_type in ("command_execution", "mcp_tool_call", "file_change", "web_search")
@@ -409,7 +528,17 @@ def parse_opencode_event(doc: dict[str, Any]) -> list[AgentEvent]:
     part = doc.get("part") if isinstance(doc.get("part"), dict) else {}
     assert isinstance(part, dict)
     if kind == "error":
-        return [AgentEvent(kind, progress=False, error=_opencode_error(doc), fatal=True)]
+        http_status, retry_after = _opencode_status(doc)
+        return [
+            AgentEvent(
+                kind,
+                progress=False,
+                error=_opencode_error(doc),
+                fatal=True,
+                rate_limited=http_status == 429,
+                retry_after=retry_after,
+            )
+        ]
     if kind == "tool_use":
         call_id = str(part.get("callID", ""))
         state = part.get("state") if isinstance(part.get("state"), dict) else {}
@@ -419,8 +548,144 @@ def parse_opencode_event(doc: dict[str, Any]) -> list[AgentEvent]:
             return [AgentEvent("tool_use", tool_started=(call_id, name))]
         return [AgentEvent("tool_use", tool_finished=call_id or None)]
     if kind == "step_finish":
-        return [AgentEvent(kind, turn_done=part.get("reason") != "tool-calls")]
+        done = part.get("reason") != "tool-calls"
+        return [AgentEvent(kind, turn_done=done, usage=opencode_usage(part))]
     return [AgentEvent(kind)]
+
+
+def claude_usage(doc: dict[str, Any]) -> UsageSample | None:
+    """Usage in a Claude Code `result`: the turns since the previous result, or the totals."""
+    since = doc.get("model_usage_since_last_result")
+    if isinstance(since, dict) and since:
+        sample = _claude_models(since, cumulative=False)
+        return sample if sample is not None else None
+    models = doc.get("modelUsage")
+    if isinstance(models, dict) and models:
+        return _claude_models(models, cumulative=True)
+    usage = doc.get("usage")
+    cost = doc.get("total_cost_usd")
+    if not isinstance(usage, dict) and not isinstance(cost, int | float):
+        return None
+    usage = usage if isinstance(usage, dict) else {}
+    return UsageSample(
+        input_tokens=_int(usage.get("input_tokens")),
+        output_tokens=_int(usage.get("output_tokens")),
+        cache_read_tokens=_int(usage.get("cache_read_input_tokens")),
+        cache_write_tokens=_int(usage.get("cache_creation_input_tokens")),
+        cost_usd=float(cost) if isinstance(cost, int | float) else None,
+        cumulative=True,
+    )
+
+
+def _claude_models(models: dict[str, Any], *, cumulative: bool) -> UsageSample | None:
+    """Sum Claude Code's per-model figures (`model_usage_since_last_result`, `modelUsage`)."""
+    rows = [row for row in models.values() if isinstance(row, dict)]
+    if not rows:
+        return None
+    costs = [row.get("costUSD") for row in rows]
+    return UsageSample(
+        input_tokens=sum(_int(row.get("inputTokens")) for row in rows),
+        output_tokens=sum(_int(row.get("outputTokens")) for row in rows),
+        cache_read_tokens=sum(_int(row.get("cacheReadInputTokens")) for row in rows),
+        cache_write_tokens=sum(_int(row.get("cacheCreationInputTokens")) for row in rows),
+        cost_usd=sum(float(c) for c in costs if isinstance(c, int | float))
+        if any(isinstance(c, int | float) for c in costs)
+        else None,
+        turns=1 if not cumulative else 0,
+        model=str(next(iter(models)))[:128],
+        cumulative=cumulative,
+    )
+
+
+def codex_usage(usage: object) -> UsageSample | None:
+    """Codex `turn.completed.usage`: input_tokens includes the cached ones; no cost."""
+    if not isinstance(usage, dict):
+        return None
+    cached = _int(usage.get("cached_input_tokens"))
+    return UsageSample(
+        input_tokens=max(0, _int(usage.get("input_tokens")) - cached),
+        output_tokens=_int(usage.get("output_tokens")),
+        cache_read_tokens=cached,
+        cache_write_tokens=_int(usage.get("cache_write_input_tokens")),
+        turns=1,
+    )
+
+
+def opencode_usage(part: dict[str, Any]) -> UsageSample | None:
+    """OpenCode `step_finish`: tokens (input, output, cache read/write) and cost of one step."""
+    tokens = part.get("tokens")
+    if not isinstance(tokens, dict):
+        return None
+    cache = tokens.get("cache") if isinstance(tokens.get("cache"), dict) else {}
+    assert isinstance(cache, dict)
+    cost = part.get("cost")
+    return UsageSample(
+        input_tokens=_int(tokens.get("input")),
+        output_tokens=_int(tokens.get("output")) + _int(tokens.get("reasoning")),
+        cache_read_tokens=_int(cache.get("read")),
+        cache_write_tokens=_int(cache.get("write")),
+        cost_usd=float(cost) if isinstance(cost, int | float) else None,
+        turns=1 if part.get("reason") != "tool-calls" else 0,
+    )
+
+
+_AIDER_TOKENS = re.compile(
+    r"^Tokens: ([0-9.]+[kM]?) sent(?:, ([0-9.]+[kM]?) cache write)?(?:, ([0-9.]+[kM]?) cache "
+    r"hit)?, ([0-9.]+[kM]?) received\.(?: Cost: \$([0-9.]+) message)?"
+)
+
+
+def aider_usage(text: str) -> UsageSample | None:
+    """Aider's `Tokens: 6.2k sent, 300 received.` line (figures rounded by Aider)."""
+    match = _AIDER_TOKENS.match(text)
+    if match is None:
+        return None
+    sent, write, hit, received, cost = match.groups()
+    cached = _count(hit) + _count(write)
+    return UsageSample(
+        input_tokens=max(0, _count(sent) - cached),
+        output_tokens=_count(received),
+        cache_read_tokens=_count(hit),
+        cache_write_tokens=_count(write),
+        cost_usd=float(cost) if cost else None,
+        turns=1,
+    )
+
+
+def _count(text: str | None) -> int:
+    """Aider's rounded counts: 300, 6.2k, 1.5M."""
+    if not text:
+        return 0
+    scale = {"k": 1_000, "M": 1_000_000}.get(text[-1], 1)
+    number = text[:-1] if scale > 1 else text
+    try:
+        return round(float(number) * scale)
+    except ValueError:
+        return 0
+
+
+def _int(value: object) -> int:
+    return int(value) if isinstance(value, int | float) and value > 0 else 0
+
+
+def _is_429(message: str) -> bool:
+    return bool(re.search(r"\b429\b|Too Many Requests|rate.?limit", message, re.IGNORECASE))
+
+
+def _opencode_status(doc: dict[str, Any]) -> tuple[int | None, float | None]:
+    """The HTTP status and retry-after header of an OpenCode API error."""
+    error = doc.get("error")
+    data = error.get("data") if isinstance(error, dict) else None
+    if not isinstance(data, dict):
+        return None, None
+    status = data.get("statusCode")
+    headers = data.get("responseHeaders")
+    retry = headers.get("retry-after") if isinstance(headers, dict) else None
+    try:
+        retry_after = float(retry) if retry is not None else None
+    except (TypeError, ValueError):
+        retry_after = None  # an HTTP date: the policy's backoff applies instead
+    return (status if isinstance(status, int) else None), retry_after
 
 
 def _claude_error(doc: dict[str, Any]) -> str:

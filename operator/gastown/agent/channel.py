@@ -28,7 +28,7 @@ import importlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +39,7 @@ from gastown.agent.redaction import Redactor, pod_redactor
 from gastown.model.agent import Activity, AgentSpec, AgentStatus, Nudge, Report
 from gastown.model.bead import BeadSpec
 from gastown.model.enums import ReportType
+from gastown.model.spend import RateLimitInfo, Usage
 from gastown.model.town import CodingAgent, Rig
 
 MAX_REPORTS = 64
@@ -153,6 +154,8 @@ class ReportDraft:
     files: tuple[str, ...] = ()
     message: str | None = None
     exit_code: int | None = None
+    usage: Usage | None = None
+    rate_limit: RateLimitInfo | None = None
 
 
 class AgentChannel(Protocol):
@@ -188,6 +191,21 @@ class AgentChannel(Protocol):
 
 
 # --- Pure rules shared by every implementation ---------------------------------------------
+
+
+ENV_USAGE_FILE = "GASTOWN_USAGE_FILE"
+"""File where the runtime keeps the session's usage so far, for the reports `gt` writes."""
+
+
+def read_usage_file(env: Mapping[str, str]) -> Usage | None:
+    """The usage the runtime recorded for this session (None if there is none or it is bad)."""
+    path = env.get(ENV_USAGE_FILE)
+    if not path:
+        return None
+    try:
+        return Usage.model_validate_json(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def utcnow() -> datetime:
@@ -232,6 +250,8 @@ def add_report(
         files=[f[:1024] for f in draft.files[:100]],
         message=_clip(draft.message, MAX_REPORT_TEXT),
         exit_code=draft.exit_code,
+        usage=draft.usage,
+        rate_limit=draft.rate_limit,
     )
     reports = list(status.reports)
     if len(reports) >= MAX_REPORTS:

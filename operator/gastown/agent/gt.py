@@ -16,6 +16,7 @@ that says what to do instead. Exit codes: 0 ok, 1 refused or failed, 2 usage err
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -30,12 +31,14 @@ from gastown.agent.channel import (
     ReportDraft,
     check_generation,
     open_channel,
+    read_usage_file,
     wrap_checkpoint,
 )
 from gastown.agent.git import Credentials, Git, GitError
 from gastown.agent.identity import Identity, IdentityError
 from gastown.agent.workspace import CLONE_DIR
 from gastown.model.enums import AgentRole, BeadType, ReportType
+from gastown.model.spend import Usage
 
 
 class GtError(Exception):
@@ -93,7 +96,7 @@ def cmd_done(args: argparse.Namespace, identity: Identity, channel: AgentChannel
     hook = _require_hook(identity, channel)
     if identity.role is AgentRole.REFINERY:
         report = channel.append_report(
-            ReportDraft(type=ReportType.DONE, bead=hook, summary=args.summary)
+            ReportDraft(type=ReportType.DONE, bead=hook, summary=args.summary, usage=_usage())
         )
         return f"done reported (seq {report.seq}) for {hook}"
     if identity.role is not AgentRole.POLECAT:
@@ -106,7 +109,12 @@ def cmd_done(args: argparse.Namespace, identity: Identity, channel: AgentChannel
             git.credentials.cleanup()
     report = channel.append_report(
         ReportDraft(
-            type=ReportType.DONE, bead=hook, branch=branch, head_sha=sha, summary=args.summary
+            type=ReportType.DONE,
+            bead=hook,
+            branch=branch,
+            head_sha=sha,
+            summary=args.summary,
+            usage=_usage(),
         )
     )
     return f"done reported (seq {report.seq}) for {hook}: branch {branch} at {sha} is pushed"
@@ -130,6 +138,7 @@ def cmd_request_changes(args: argparse.Namespace, identity: Identity, channel: A
             branch=order.spec.merge_request.branch,
             feedback=feedback,
             files=tuple(args.files),
+            usage=_usage(),
         )
     )
     return f"request-changes reported (seq {report.seq}) for {hook}"
@@ -171,6 +180,11 @@ def cmd_escalate(args: argparse.Namespace, identity: Identity, channel: AgentCha
 
 
 # --- helpers --------------------------------------------------------------------------------
+
+
+def _usage() -> Usage | None:
+    """The session's usage so far, as the runtime recorded it (reports carry it)."""
+    return read_usage_file(os.environ)
 
 
 def push_work_branch(git: Git) -> tuple[str, str]:

@@ -20,14 +20,22 @@
    code 0 without `gt done`) or `failed` (non-zero exit, workspace or git failure), and for the
    refinery the merge outcome (merged, conflict, gate-failed, request-changes, pr-opened).
    When the coding agent could not reach its model (an API error the adapter recognised), that
-   error is the report's reason. A CLI that cannot run commands (Aider) gets its `gt done`
-   from the runtime when it exits 0 with new commits on the work branch.
+   error is the report's reason; when that error was the provider's rate limit (429), the report
+   is `rate-limited` (with the retry-after the CLI saw), which spends no attempt of the bead.
+   A CLI that cannot run commands (Aider) gets its `gt done` from the runtime when it exits 0
+   with new commits on the work branch.
 
 Idle sessions: a streaming CLI (Claude Code) keeps its stdin open between turns so nudges can be
 delivered; stdin is closed `idleTimeoutSeconds` after a turn ends without `gt done`. A nudge sent
 while a turn runs may be queued by the CLI as a further turn: the idle timer only runs while no
 turn is running (any progress after a `result` stops it, the next `result` restarts it) and not
 after a result that announces queued turns.
+
+Usage: the tokens and cost the CLI prints (see `adapters`) are summed per dispatch generation
+(`UsageMeter`) and travel on every report of the generation, including the ones `gt` writes (the
+runtime keeps the figure in GASTOWN_USAGE_FILE for it). A CLI prints its last figures after its
+last turn, i.e. after `gt done`: a final `usage` report then carries the rest. If the agent was
+re-dispatched in between, the API refuses that write and the last turn's usage is not counted.
 
 Exit codes: 0 finished (done/merged/...), the coding agent's code when it failed, 1 other
 failures, 3 stale (re-dispatched or unhooked), 143 stopped by SIGTERM.
@@ -37,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import shlex
@@ -53,8 +62,9 @@ from typing import Literal
 
 from gastown.agent import identity as identity_mod
 from gastown.agent import workspace
-from gastown.agent.adapters import Adapter, AgentEvent, Watermark, adapter_for
+from gastown.agent.adapters import Adapter, AgentEvent, UsageMeter, Watermark, adapter_for
 from gastown.agent.channel import (
+    ENV_USAGE_FILE,
     AgentChannel,
     ChannelError,
     NoHookError,
@@ -86,6 +96,7 @@ from gastown.agent.refinery import (
 from gastown.agent.workspace import Workspace, WorkspaceError
 from gastown.model.agent import Report
 from gastown.model.enums import AgentRole, MergeStrategy, ReportType
+from gastown.model.spend import RateLimitInfo
 
 log = logging.getLogger("gastown.agent")
 
@@ -155,6 +166,11 @@ class Runtime:
         self.model_error: str | None = None
         """The last model API failure the coding agent reported (the reason of a failure)."""
         self._retry_status_at = 0.0
+        self.meter = UsageMeter()
+        """Tokens and cost of this generation so far, as the coding agent printed them."""
+        self.rate_limited = False
+        """The last model API failure was the provider's rate limit."""
+        self.retry_after: float | None = None
 
     # --- the whole run ---
 
@@ -187,14 +203,28 @@ class Runtime:
             self._cleanup_bin()
 
     async def _run_order(self, order: WorkOrder, credentials: Credentials | None) -> int:
+        self.meter = UsageMeter(order.coding_agent.model)
         await self._status(f"preparing workspace for {order.bead}")
         try:
             ws = await asyncio.to_thread(workspace.prepare, self.identity, order, credentials)
         except (WorkspaceError, GitError, OSError) as exc:
             return await self._fail(order, f"workspace: {exc}")
         if self.identity.role is AgentRole.REFINERY:
-            return await self._run_refinery(order, ws)
-        return await self._run_polecat(order, ws)
+            code = await self._run_refinery(order, ws)
+        else:
+            code = await self._run_polecat(order, ws)
+        await self._report_usage(order)
+        return code
+
+    async def _report_usage(self, order: WorkOrder) -> None:
+        """A last `usage` report when the generation's reports do not carry all of it yet."""
+        if self.meter.empty or self.stale:
+            return
+        total = self.meter.total
+        reported = [r.usage for r in await self._new_reports() if r.usage is not None]
+        if any(usage.covers(total) for usage in reported):
+            return
+        await self._write(ReportDraft(type=ReportType.USAGE, bead=order.bead, usage=total))
 
     async def _check_current_retrying(self) -> WorkOrder:
         """`_check_current`, retried with backoff while the API is unreachable or failing."""
@@ -299,7 +329,10 @@ class Runtime:
         if error is not None:
             # Some CLIs (Aider) exit 0 after an API error: the error decides, not the code.
             message = f"{message}: {error}"
-        await self._report(ReportType.FAILED, order, message[:4000], code, branch)
+        if error is not None and self.rate_limited:
+            await self._report_rate_limit(order, message[:4000], code, branch)
+        else:
+            await self._report(ReportType.FAILED, order, message[:4000], code, branch)
         return code if 0 < code < 256 else EXIT_FAILED
 
     # --- refinery ---
@@ -438,6 +471,9 @@ class Runtime:
         log.info("starting coding agent: %s", self._redact(shlex.join(argv)))
         self.watermark.tools.clear()
         self.model_error = None
+        self.rate_limited = False
+        self.retry_after = None
+        self.meter.restart()
         return await asyncio.create_subprocess_exec(
             *argv,
             cwd=cwd,
@@ -476,19 +512,36 @@ class Runtime:
         env["PATH"] = f"{self._gt_bin()}{os.pathsep}{env.get('PATH', '')}"
         # Some CLIs (OpenCode) take their working directory from PWD, not from the process.
         env["PWD"] = str(cwd)
+        env[ENV_USAGE_FILE] = str(self._gt_bin() / "usage.json")
         return env
 
     async def observe(self, event: AgentEvent) -> None:
-        """Fold one coding-agent event into the watermark and note model API failures."""
+        """Fold one coding-agent event into the watermark and note usage and API failures."""
         self.watermark.observe(event, utcnow())
+        if event.usage is not None:
+            self.meter.add(event.usage)
+            self._save_usage()
         if event.error is None:
             return
         self.model_error = event.error
+        self.rate_limited = event.rate_limited
+        if event.retry_after is not None:
+            self.retry_after = event.retry_after
         now = time.monotonic()
         if event.fatal or now - self._retry_status_at >= self.options.retry_status_seconds:
             self._retry_status_at = now
             log.warning("coding agent: %s", self._redact(event.error))
             await self._status(f"model API trouble: {event.error}")
+
+    def _save_usage(self) -> None:
+        """Keep the usage so far where `gt` finds it (its reports carry it)."""
+        path = self._gt_bin() / "usage.json"
+        try:
+            scratch = path.with_suffix(".tmp")
+            scratch.write_text(self.meter.total.model_dump_json(by_alias=True))
+            scratch.replace(path)  # atomic: `gt` never reads half a file
+        except OSError as exc:
+            log.warning("cannot record usage for gt: %s", exc)
 
     def _gt_bin(self) -> Path:
         # `gt` must run with this interpreter whatever is installed on PATH: a one-line shim.
@@ -621,7 +674,28 @@ class Runtime:
         )
         await self._write(draft)
 
+    async def _report_rate_limit(
+        self, order: WorkOrder, message: str, exit_code: int | None, branch: str | None
+    ) -> None:
+        """The session ended on the provider's rate limit: the bead is held, no attempt spent."""
+        retry = self.retry_after
+        info = RateLimitInfo(
+            status=429,
+            retry_after_seconds=None if retry is None else min(86400, max(1, round(retry))),
+        )
+        draft = ReportDraft(
+            type=ReportType.RATE_LIMITED,
+            bead=order.bead,
+            branch=branch,
+            message=message,
+            exit_code=exit_code,
+            rate_limit=info,
+        )
+        await self._write(draft)
+
     async def _write(self, draft: ReportDraft) -> None:
+        if draft.usage is None and not self.meter.empty:
+            draft = dataclasses.replace(draft, usage=self.meter.total)
         try:
             report = await asyncio.to_thread(self.channel.append_report, draft)
             log.info("reported %s (seq %d)", report.type.value, report.seq)

@@ -196,6 +196,16 @@ def on_the_runner(
         yield setup
 
 
+def _stop(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL if it has not exited 20 s later; returns once it is gone."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @contextlib.contextmanager
 def _process(name: str, argv: list[str], env: dict[str, str], logs: Path) -> Iterator[None]:
     """A background process logging to `logs/<name>.log`, stopped on exit."""
@@ -207,12 +217,7 @@ def _process(name: str, argv: list[str], env: dict[str, str], logs: Path) -> Ite
     try:
         yield
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
 
 
 def _get(plane: ControlPlane, what: str, namespace: str) -> list[dict[str, Any]]:
@@ -348,7 +353,72 @@ def _apply_and_follow(plane: ControlPlane, setup: Setup, directory: Path, timeou
     print("git log of main:")
     print(_git("--git-dir", setup_repo(setup, directory), "log", "--oneline", "--graph", "main"))
     print(plane.kubectl("get", "gastown", "-n", NAMESPACE).stdout)
+    screenshot(plane, directory / "convoy.png")
     return phase
+
+
+SCREENSHOT_TIMEOUT = 120.0
+
+
+@contextlib.contextmanager
+def suppress_timeout() -> Iterator[None]:
+    """A browser that hangs costs the picture, not the demo."""
+    try:
+        yield
+    except subprocess.TimeoutExpired:
+        print(f"chromium did not finish within {SCREENSHOT_TIMEOUT:.0f} s")
+
+
+def screenshot(plane: ControlPlane, path: Path) -> Path | None:
+    """Take a picture of the convoy's page in `kubectl gastown dashboard` with headless
+    Chromium (when it is installed: `hack/install-browser.sh`); returns where it is."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        print("no chromium here (hack/install-browser.sh installs it): no dashboard screenshot")
+        return None
+    env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig)}
+    plugin = Path(sys.executable).parent / "kubectl-gastown"
+    server = subprocess.Popen(
+        [str(plugin), "dashboard", "-n", NAMESPACE, "--port", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()  # "gastown dashboard of namespace ...: URL"
+        url = line.rsplit(" ", 1)[-1].strip()
+        if not url.startswith("http://"):
+            print(f"the dashboard did not start: {line.strip()}")
+            return None
+        with tempfile.TemporaryDirectory(prefix="demo-chromium-") as profile, suppress_timeout():
+            subprocess.run(
+                [
+                    browser,
+                    "--headless",
+                    "--no-sandbox",  # root, in a container-less demo: the sandbox needs a user
+                    "--disable-gpu",
+                    f"--user-data-dir={profile}",
+                    "--window-size=1400,900",
+                    # The page keeps its event stream open, so "loaded" never comes: shoot
+                    # at DOMContentLoaded, at the latest after 10 s (the DAG is server-side).
+                    "--timeout=10000",
+                    f"--screenshot={path}",
+                    f"{url}convoy/app-v1",
+                ],
+                capture_output=True,
+                timeout=SCREENSHOT_TIMEOUT,
+                check=False,
+            )
+    finally:
+        _stop(server)
+    if not path.exists():
+        print("chromium took no screenshot of the dashboard")
+        return None
+    print(f"the convoy in `kubectl gastown dashboard`: {path}")
+    return path
 
 
 def setup_repo(setup: Setup, directory: Path) -> str:

@@ -34,7 +34,13 @@ Directives in the prompt (the bead's description), `[model: <directive>, ...]`:
 
     fail=<status>[x<n>]     answer <status> (401, 429, 500, 529, ...) to the first n requests of
                             this conversation (every request when n is left out); 429 and 529
-                            carry `retry-after: 1`
+                            carry `retry-after: 1` (or `retry-after=<seconds>`)
+    retry-after=<seconds>   the retry-after header of scripted 429/529 answers
+    usage=<in>/<out>[/<cache read>/<cache write>]
+                            the token usage every reply reports (default 10/10/0/0), in each
+                            API's own fields (Anthropic cache_read/cache_creation_input_tokens,
+                            Responses input_tokens_details.cached_tokens, Chat Completions
+                            prompt_tokens_details.cached_tokens)
     slow=<seconds>          wait that long in the middle of every reply (a slow turn)
     hang                    answer the task with a text and no tool call (a turn that ends
                             without `gt done`), until a nudge containing `[model: finish]`
@@ -197,6 +203,34 @@ def directives(text: str) -> dict[str, str]:
             if key:
                 found[key] = value
     return found
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token usage a reply reports (`usage=` directive)."""
+
+    input: int = 10
+    output: int = 10
+    cache_read: int = 0
+    cache_write: int = 0
+
+
+def usage_of(marks: dict[str, str]) -> Usage:
+    """The usage a conversation's replies report: `usage=in/out[/cache read/cache write]`."""
+    raw = marks.get("usage")
+    if not raw:
+        return Usage()
+    parts = [int(p) for p in raw.split("/") if p.strip().isdigit()]
+    parts += [0] * (4 - len(parts))
+    return Usage(*parts[:4])
+
+
+def _retry_after(marks: dict[str, str]) -> float:
+    raw = marks.get("retry-after", "")
+    try:
+        return max(1.0, float(raw))
+    except ValueError:
+        return 1.0
 
 
 def town_script(conv: Conversation) -> Reply:
@@ -411,7 +445,7 @@ class ModelServer:
                 if not count or served < int(count):
                     self._failed[conv.key] += 1
                     code = int(status)
-                    retry = 1.0 if code in (429, 529) else None
+                    retry = _retry_after(marks) if code in (429, 529) else None
                     return Fail(code, f"scripted failure {code}", retry), 0.0
         slow = float(marks.get("slow") or 0) if "slow" in marks else 0.0
         return self.script(conv), slow
@@ -766,6 +800,7 @@ class _Writer:
         self.conv = conv
         self.body = body
         self.n = handler.model_server.next_id()
+        self.usage = usage_of(conv.directives)
         call = tool_call(conv, reply) if isinstance(reply, Shell | WriteFile) else None
         self.call = call
         if call is None and not isinstance(reply, Say):
@@ -795,7 +830,15 @@ class _AnthropicWriter(_Writer):
             "content": content,
             "stop_reason": "tool_use" if self.call else "end_turn",
             "stop_sequence": None,
-            "usage": {"input_tokens": 10, "output_tokens": 10},
+            "usage": self._usage(self.usage.output),
+        }
+
+    def _usage(self, output: int) -> dict[str, int]:
+        return {
+            "input_tokens": self.usage.input,
+            "cache_creation_input_tokens": self.usage.cache_write,
+            "cache_read_input_tokens": self.usage.cache_read,
+            "output_tokens": output,
         }
 
     def _blocks(self) -> list[dict[str, Any]]:
@@ -818,7 +861,7 @@ class _AnthropicWriter(_Writer):
         h.sse_start()
         start = self._message([])
         start["stop_reason"] = None
-        start["usage"] = {"input_tokens": 10, "output_tokens": 1}
+        start["usage"] = self._usage(1)
         h.sse({"type": "message_start", "message": start}, "message_start")
         h.sse({"type": "ping"}, "ping")
         if slow:
@@ -840,7 +883,7 @@ class _AnthropicWriter(_Writer):
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": "tool_use" if self.call else "end_turn"},
-                "usage": {"output_tokens": 10},
+                "usage": {"output_tokens": self.usage.output},
             },
             "message_delta",
         )
@@ -885,12 +928,13 @@ class _ResponsesWriter(_Writer):
             "incomplete_details": None,
         }
         if status == "completed":
+            usage = self.usage
             doc["usage"] = {
-                "input_tokens": 10,
-                "input_tokens_details": {"cached_tokens": 0},
-                "output_tokens": 10,
+                "input_tokens": usage.input + usage.cache_read,
+                "input_tokens_details": {"cached_tokens": usage.cache_read},
+                "output_tokens": usage.output,
                 "output_tokens_details": {"reasoning_tokens": 0},
-                "total_tokens": 20,
+                "total_tokens": usage.input + usage.cache_read + usage.output,
             }
         return doc
 
@@ -955,8 +999,15 @@ class _ChatWriter(_Writer):
             }
         ]
 
-    def _usage(self) -> dict[str, int]:
-        return {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}
+    def _chat_usage(self) -> dict[str, Any]:
+        usage = self.usage
+        prompt = usage.input + usage.cache_read
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": usage.output,
+            "total_tokens": prompt + usage.output,
+            "prompt_tokens_details": {"cached_tokens": usage.cache_read},
+        }
 
     def whole(self) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": self.text or None}
@@ -974,7 +1025,7 @@ class _ChatWriter(_Writer):
                     "finish_reason": "tool_calls" if self.call else "stop",
                 }
             ],
-            "usage": self._usage(),
+            "usage": self._chat_usage(),
         }
 
     def stream(self, slow: float) -> None:
@@ -992,7 +1043,7 @@ class _ChatWriter(_Writer):
             chunk({"tool_calls": self._tool_calls()})
         else:
             chunk({"content": self.text})
-        chunk({}, "tool_calls" if self.call else "stop", usage=self._usage())
+        chunk({}, "tool_calls" if self.call else "stop", usage=self._chat_usage())
         h.sse("[DONE]")
         h.sse_end()
 

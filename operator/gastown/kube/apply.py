@@ -40,7 +40,7 @@ from gastown.kube.redaction import NO_SECRETS, TownSecrets
 from gastown.kube.store import Store, TownStore
 from gastown.model import Agent, Town
 from gastown.model.common import API_VERSION
-from gastown.reconcile.actions import DispatchAgent
+from gastown.reconcile.actions import DispatchAgent, RecordBeadSpend
 from gastown.reconcile.writes import (
     CreateObject,
     DeleteObject,
@@ -173,6 +173,8 @@ class Applier:
             metrics.CONFLICTS.labels(self.town.name).inc()
             return
         self._emits.extend(emits)  # only what really happened is announced
+        if isinstance(action, RecordBeadSpend):
+            count_spend(self.town.name, action)
         for effect in effects:
             await self._side_effect(effect)
 
@@ -529,3 +531,13 @@ def _batches(actions: Sequence[Lowerable]) -> list[tuple[list[Lowerable], bool]]
         else:
             batches.append(([action], concurrent))
     return batches
+
+
+def count_spend(town: str, action: RecordBeadSpend) -> None:
+    """Spend counters, from the bead write that counted it (applied, so exactly once too)."""
+    for rig, role, model, _agent, tokens, cost in action.delta:
+        labels = (town, rig, role, model or "unknown")
+        if tokens > 0:
+            metrics.TOKENS.labels(*labels).inc(tokens)
+        if cost > 0:
+            metrics.COST.labels(*labels).inc(cost)

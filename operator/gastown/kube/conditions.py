@@ -7,7 +7,9 @@ condition's lastTransitionTime unless its status really changed.
 - Bead: `Assigned` (an agent is hooked) and `Complete` (True once closed; False with the reason
   otherwise, e.g. Dispatched, InReview, BlockedByFailedDependency, MaxAttemptsExceeded), and
   `ClaimsVerified` (False, only while an agent's claim about the bead failed verification).
-- Convoy: `Complete` (True once landed; False with the reason otherwise).
+  `RateLimited` (True while an open bead waits out a rate-limit hold).
+- Convoy: `Complete` (True once landed; False with the reason otherwise) and `BudgetExceeded`
+  (True while the convoy is at its budget).
 - Agent: `Working` (hooked to a bead) and `Healthy` (False while stalled).
 """
 
@@ -58,7 +60,20 @@ def bead_conditions(status: Status) -> list[dict[str, Any]]:
         ),
         _cond("Complete", phase == "closed", "Closed" if phase == "closed" else reason, message),
         *_claims_condition(status),
+        *_rate_limit_condition(status),
     ]
+
+
+def _rate_limit_condition(status: Status) -> list[dict[str, Any]]:
+    """RateLimited=True while an open bead waits out its hold (absent when never limited)."""
+    hold = status.get("rateLimited")
+    if not hold:
+        return []
+    waiting = (status.get("phase") or "open") == "open"
+    message = f"held until {hold.get('until')} after {hold.get('count', 1)} rate-limited ending(s)"
+    if not waiting:
+        return [_cond("RateLimited", False, "Dispatched", f"last: {message}")]
+    return [_cond("RateLimited", True, "ProviderRateLimit", message)]
 
 
 def _claims_condition(status: Status) -> list[dict[str, Any]]:
@@ -76,8 +91,23 @@ def convoy_conditions(status: Status) -> list[dict[str, Any]]:
     phase = status.get("phase") or "InProgress"
     reason = _reason(status.get("reason"), phase)
     message = status.get("message") or f"{phase}, progress {status.get('progress') or '0/0'}"
+    budget = status.get("budgetExceeded")
+    spend = status.get("spend") or {}
+    spent = (spend.get("total") or {}).get("costUsd", 0)
+    budget_cond = (
+        _cond(
+            "BudgetExceeded",
+            True,
+            "BudgetReached",
+            f"spent ${budget.get('spentUsd', 0):.2f} of ${budget.get('budgetUsd', 0):.2f}: "
+            "no new work is dispatched",
+        )
+        if budget
+        else _cond("BudgetExceeded", False, "UnderBudget", f"spent ${spent:.2f}")
+    )
     return [
-        _cond("Complete", phase == "Landed", "Landed" if phase == "Landed" else reason, message)
+        _cond("Complete", phase == "Landed", "Landed" if phase == "Landed" else reason, message),
+        budget_cond,
     ]
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import urllib.error
+
 
 class ApiError(RuntimeError):
     """An API call failed."""
@@ -34,3 +37,12 @@ ERRORS: dict[int, type[ApiError]] = {409: Conflict, 404: NotFound, 422: Invalid,
 def error_for(status: int, message: str) -> ApiError:
     """The exception of the right class for an HTTP status."""
     return ERRORS.get(status, ApiError)(status, message)
+
+
+def from_http_error(err: urllib.error.HTTPError) -> ApiError:
+    """The exception for an API server's HTTP error response (its Status message, if any)."""
+    try:
+        message = json.loads(err.read()).get("message", err.reason)
+    except ValueError:
+        message = str(err.reason)
+    return error_for(err.code, str(message))

@@ -13,7 +13,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,13 +21,16 @@ from gastown.kube import metrics
 from gastown.kube.apply import Applier, ApplyResult, ClaimRequester, PRPoller
 from gastown.kube.client import ApiError, Conflict, Kube
 from gastown.kube.deputy import DeputyGuard
+from gastown.kube.gauges import export_alert_gauges
 from gastown.kube.redaction import TownSecrets
+from gastown.kube.repairs import new_repairs, publish_repairs, unwritten, with_repairs
 from gastown.kube.status import build_town_status, semantic
 from gastown.kube.store import Store, TownStore
 from gastown.model import Condition, ConditionStatus, TownMode
-from gastown.model.town import PassMetrics, TownStatus, Violation
-from gastown.reconcile import check_invariants, reconcile
+from gastown.model.town import PassMetrics, Repair, TownStatus, Violation
+from gastown.reconcile import check_invariants
 from gastown.reconcile.actions import Action
+from gastown.reconcile.core import plan
 from gastown.reconcile.snapshot import Fault
 from gastown.reconcile.writes import Emit, Kind
 
@@ -58,6 +61,8 @@ class PassReport:
     violations: list[Violation]
     status_written: bool
     duration_ms: int
+    repairs: list[Repair] = field(default_factory=list)
+    """Impossible states this pass repaired (none in shadow mode: nothing is applied)."""
 
 
 def _urgent(new: dict[str, Any], old: dict[str, Any]) -> bool:
@@ -65,7 +70,12 @@ def _urgent(new: dict[str, Any], old: dict[str, Any]) -> bool:
 
     def key(status: dict[str, Any]) -> Any:
         conditions = [(c["type"], c["status"], c["reason"]) for c in status.get("conditions", [])]
-        return conditions, status.get("violations"), status.get("circuitBreaker")
+        return (
+            conditions,
+            status.get("violations"),
+            status.get("circuitBreaker"),
+            status.get("lastRepairs"),
+        )
 
     return bool(key(new) != key(old))
 
@@ -110,6 +120,7 @@ class TownLoop:
         self.pr_poller = pr_poller
         self.clock = clock
         self._reported_violations: set[tuple[str, str]] = set()
+        self._unwritten_repairs: list[Repair] = []
         self._last_status_write = float("-inf")
         self._status_wake: asyncio.TimerHandle | None = None
 
@@ -172,7 +183,8 @@ class TownLoop:
             return None
         started = time.perf_counter()
         now = self.clock()
-        actions: Sequence[Action] = reconcile(snapshot, now)
+        decided = plan(snapshot, now)
+        actions: Sequence[Action] = decided.actions
         counts = Counter(type(action).__name__ for action in actions)
         for kind, number in counts.items():
             metrics.ACTIONS.labels(self.town.name, kind).inc(number)
@@ -189,9 +201,12 @@ class TownLoop:
         if shadow:
             result = ApplyResult()
             planned = [action.describe() for action in actions]
+            repairs: list[Repair] = []  # planned only: nothing was repaired
         else:
             result = await applier.apply(actions)
             planned = []
+            repairs = decided.repairs
+            await publish_repairs(self.town.name, repairs, applier._emit)
         # Without writes the pass's own snapshot is still current, and reusing it reuses the
         # index reconcile already built (a full sweep at 10,000 beads).
         after = (self.town.snapshot() or snapshot) if sum(result.writes.values()) else snapshot
@@ -211,8 +226,14 @@ class TownLoop:
             violations=len(violations),
         )
         status = build_town_status(after, violations, last_pass, planned, self.clock())
+        # Repairs not yet on the Town (a status write lost to a conflict) are carried over.
+        found = new_repairs(self._unwritten_repairs, repairs, after.town.status.last_repairs)
+        status = with_repairs(status, after.town.status.last_repairs, found, self.clock())
         written = await self._write_status(status)
+        held = self.town.town.status.last_repairs if self.town.town is not None else []
+        self._unwritten_repairs = unwritten(status.last_repairs, held)
         self._export_gauges(status)
+        export_alert_gauges(self.town.name, after, status)
         if actions or written:
             log.info(
                 "pass: %d actions, %d writes, %d conflicts, %d violations, %d ms",
@@ -223,7 +244,7 @@ class TownLoop:
                 duration_ms,
                 extra={"town": self.town.name},
             )
-        return PassReport(counts, result, violations, written, duration_ms)
+        return PassReport(counts, result, violations, written, duration_ms, repairs)
 
     async def _write_status(self, status: TownStatus) -> bool:
         town = self.town.town

@@ -30,7 +30,31 @@ QUEUE = Gauge("gastown_review_queue_length", "Open merge requests per rig.", ["t
 BEADS = Gauge("gastown_beads", "Beads by phase.", ["town", "phase"])
 AGENTS = Gauge("gastown_agents", "Agents by phase.", ["town", "phase"])
 VIOLATIONS = Gauge("gastown_invariant_violations", "Current invariant violations.", ["town"])
+TOKENS = Counter(
+    "gastown_tokens_total",
+    "Tokens the town's agents used (input, cached and output), counted once per report.",
+    ["town", "rig", "role", "model"],
+)
+COST = Counter(
+    "gastown_cost_usd_total",
+    "US dollars the town's agents spent (reported, or priced from the Town's price table).",
+    ["town", "rig", "role", "model"],
+)
 API_WRITES = Counter("gastown_api_writes_total", "API writes made, by kind.", ["town", "kind"])
+BREAKER_OPEN = Gauge(
+    "gastown_circuit_breaker_open", "1 while the town's dispatch circuit breaker is open.", ["town"]
+)
+LANDING_ATTEMPTS = Gauge(
+    "gastown_landing_attempts",
+    "Most landing merge requests any convoy still waiting to land has needed (above 1: a "
+    "landing failed and is retried).",
+    ["town"],
+)
+REPAIRS = Counter(
+    "gastown_invariant_repairs_total",
+    "States that should never exist, found and repaired by a pass, by code.",
+    ["town", "code"],
+)
 
 
 def serve(port: int, address: str = "0.0.0.0") -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from gastown.kube.errors import error_for
+from gastown.kube.errors import from_http_error
 from gastown.model.common import GROUP, VERSION
 from gastown.model.resources import PLURALS
 
@@ -99,11 +99,7 @@ class RestClient:
                 result: dict[str, Any] = json.loads(resp.read() or b"{}")
                 return result
         except urllib.error.HTTPError as err:
-            try:
-                message = json.loads(err.read()).get("message", err.reason)
-            except ValueError:
-                message = str(err.reason)
-            raise error_for(err.code, str(message)) from None
+            raise from_http_error(err) from None
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
         """GET one object."""

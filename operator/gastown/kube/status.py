@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from gastown.model import AgentPhase, AgentRole, BeadPhase, Condition, ConditionStatus, TownMode
+from gastown.model.spend import BudgetState, RateLimitState, TownSpend
 from gastown.model.town import (
     AgentCounts,
     PassMetrics,
@@ -18,12 +19,16 @@ from gastown.model.town import (
     TownStatus,
     Violation,
 )
+from gastown.reconcile.budgets import town_budget_states
+from gastown.reconcile.ratelimits import rate_limit_state
 from gastown.reconcile.snapshot import Snapshot
 from gastown.reconcile.summary import agent_phase_counts, review_queue_lengths, work_bead_counts
 
 READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
+BUDGET_EXCEEDED = "BudgetExceeded"
+RATE_LIMITED = "RateLimited"
 
 
 def bead_counts(snapshot: Snapshot) -> PhaseCounts:
@@ -70,13 +75,25 @@ def _condition(
     )
 
 
-def summary_line(snapshot: Snapshot, beads: PhaseCounts, violations: Sequence[Violation]) -> str:
+def summary_line(
+    snapshot: Snapshot,
+    beads: PhaseCounts,
+    violations: Sequence[Violation],
+    budgets: Sequence[BudgetState] = (),
+    limits: RateLimitState | None = None,
+) -> str:
     """One line for `kubectl get town`."""
     town = snapshot.town
     if snapshot.faults:
         return f"dispatch held: {snapshot.faults[0].reason}"
     if town.status.circuit_breaker.open:
         return "dispatch paused: circuit breaker open"
+    if budgets:
+        return f"dispatch held: {budgets[0].scope} budget reached"
+    if limits is not None and limits.breaker_open:
+        return f"dispatch paused: {limits.recent} rate limits in the window"
+    if limits is not None and limits.until is not None:
+        return f"dispatch backing off: rate-limited ({limits.held_beads} held)"
     if violations:
         return f"{len(violations)} invariant violation(s): {violations[0].code}"
     if town.spec.mode is not TownMode.ACTIVE:
@@ -104,6 +121,8 @@ def build_town_status(
     previous = town.status.conditions
     beads = bead_counts(snapshot)
     breaker = town.status.circuit_breaker
+    budgets = town_budget_states(town.spec.policy.budget, town.status.spend or TownSpend(), now)
+    limits = rate_limit_state(snapshot, town.spec.policy.rate_limits, now)
     degraded_reason, degraded_message = "AsExpected", "no invariant violations"
     if snapshot.faults:  # the town's configuration is unsafe: nothing new is dispatched
         degraded_reason = snapshot.faults[0].reason
@@ -146,19 +165,52 @@ def build_town_status(
         _condition(
             previous, DEGRADED, degraded, degraded_reason, degraded_message, generation, now
         ),
+        _condition(
+            previous,
+            BUDGET_EXCEEDED,
+            bool(budgets),
+            "BudgetReached" if budgets else "UnderBudget",
+            "; ".join(_budget_text(b) for b in budgets) + "; no new dispatch"
+            if budgets
+            else "spend is under every town budget",
+            generation,
+            now,
+        ),
+        _condition(previous, RATE_LIMITED, *_rate_limit_condition(limits), generation, now),
     ]
     return TownStatus(
         observed_generation=generation,
         conditions=conditions,
-        summary=summary_line(snapshot, beads, violations),
+        summary=summary_line(snapshot, beads, violations, budgets, limits),
         beads=beads,
         agents=agent_counts(snapshot),
         queue=review_queue_lengths(snapshot.beads.values()),
         last_pass=last_pass,
         violations=list(violations)[:50],
         circuit_breaker=breaker,
+        spend=town.status.spend,
+        budget_exceeded=budgets,
+        rate_limits=limits,
         planned_actions=list(planned)[:50],
     )
+
+
+def _budget_text(state: BudgetState) -> str:
+    return f"{state.scope} {state.window}: ${state.spent_usd:.2f} of ${state.budget_usd:.2f}"
+
+
+def _rate_limit_condition(limits: RateLimitState) -> tuple[bool, str, str]:
+    """RateLimited: True while dispatch backs off for the provider's rate limit."""
+    if limits.breaker_open:
+        return (
+            True,
+            "RateLimitBreakerOpen",
+            f"{limits.recent} rate-limited sessions in the window: new dispatch paused",
+        )
+    if limits.until is not None:
+        until = limits.until.isoformat().replace("+00:00", "Z")
+        return True, "Backoff", f"{limits.held_beads} beads held; dispatch resumes at {until}"
+    return False, "NotLimited", "no rate limit in force"
 
 
 def semantic(status: TownStatus) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from pydantic import Field
 
 from gastown.model.common import Conditions, LabelName, Model, ObjectName, cel
 from gastown.model.enums import AgentPhase, AgentRole, ReportType
+from gastown.model.spend import RateLimitInfo, Usage
 
 ToolName = Annotated[str, Field(max_length=128)]
 
@@ -102,6 +103,14 @@ class Report(Model):
     )
     message: str | None = Field(default=None, max_length=4096, description="Details.")
     exit_code: int | None = Field(default=None, description="Process exit code.")
+    usage: Usage | None = Field(
+        default=None,
+        description="Tokens and cost of this dispatch generation so far (cumulative: a later "
+        "report of the same generation supersedes it).",
+    )
+    rate_limit: RateLimitInfo | None = Field(
+        default=None, description="For rate-limited reports: the status and retry-after."
+    )
 
 
 class GuppStatus(Model):

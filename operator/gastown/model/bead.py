@@ -9,6 +9,7 @@ from pydantic import Field
 
 from gastown.model.common import Conditions, LabelName, Model, ObjectName, cel
 from gastown.model.enums import BeadPhase, BeadType, Priority, PRState
+from gastown.model.spend import BeadSpend, RateLimitHold
 
 BranchName = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._/-]+$")]
 FilePath = Annotated[str, Field(min_length=1, max_length=1024)]
@@ -174,6 +175,14 @@ class BeadStatus(Model):
     reason: str | None = Field(default=None, max_length=64, description="Why it is in its phase.")
     message: str | None = Field(default=None, max_length=1024, description="Details.")
     closed_at: datetime | None = Field(default=None, description="When it closed.")
+    spend: BeadSpend | None = Field(
+        default=None, description="Tokens and cost of every session on this bead."
+    )
+    rate_limited: RateLimitHold | None = Field(
+        default=None,
+        description="The last rate-limited ending; while `until` lies ahead the bead is held "
+        "(condition RateLimited).",
+    )
     refused_claim: RefusedClaim | None = Field(
         default=None,
         description="Last agent claim about this bead that failed verification; while set, the "

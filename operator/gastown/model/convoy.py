@@ -8,6 +8,7 @@ from pydantic import Field
 
 from gastown.model.common import Conditions, LabelName, Model, ObjectName, cel
 from gastown.model.enums import ConvoyMergeMode, ConvoyPhase, Priority
+from gastown.model.spend import BudgetState, LedgerSpend
 
 
 class ConvoyTask(
@@ -66,6 +67,13 @@ class ConvoySpec(
     staged: bool = Field(
         default=False, description="While true nothing is dispatched; set to false to start."
     )
+    budget_usd: float | None = Field(
+        default=None,
+        gt=0,
+        description="Spending limit of the convoy in US dollars (default: the Town's "
+        "policy.budget.perConvoyUsd): at it, no new work of the convoy is dispatched; raise it "
+        "to resume.",
+    )
     tasks: list[ConvoyTask] = Field(
         default_factory=list,
         max_length=100,
@@ -105,3 +113,9 @@ class ConvoyStatus(Model):
     message: str | None = Field(default=None, max_length=1024, description="Details.")
     started_at: datetime | None = Field(default=None, description="When dispatch started.")
     landed_at: datetime | None = Field(default=None, description="When it landed.")
+    spend: LedgerSpend | None = Field(
+        default=None, description="What the convoy's beads (and their reviews) spent."
+    )
+    budget_exceeded: BudgetState | None = Field(
+        default=None, description="Set while the convoy is at its budget (no new dispatch)."
+    )

@@ -130,6 +130,10 @@ class ReportType(StrEnum):
     EXITED = "exited"
     FAILED = "failed"
     ESCALATE = "escalate"
+    USAGE = "usage"
+    """Only carries usage (the session's tokens and cost after its last other report)."""
+    RATE_LIMITED = "rate-limited"
+    """The session ended on the model provider's rate limit: no attempt is spent."""
 
 
 class PRState(StrEnum):

@@ -6,6 +6,7 @@ server and arithmetic in the reconciler is exact.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 
 from pydantic import Field
@@ -191,6 +192,100 @@ class GcPolicy(Model):
     )
 
 
+class ModelPrice(Model):
+    """Price of one model, for coding agents that report tokens but no cost."""
+
+    model: str = Field(
+        min_length=1,
+        max_length=128,
+        description="Model name as the agent reports it; a trailing * matches a prefix, and * "
+        "alone matches every model.",
+    )
+    input_per_mtok: float = Field(default=0, ge=0, description="USD per million input tokens.")
+    output_per_mtok: float = Field(default=0, ge=0, description="USD per million output tokens.")
+    cache_read_per_mtok: float = Field(
+        default=0, ge=0, description="USD per million input tokens read from cache."
+    )
+    cache_write_per_mtok: float = Field(
+        default=0, ge=0, description="USD per million input tokens written to cache."
+    )
+
+
+class BudgetAction(StrEnum):
+    """What happens to running agents when a town or convoy budget is reached."""
+
+    FINISH = "finish"
+    STOP = "stop"
+
+
+class BudgetPolicy(Model):
+    """Spending limits in US dollars (unset: no limit), checked by the reconciler on every pass."""
+
+    per_bead_usd: float | None = Field(
+        default=None,
+        gt=0,
+        description="A bead whose spend (over all its attempts) exceeds this fails with reason "
+        "BudgetExceeded; its running agent is stopped.",
+    )
+    per_convoy_usd: float | None = Field(
+        default=None,
+        gt=0,
+        description="Default budget of every convoy (a convoy's own budgetUsd wins): at it, no "
+        "new work of the convoy is dispatched.",
+    )
+    per_day_usd: float | None = Field(
+        default=None,
+        gt=0,
+        description="Town spend per UTC day: at it, no new dispatch until the next day.",
+    )
+    per_month_usd: float | None = Field(
+        default=None,
+        gt=0,
+        description="Town spend per UTC calendar month: at it, no new dispatch until the next "
+        "month.",
+    )
+    on_exceeded: BudgetAction = Field(
+        default=BudgetAction.FINISH,
+        description="At a town or convoy budget: finish (running agents finish their bead) or "
+        "stop (running agents are stopped and their beads reopened, no attempt spent).",
+    )
+    prices: list[ModelPrice] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Prices for agents that report tokens only (first match wins).",
+    )
+
+
+class RateLimitPolicy(Model):
+    """Holding work when the model provider rate-limits the town's agents."""
+
+    backoff_seconds: list[Annotated[int, Field(ge=1, le=_DAY)]] = Field(
+        default_factory=lambda: [60, 2 * _MINUTE, 5 * _MINUTE, 15 * _MINUTE],
+        min_length=1,
+        max_length=20,
+        description="Hold after the n-th rate-limited ending of a bead when the provider gave "
+        "no retry-after (the last value repeats).",
+    )
+    max_hold_seconds: int = Field(
+        default=_HOUR,
+        ge=1,
+        le=_DAY,
+        description="A retry-after longer than this is cut to it.",
+    )
+    breaker_threshold: int = Field(
+        default=5,
+        ge=1,
+        le=10000,
+        description="Rate-limited endings within the window that pause all new dispatch.",
+    )
+    window_seconds: int = Field(
+        default=15 * _MINUTE,
+        ge=60,
+        le=_DAY,
+        description="Sliding window over which rate-limited endings are counted.",
+    )
+
+
 class TownPolicy(Model):
     """Timeouts, retries, the GUPP ladder and the circuit breaker of one town."""
 
@@ -205,3 +300,9 @@ class TownPolicy(Model):
     review: ReviewPolicy = Field(default_factory=ReviewPolicy, description="Review queue.")
     landing: LandingPolicy = Field(default_factory=LandingPolicy, description="Convoy landing.")
     gc: GcPolicy = Field(default_factory=GcPolicy, description="Agent garbage collection.")
+    budget: BudgetPolicy = Field(
+        default_factory=BudgetPolicy, description="Spending limits and model prices."
+    )
+    rate_limits: RateLimitPolicy = Field(
+        default_factory=RateLimitPolicy, description="Holds and backoff on provider rate limits."
+    )

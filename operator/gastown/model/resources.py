@@ -133,6 +133,12 @@ class Town(Resource[TownSpec, TownStatus]):
             PrinterColumn("Review", ".status.beads.inReview", "integer", "Beads in review."),
             PrinterColumn("Closed", ".status.beads.closed", "integer", "Closed beads."),
             PrinterColumn("Failed", ".status.beads.failed", "integer", "Failed beads."),
+            PrinterColumn(
+                "Today$", ".status.spend.today.costUsd", "number", "Spend today (UTC, USD)."
+            ),
+            PrinterColumn(
+                "Spend$", ".status.spend.total.costUsd", "number", "Total spend (USD).", priority=1
+            ),
             PrinterColumn("Summary", ".status.summary", description="What is going on."),
             _AGE,
         ),
@@ -163,6 +169,7 @@ class Bead(Resource[BeadSpec, BeadStatus]):
             PrinterColumn("Phase", ".status.phase", description="Lifecycle phase."),
             PrinterColumn("Assignee", ".status.assignee", description="Hooked agent."),
             PrinterColumn("Attempts", ".status.attempts", "integer", "Dispatch attempts."),
+            PrinterColumn("Cost$", ".status.spend.total.costUsd", "number", "Spend (USD)."),
             PrinterColumn("Reason", ".status.reason", description="Why it is in its phase."),
             PrinterColumn("Title", ".spec.title", description="Title.", priority=1),
             _AGE,
@@ -190,6 +197,8 @@ class Convoy(Resource[ConvoySpec, ConvoyStatus]):
             PrinterColumn("Phase", ".status.phase", description="Display phase."),
             PrinterColumn("Progress", ".status.progress", description="Closed/total beads."),
             PrinterColumn("Failed", ".status.failed", "integer", "Failed beads."),
+            PrinterColumn("Cost$", ".status.spend.total.costUsd", "number", "Spend (USD)."),
+            PrinterColumn("Budget$", ".spec.budgetUsd", "number", "Budget (USD).", priority=1),
             PrinterColumn("Mode", ".spec.mergeMode", description="Merge mode.", priority=1),
             PrinterColumn(
                 "Branch", ".status.featureBranch", description="Feature branch.", priority=1

@@ -19,6 +19,7 @@ from gastown.model.common import (
 )
 from gastown.model.enums import CodingAgentKind, GitProvider, MergeStrategy, TownMode
 from gastown.model.policy import TownPolicy
+from gastown.model.spend import BudgetState, RateLimitState, TownSpend
 
 GateCommand = Annotated[str, Field(min_length=1, max_length=1024)]
 Quantity = Annotated[
@@ -294,6 +295,19 @@ class Violation(Model):
     subject: str = Field(default="", max_length=253, description="Object the violation is about.")
 
 
+class Repair(Model):
+    """A state that should never exist, found and repaired by a reconcile pass.
+
+    Repairs happen before the invariant check, so without this record the state would leave no
+    trace; it means a bug or someone tampering with the town's objects.
+    """
+
+    code: str = Field(max_length=64, description="Stable code, e.g. DuplicateHook.")
+    message: str = Field(max_length=1024, description="What was found, for humans.")
+    subject: str = Field(default="", max_length=253, description="Object the repair is about.")
+    at: datetime | None = Field(default=None, description="When the pass repaired it.")
+
+
 class CircuitBreakerStatus(Model):
     """State of the dispatch circuit breaker."""
 
@@ -315,8 +329,24 @@ class TownStatus(Model):
     violations: list[Violation] = Field(
         default_factory=list, max_length=50, description="Current invariant violations."
     )
+    last_repairs: list[Repair] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Impossible states repaired recently (newest last; kept for an hour).",
+    )
     circuit_breaker: CircuitBreakerStatus = Field(
         default_factory=CircuitBreakerStatus, description="Dispatch circuit breaker."
+    )
+    spend: TownSpend | None = Field(
+        default=None, description="What the town's agents spent: total, today and this month."
+    )
+    budget_exceeded: list[BudgetState] = Field(
+        default_factory=list,
+        max_length=4,
+        description="Town budgets reached now (day, month): no new dispatch while set.",
+    )
+    rate_limits: RateLimitState = Field(
+        default_factory=RateLimitState, description="Provider rate limits in force."
     )
     planned_actions: list[str] = Field(
         default_factory=list,

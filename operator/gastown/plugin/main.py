@@ -7,6 +7,7 @@
                                [--depends-on B]... [--label L]... [--name N] [--dry-run]
     kubectl gastown sling convoy NAME (--task key:title[:dep1,dep2]... | --file tasks.yaml)
                                [--rig R] [--mode M] [--staged] [--bead B]... [--dry-run]
+    kubectl gastown dashboard [--port P] [--address A] [--open] [--allow-remote]
     kubectl gastown version [-o text|json]
 
 Global options (before or after the subcommand): --kubeconfig, -n/--namespace, --color.
@@ -19,6 +20,7 @@ import json
 import os
 import sys
 import urllib.error
+import webbrowser
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +31,7 @@ import yaml
 import gastown
 from gastown.kube.errors import ApiError
 from gastown.model import Town
-from gastown.plugin import fetch, sling
+from gastown.plugin import fetch, sling, web
 from gastown.plugin.fetch import PluginError, Session
 from gastown.plugin.status import build_status, render_status
 from gastown.plugin.style import Style, colour_wanted
@@ -71,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Look at and feed a Gastown town: tree, why, status, sling.",
+        description="Look at and feed a Gastown town: tree, why, status, dashboard, sling.",
         parents=[_common(suppress=False)],
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -89,11 +91,27 @@ def build_parser() -> argparse.ArgumentParser:
     _town(status)
     _output(status)
 
+    _dashboard_parser(sub, common)
+
     version = sub.add_parser("version", parents=[common], help="plugin version")
     _output(version)
 
     _sling_parser(sub, common)
     return parser
+
+
+def _dashboard_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    board = sub.add_parser(
+        "dashboard", parents=[common], help="live web dashboard on loopback (your credentials)"
+    )
+    board.add_argument("--port", type=int, default=0, help="port (default: any free port)")
+    board.add_argument("--address", default="127.0.0.1", help="address to listen on")
+    board.add_argument("--open", action="store_true", help="open the dashboard in a browser")
+    board.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="answer non-loopback clients too (anyone who reaches the port sees what you see)",
+    )
 
 
 def _sling_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -296,12 +314,36 @@ def _created_text(report: dict[str, Any]) -> str:
     return line
 
 
+def cmd_dashboard(ctx: Context) -> int:
+    """`dashboard`: serve the live dashboard until interrupted."""
+    args = ctx.args
+    server = web.serve(
+        ctx.session.client,
+        ctx.session.namespace,
+        args.address,
+        args.port,
+        allow_remote=args.allow_remote,
+    )
+    ctx.out.write(f"gastown dashboard of namespace {ctx.session.namespace}: {server.url}\n")
+    ctx.out.flush()
+    if args.open:
+        webbrowser.open(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    return 0
+
+
 COMMANDS: dict[str, Callable[[Context], int]] = {
     "tree": cmd_tree,
     "why": cmd_why,
     "status": cmd_status,
     "sling": cmd_sling,
     "version": cmd_version,
+    "dashboard": cmd_dashboard,
 }
 
 

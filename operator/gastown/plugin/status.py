@@ -11,9 +11,12 @@ from datetime import datetime
 from typing import Any
 
 from gastown.model import AgentPhase, AgentRole, BeadPhase, BeadType
+from gastown.model.spend import TownSpend
 from gastown.plugin.state import TownState
 from gastown.plugin.style import Style, ago, aware, iso
+from gastown.reconcile.budgets import convoy_budget
 from gastown.reconcile.review_queue import pr_url
+from gastown.reconcile.spend import day_window, month_window, rolled
 from gastown.reconcile.summary import agent_phase_counts, review_queue_lengths, work_bead_counts
 
 Dashboard = dict[str, Any]
@@ -42,6 +45,7 @@ def build_status(state: TownState, now: datetime) -> Dashboard:
             "openedAt": iso(status.circuit_breaker.opened_at),
         },
         "violations": [v.model_dump(mode="json") for v in status.violations],
+        "spend": spend_block(state, now),
         "lastPass": _last_pass(state),
         "convoys": convoy_rows(state),
         "plannedActions": list(status.planned_actions),
@@ -131,7 +135,8 @@ def _last_pass(state: TownState) -> dict[str, Any]:
 
 
 def convoy_rows(state: TownState) -> list[dict[str, Any]]:
-    """Convoys with phase and progress."""
+    """Convoys with phase, progress, spend and budget."""
+    town_policy = state.town.spec.policy
     return [
         {
             "name": c.name,
@@ -143,9 +148,37 @@ def convoy_rows(state: TownState) -> list[dict[str, Any]]:
             "mergeMode": c.spec.merge_mode.value,
             "staged": c.spec.staged,
             "reason": c.status.reason,
+            "costUsd": c.status.spend.total.cost_usd if c.status.spend else 0.0,
+            "budgetUsd": convoy_budget(town_policy.budget, c),
+            "budgetExceeded": c.status.budget_exceeded is not None,
         }
         for c in sorted(state.convoys.values(), key=lambda c: c.name)
     ]
+
+
+def spend_block(state: TownState, now: datetime) -> dict[str, Any]:
+    """Spend today, this month and in total, the town's budgets and the rate-limit state."""
+    status = state.town.status
+    spend = status.spend or TownSpend()
+    today = rolled(spend.today, day_window(now))
+    month = rolled(spend.month, month_window(now))
+    budget = state.town.spec.policy.budget
+    limits = status.rate_limits
+    return {
+        "todayUsd": today.cost_usd,
+        "monthUsd": month.cost_usd,
+        "totalUsd": spend.total.cost_usd,
+        "totalTokens": spend.total.tokens,
+        "perDayUsd": budget.per_day_usd,
+        "perMonthUsd": budget.per_month_usd,
+        "perBeadUsd": budget.per_bead_usd,
+        "perConvoyUsd": budget.per_convoy_usd,
+        "onExceeded": budget.on_exceeded.value,
+        "budgetExceeded": [
+            b.model_dump(mode="json", by_alias=True) for b in status.budget_exceeded
+        ],
+        "rateLimits": limits.model_dump(mode="json", by_alias=True),
+    }
 
 
 # --- rendering ---------------------------------------------------------------------------------
@@ -160,6 +193,7 @@ def render_status(board: Dashboard, now: datetime, style: Style) -> str:
     lines += _counts(board, style)
     lines += _rigs(board)
     lines += _breaker(board, style)
+    lines += _spend(board, style)
     lines += _violations(board, style)
     lines += _pass(board, now)
     lines += _convoys(board, style)
@@ -205,6 +239,38 @@ def _breaker(board: Dashboard, style: Style) -> list[str]:
     return [f"Breaker:  {state}  ({cb['recentFailures']}/{cb['threshold']} recent failures)"]
 
 
+def _money(value: float | None) -> str:
+    return "-" if value is None else f"${value:.2f}"
+
+
+def _spend(board: Dashboard, style: Style) -> list[str]:
+    sp = board["spend"]
+    lines = [
+        f"Spend:    today {_money(sp['todayUsd'])} of {_money(sp['perDayUsd'])}  "
+        f"month {_money(sp['monthUsd'])} of {_money(sp['perMonthUsd'])}  "
+        f"total {_money(sp['totalUsd'])} ({sp['totalTokens']} tokens)  "
+        f"per bead {_money(sp['perBeadUsd'])}  at budget: {sp['onExceeded']}"
+    ]
+    for state in sp["budgetExceeded"]:
+        lines.append(
+            style.paint(
+                f"  BUDGET REACHED ({state['scope']} {state['window']}): "
+                f"{_money(state['spentUsd'])} of {_money(state['budgetUsd'])}; no new dispatch",
+                "red",
+            )
+        )
+    limits = sp["rateLimits"]
+    if limits["breakerOpen"] or limits.get("until"):
+        lines.append(
+            style.paint(
+                f"  RATE LIMITED: {limits['heldBeads']} beads held until {limits.get('until')}, "
+                f"{limits['recent']} recent" + (" (breaker OPEN)" if limits["breakerOpen"] else ""),
+                "red",
+            )
+        )
+    return lines
+
+
 def _violations(board: Dashboard, style: Style) -> list[str]:
     if not board["violations"]:
         return ["Invariants: ok"]
@@ -232,9 +298,12 @@ def _convoys(board: Dashboard, style: Style) -> list[str]:
     for c in board["convoys"]:
         staged = " (staged)" if c["staged"] else ""
         failed = f"  {style.paint(str(c['failed']) + ' failed', 'red')}" if c["failed"] else ""
+        budget = f" of {_money(c['budgetUsd'])}" if c["budgetUsd"] is not None else ""
+        held = style.paint(" BUDGET REACHED", "red") if c["budgetExceeded"] else ""
         lines.append(
             f"  {c['name']:<20} {style.phase(c['phase'], 12)} "
             f"{progress_bar(c['closed'], c['total'])} {c['progress']}{failed}{staged}"
+            f"  {_money(c['costUsd'])}{budget}{held}"
         )
     return lines
 

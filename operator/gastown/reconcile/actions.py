@@ -740,6 +740,37 @@ class SetCircuitBreaker(Action):
         return tuple(result)
 
 
+@dataclass(frozen=True, kw_only=True)
+class RecordTownSpend(Action):
+    """Write the town's spend ledger (compare-and-set on the spend it was computed from)."""
+
+    town: str
+    patch: Mapping[str, Any]
+    expect_spend: Mapping[str, Any] | None
+
+    @property
+    def subject(self) -> str:
+        return self.town
+
+    def writes(self) -> tuple[Write, ...]:
+        return (
+            PatchStatus(
+                kind=Kind.TOWN,
+                name=self.town,
+                patch={"spend": dict(self.patch)},
+                expect={"spend": self.expect_spend},
+            ),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordBeadSpend(AnnotateBead):
+    """Fold sessions' usage into a bead's spend; `delta` is what this write adds (metrics)."""
+
+    delta: tuple[tuple[str, str, str, str, int, float], ...] = ()
+    """Per session: (rig, role, model, agent, tokens, cost) added by this write."""
+
+
 def lower(actions: Sequence[Action]) -> list[Write]:
     """All writes of a plan, in order (see `writes.py` for how the adapter applies them)."""
     return [w for action in actions for w in action.writes()]

@@ -7,12 +7,18 @@ from __future__ import annotations
 
 from gastown.model import Agent, AgentPhase, AgentRole, BeadPhase
 from gastown.reconcile.actions import WARNING, AnnotateBead, StopAgentPod, UpdateAgent
+from gastown.reconcile.capacity import session_ending
 from gastown.reconcile.context import Pass, aware
 from gastown.reconcile.facts import Session, classify_session, current_heartbeat
+from gastown.reconcile.invariants import ORPHAN_POD
 from gastown.reconcile.ops import release_agent, retry_or_fail
+from gastown.reconcile.repairs import record_hook_repair, record_repair
 from gastown.reconcile.retries import failure_record
 from gastown.reconcile.snapshot import AgentFacts, PodView
 from gastown.reconcile.writes import Kind
+
+AGENT_MISSING = "AgentMissing"
+SESSION_OVER = "SessionOver"
 
 
 def is_worker(agent: Agent) -> bool:
@@ -147,6 +153,7 @@ def repair_hooks(ctx: Pass) -> None:
         else:
             continue
         release_agent(ctx, agents[name], reason, f"hook {hook} released", stop_pod=True)
+        record_hook_repair(ctx, name, hook)
 
 
 def clean_pods(ctx: Pass) -> None:
@@ -157,13 +164,25 @@ def clean_pods(ctx: Pass) -> None:
         if pod.deleting or (Kind.POD, pod_name) in claimed:
             continue
         reason = _pod_verdict(facts.get(pod.agent), pod)
+        if reason == SESSION_OVER and pod.live and _ending_on_its_own(ctx, pod):
+            continue
         if reason is not None:
             ctx.add(StopAgentPod(pod=pod_name, reason=reason), (Kind.POD, pod_name))
+            if reason == AGENT_MISSING and pod.live:
+                record_repair(
+                    ctx, ORPHAN_POD, pod_name, f"pod {pod_name} ran for missing agent {pod.agent}"
+                )
+
+
+def _ending_on_its_own(ctx: Pass, pod: PodView) -> bool:
+    """The released agent's pod is still ending its session (see `capacity.session_ending`)."""
+    agent = ctx.snap.agents.get(pod.agent)
+    return agent is not None and session_ending(ctx, agent)
 
 
 def _pod_verdict(agent: AgentFacts | None, pod: PodView) -> str | None:
     if agent is None:
-        return "AgentMissing"
+        return AGENT_MISSING
     role, hook, agent_generation, phase = agent[:4]
     if role is AgentRole.MAYOR:  # not a worker
         return None
@@ -174,8 +193,8 @@ def _pod_verdict(agent: AgentFacts | None, pod: PodView) -> str | None:
         return None  # created by a dispatch the agent index has not caught up with
     if hook is None:
         # Judged on the snapshot, not this pass's plan: a runtime that has just reported gets
-        # until the next pass to exit on its own.
-        return "SessionOver"
+        # until the next pass to exit on its own (and a running one the session-end grace).
+        return SESSION_OVER
     if phase is not AgentPhase.WORKING and pod.finished:
-        return "SessionOver"
+        return SESSION_OVER
     return None

@@ -30,6 +30,7 @@ from gastown.reconcile.actions import (
     labels_for,
     merge_request_spec,
 )
+from gastown.reconcile.budgets import BUDGET_EXCEEDED, over_budget_convoy
 from gastown.reconcile.capacity import measure, next_polecat
 from gastown.reconcile.claims import refuse, verdict
 from gastown.reconcile.context import Pass, aware
@@ -44,6 +45,8 @@ from gastown.reconcile.ops import (
     retry_or_fail,
     transition,
 )
+from gastown.reconcile.ratelimits import apply_rate_limited, held
+from gastown.reconcile.repairs import ASSIGNEE_WITHOUT_HOOK, record_repair
 from gastown.reconcile.retries import attempts_exhausted, backoff_over
 from gastown.reconcile.writes import BranchClaim, Kind
 
@@ -55,7 +58,8 @@ AGING_SECONDS = 3600  # one priority rank gained per hour of waiting: no starvat
 
 
 def apply_polecat_report(ctx: Pass, agent: Agent, report: Report) -> None:
-    """Apply one current-generation report of a polecat (done, failed, exited, escalate)."""
+    """Apply one current-generation report of a polecat (done, failed, exited, rate-limited,
+    escalate); a `usage` report only carries usage (counted by `accounting`)."""
     hook = agent.spec.hook
     bead = ctx.snap.beads.get(hook) if hook is not None else None
     relevant = (
@@ -78,6 +82,8 @@ def apply_polecat_report(ctx: Pass, agent: Agent, report: Report) -> None:
     elif report.type is ReportType.DONE:
         if not _done(ctx, agent, bead, report):
             return  # the claim is being verified: the report stays unapplied until then
+    elif report.type is ReportType.RATE_LIMITED:
+        apply_rate_limited(ctx, agent, bead, report)
     elif report.type in (ReportType.FAILED, ReportType.EXITED):
         reason = "AgentFailed" if report.type is ReportType.FAILED else "AgentExited"
         release_agent(ctx, agent, reason, report.message or "", event=WARNING)
@@ -213,6 +219,14 @@ def repair_beads(ctx: Pass) -> None:
                     ),
                     (Kind.BEAD, name),
                 )
+                if phases[name] is BeadPhase.OPEN:  # found so, not made so by this pass
+                    record_repair(
+                        ctx,
+                        ASSIGNEE_WITHOUT_HOOK,
+                        name,
+                        f"open bead {name} named {bead.status.assignee} as assignee "
+                        "with no agent hooked",
+                    )
         elif (
             phase is BeadPhase.IN_PROGRESS
             and not ctx.is_hooked(name)
@@ -392,7 +406,13 @@ def ready_beads(ctx: Pass, readiness: Readiness) -> list[Bead]:
         if attempts_exhausted(ctx, bead):
             retry_or_fail(ctx, bead, MAX_ATTEMPTS)
             continue
-        if not backoff_over(ctx, bead):
+        if not backoff_over(ctx, bead) or held(ctx, bead):
+            continue
+        convoy = over_budget_convoy(ctx, bead)
+        if convoy is not None:
+            state = ctx.convoy_budgets[convoy]
+            spent = f"${state.spent_usd:.2f} of ${state.budget_usd:.2f}"
+            _surface(ctx, bead, BUDGET_EXCEEDED, f"convoy {convoy} is at its budget: {spent}")
             continue
         ready.append(bead)
     ready.sort(key=lambda b: _urgency(ctx, b))

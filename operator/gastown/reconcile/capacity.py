@@ -1,9 +1,10 @@
 """Worker capacity: per-rig and per-town polecat caps, really enforced.
 
-A polecat counts against the caps while it holds a hook (it is busy, whatever its phase). Idle
-polecats of a rig are reused before new ones are created, so the number of polecats of a rig
-stays at most its cap; when a cap is lowered the excess drains gracefully (idle polecats are
-removed first; busy ones finish their bead and are removed once idle, see `gc.py`).
+A polecat counts against the caps while it holds a hook (it is busy, whatever its phase), and
+while its released session is still ending (see `session_ending`). Idle polecats of a rig are
+reused before new ones are created, so the number of polecats of a rig stays at most its cap;
+when a cap is lowered the excess drains gracefully (idle polecats are removed first; busy ones
+finish their bead and are removed once idle, see `gc.py`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,32 @@ def rig_cap(ctx: Pass, rig: Rig) -> int:
 def town_cap(ctx: Pass) -> int:
     """Polecats allowed in the whole town."""
     return ctx.town.spec.limits.max_polecats
+
+
+SESSION_END_GRACE_SECONDS = 30.0
+"""How long a released agent's running pod may take to end its session on its own."""
+
+
+def session_ending(ctx: Pass, agent: Agent) -> bool:
+    """The agent is released but its pod of the current generation still runs.
+
+    A coding agent reports `done` in the middle of its last turn and prints its final figures
+    (Claude Code's cost, for one) when that turn ends; the runtime then writes them as a last
+    `usage` report and exits. That write is refused once the agent is re-dispatched (a new
+    generation), so the agent is not reused, and its pod not stopped, until the pod has ended or
+    the grace has passed since the release (a pod that never started has nothing to report).
+    """
+    if ctx.hook(agent) is not None:
+        return False
+    running = any(
+        pod.live and pod.started_at is not None and pod.generation == agent.spec.generation
+        for pod in ctx.index.pods_by_agent.get(agent.name, ())
+    )
+    if not running:
+        return False
+    if agent.name in ctx.releases or agent.spec.hook is not None:
+        return True  # released by this pass
+    return not ctx.older_than(agent.status.phase_since, SESSION_END_GRACE_SECONDS)
 
 
 def is_free_polecat(ctx: Pass, agent: Agent) -> bool:
@@ -67,10 +94,10 @@ def measure(ctx: Pass) -> Capacity:
         free: list[str] = []
         for name in ctx.index.polecats_by_rig.get(rig_name, ()):
             agent = ctx.snap.agents[name]
-            if ctx.hook(agent) is not None:
+            if ctx.hook(agent) is not None or session_ending(ctx, agent):
                 busy += 1
             elif is_free_polecat(ctx, agent) or name in ctx.releases:
-                free.append(name)  # idle, or released by this pass and reusable at once
+                free.append(name)  # idle, or released by this pass with no session to end
         busy_total += busy
         rig_left[rig_name] = rig_cap(ctx, rig) - busy
         idle[rig_name] = free
@@ -106,8 +133,11 @@ def excess_idle_polecats(ctx: Pass) -> list[str]:
     kept_total = 0
     for rig_name, rig in ctx.index.rigs.items():
         polecats = [ctx.snap.agents[n] for n in ctx.index.polecats_by_rig.get(rig_name, ())]
-        busy = [a for a in polecats if ctx.hook(a) is not None]
-        idle = sorted((a for a in polecats if is_free_polecat(ctx, a)), key=_index_key)
+        busy = [a for a in polecats if ctx.hook(a) is not None or session_ending(ctx, a)]
+        idle = sorted(
+            (a for a in polecats if is_free_polecat(ctx, a) and not session_ending(ctx, a)),
+            key=_index_key,
+        )
         allowed_idle = max(0, rig_cap(ctx, rig) - len(busy))
         excess.extend(a.name for a in idle[allowed_idle:])
         kept_total += len(busy) + min(len(idle), allowed_idle)
@@ -118,7 +148,9 @@ def excess_idle_polecats(ctx: Pass) -> list[str]:
             n
             for rig_name in sorted(ctx.index.polecats_by_rig)
             for n in ctx.index.polecats_by_rig[rig_name]
-            if n not in excess and is_free_polecat(ctx, ctx.snap.agents[n])
+            if n not in excess
+            and is_free_polecat(ctx, ctx.snap.agents[n])
+            and not session_ending(ctx, ctx.snap.agents[n])
         ]
         remaining.sort(key=lambda n: _index_key(ctx.snap.agents[n]))
         excess.extend(remaining[::-1][:over])

@@ -14,9 +14,12 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from gastown.model import Agent, Bead, BeadPhase, Town, TownMode, TownPolicy
+from gastown.model.spend import BudgetState, RateLimitState
+from gastown.model.town import Repair
 from gastown.reconcile.actions import Action, UpdateAgent
 from gastown.reconcile.dag import Readiness
 from gastown.reconcile.snapshot import Index, Snapshot
+from gastown.reconcile.spend import SpendView
 from gastown.reconcile.writes import Kind
 
 Ref = tuple[Kind, str]
@@ -53,6 +56,15 @@ class Pass:
         self.releases: dict[str, UpdateAgent] = {}
         self._readiness: Readiness | None = None
         self.members_cache: dict[str, list[str]] = {}
+        # Spend, budgets and rate limits as this pass sees them (see `accounting`, `budgets`,
+        # `ratelimits`); empty until evaluated at the start of the pass.
+        self.spend = SpendView()
+        self.town_budgets: list[BudgetState] = []
+        self.convoy_budgets: dict[str, BudgetState] = {}
+        self.rate_limits = RateLimitState()
+        # States that should never exist, repaired by this pass (see `repairs`): facts for the
+        # adapter to publish, since the invariant check after the pass no longer sees them.
+        self.repairs: list[Repair] = []
 
     @property
     def readiness(self) -> Readiness:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from gastown.model import AgentRole
+from gastown.model.town import Repair
+from gastown.reconcile.accounting import evaluate_spend, record_spend
 from gastown.reconcile.actions import Action
 from gastown.reconcile.agents import apply_session_facts, clean_pods, repair_hooks
 from gastown.reconcile.beads import (
@@ -13,6 +16,7 @@ from gastown.reconcile.beads import (
     redispatch_polecats,
     repair_beads,
 )
+from gastown.reconcile.budgets import enforce_budgets, evaluate_budgets
 from gastown.reconcile.cancel import apply_cancels
 from gastown.reconcile.context import Pass
 from gastown.reconcile.convoys import reconcile_convoys
@@ -20,6 +24,7 @@ from gastown.reconcile.facts import pending_reports
 from gastown.reconcile.gc import collect_agents
 from gastown.reconcile.gupp import apply_gupp
 from gastown.reconcile.ops import mark_applied
+from gastown.reconcile.ratelimits import evaluate_rate_limits
 from gastown.reconcile.retries import evaluate_circuit_breaker
 from gastown.reconcile.review_queue import (
     apply_pr_results,
@@ -50,16 +55,34 @@ def apply_reports(ctx: Pass) -> None:
             apply_polecat_report(ctx, agent, pending.next)
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What one pass decided: the actions, and the impossible states they repair."""
+
+    actions: list[Action]
+    repairs: list[Repair]
+
+
 def reconcile(snapshot: Snapshot, now: datetime) -> list[Action]:
     """Decide every action for one pass over a town. Pure: no I/O, no clock, no randomness."""
+    return plan(snapshot, now).actions
+
+
+def plan(snapshot: Snapshot, now: datetime) -> Plan:
+    """`reconcile`, with the repairs of states that should never exist (see `repairs`)."""
     ctx = Pass(snapshot, now)
     evaluate_circuit_breaker(ctx)
+    # Spend first: budgets and rate limits may hold all new dispatch of this pass.
+    evaluate_spend(ctx)
+    evaluate_budgets(ctx)
+    evaluate_rate_limits(ctx)
     # Facts, exactly once each (their actions record that they were applied).
     apply_cancels(ctx)
     apply_reports(ctx)
     apply_session_facts(ctx)
     apply_pr_results(ctx)
     # Rules.
+    enforce_budgets(ctx)
     repair_hooks(ctx)
     apply_gupp(ctx)
     repair_merge_requests(ctx)
@@ -72,4 +95,6 @@ def reconcile(snapshot: Snapshot, now: datetime) -> list[Action]:
     reconcile_convoys(ctx)
     collect_agents(ctx)
     clean_pods(ctx)
-    return ctx.actions
+    # Last: the ledgers, on objects no rule above wrote in this pass.
+    record_spend(ctx)
+    return Plan(ctx.actions, ctx.repairs)

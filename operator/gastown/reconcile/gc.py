@@ -12,7 +12,7 @@ from datetime import datetime
 
 from gastown.model import Agent, AgentPhase, AgentRole, TownMode
 from gastown.reconcile.actions import DeleteAgent
-from gastown.reconcile.capacity import excess_idle_polecats
+from gastown.reconcile.capacity import excess_idle_polecats, session_ending
 from gastown.reconcile.context import Pass, aware
 from gastown.reconcile.writes import Kind
 
@@ -37,6 +37,7 @@ def collectable(ctx: Pass, agent: Agent) -> bool:
         and agent.status.phase is AgentPhase.IDLE
         and agent.metadata.deletion_timestamp is None
         and ctx.free(Kind.AGENT, agent.name)
+        and not session_ending(ctx, agent)  # its last report is on the way
     )
 
 

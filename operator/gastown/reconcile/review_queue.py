@@ -33,6 +33,7 @@ from gastown.model import (
 from gastown.reconcile import names
 from gastown.reconcile.actions import WARNING, AnnotateBead, PollPullRequest
 from gastown.reconcile.beads import dispatch, hooked_in_progress, redispatch_or_give_up
+from gastown.reconcile.capacity import session_ending
 from gastown.reconcile.claims import refuse, verdict
 from gastown.reconcile.context import Pass
 from gastown.reconcile.convoys import member_names
@@ -47,6 +48,7 @@ from gastown.reconcile.ops import (
     retry_or_fail,
     transition,
 )
+from gastown.reconcile.ratelimits import apply_rate_limited
 from gastown.reconcile.retries import attempts_exhausted, backoff_over, failure_record
 from gastown.reconcile.rework import (
     REWORK_REPORTS,
@@ -142,6 +144,11 @@ def apply_refinery_report(ctx: Pass, agent: Agent, report: Report) -> None:
 
 def _apply_outcome(ctx: Pass, agent: Agent, mr: Bead, report: Report) -> bool:
     """Apply a refinery's outcome; False while a merge claim is being verified."""
+    if report.type is ReportType.USAGE:
+        return True  # usage only (counted by `accounting`); the outcome is another report
+    if report.type is ReportType.RATE_LIMITED:
+        apply_rate_limited(ctx, agent, mr, report)  # held like any bead, no attempt spent
+        return True
     if report.type in REWORK_REPORTS:
         request_rework(ctx, agent, mr, report)
         return True
@@ -560,14 +567,16 @@ def _pop(ctx: Pass, rig: str, mr: Bead) -> bool:
         return True
     name = ctx.index.refineries.get(rig) or names.refinery_name(ctx.town.name, rig)
     refinery = ctx.snap.agents.get(name)
-    if (
-        refinery is not None
-        and name not in ctx.releases
-        and (
-            refinery.spec.hook is not None
-            or refinery.status.phase is not AgentPhase.IDLE
-            or refinery.metadata.deletion_timestamp is not None
-            or not ctx.free(Kind.AGENT, name)
+    if refinery is not None and (
+        session_ending(ctx, refinery)  # its last report (the review's usage) is on the way
+        or (
+            name not in ctx.releases
+            and (
+                refinery.spec.hook is not None
+                or refinery.status.phase is not AgentPhase.IDLE
+                or refinery.metadata.deletion_timestamp is not None
+                or not ctx.free(Kind.AGENT, name)
+            )
         )
     ):
         return True

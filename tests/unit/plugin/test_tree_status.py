@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from gastown.model.policy import BudgetPolicy
+from gastown.model.spend import Spend, TownSpend, WindowSpend
 from gastown.plugin.state import TownState
 from gastown.plugin.status import build_status, progress_bar, render_status
 from gastown.plugin.style import PLAIN, Style
@@ -142,6 +145,28 @@ def test_status_counts_and_rigs() -> None:
     assert board["convoys"][0]["progress"] == "0/3"
 
 
+def test_status_shows_spend_and_budgets() -> None:
+    state = busy_town()
+    policy = state.town.spec.policy.model_copy(update={"budget": BudgetPolicy(per_day_usd=10.0)})
+    spend = TownSpend(
+        total=Spend(cost_usd=12.5, tokens=900),
+        today=WindowSpend(window=NOW.strftime("%Y-%m-%d"), cost_usd=3.25),
+        month=WindowSpend(window=NOW.strftime("%Y-%m"), cost_usd=12.5),
+    )
+    town = state.town.model_copy(
+        update={
+            "spec": state.town.spec.model_copy(update={"policy": policy}),
+            "status": state.town.status.model_copy(update={"spend": spend}),
+        }
+    )
+    board = build_status(dataclasses.replace(state, town=town), NOW)
+    assert board["spend"]["todayUsd"] == 3.25
+    assert board["spend"]["perDayUsd"] == 10.0
+    text = render_status(board, NOW, PLAIN)
+    assert "today $3.25 of $10.00" in text
+    assert "total $12.50 (900 tokens)" in text
+
+
 def test_status_json_keys_are_stable() -> None:
     board = build_status(busy_town(), NOW)
     assert sorted(board) == [
@@ -155,6 +180,7 @@ def test_status_json_keys_are_stable() -> None:
         "namespace",
         "plannedActions",
         "rigs",
+        "spend",
         "summary",
         "town",
         "violations",

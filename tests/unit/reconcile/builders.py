@@ -8,6 +8,7 @@ the PR poller. Every test of the core drives it through `World.step`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -321,6 +322,10 @@ class World:
     verifications: list[VerifyClaim] = field(default_factory=list)
     verify_inline: bool = True
     """Claim checks answer before the next pass (False: they stay in flight until `verify_all`)."""
+    runtimes_exit_on_release: bool = True
+    """A released agent's runtime ends its session and exits (its pod Succeeds) before the next
+    pass, as a real one does within seconds (False: the pod keeps running, see
+    `capacity.session_ending`)."""
 
     @classmethod
     def of(cls, the_town: Town | None = None, *objects: Bead | Agent | Convoy) -> World:
@@ -419,6 +424,22 @@ class World:
                 deferred.extend(effects)
         for effect in deferred:
             self._side_effect(effect)
+        if self.runtimes_exit_on_release:
+            self._exit_released_runtimes()
+
+    def _exit_released_runtimes(self) -> None:
+        """Pods of released agents (no hook, same generation) end their session and exit."""
+        for name, view in list(self.pods.items()):
+            agent = self.agents.get(view.agent)
+            if (
+                agent is not None
+                and agent.spec.hook is None
+                and view.generation == agent.spec.generation
+                and view.live
+            ):
+                self.pods[name] = dataclasses.replace(
+                    view, phase="Succeeded", exit_code=0, finished_at=self.now
+                )
 
     def _write(self, write: CreateObject | PatchStatus | PatchSpec | DeleteObject) -> bool:
         if isinstance(write, CreateObject):

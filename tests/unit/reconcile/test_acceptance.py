@@ -13,7 +13,7 @@ from typing import Any
 
 from gastown.model import Agent, AgentPhase, AgentRole, BeadPhase, ConvoyPhase
 from gastown.reconcile import names
-from gastown.reconcile.actions import DeleteAgent, PostNudge, UpdateAgent
+from gastown.reconcile.actions import DeleteAgent, PostNudge
 from gastown.reconcile.writes import Kind
 from tests.unit.reconcile.builders import (
     RIG,
@@ -603,32 +603,54 @@ def _agent_writes(actions: list[Any], agent_name: str) -> list[tuple[str, Any]]:
     ]
 
 
-def test_a_polecat_done_with_work_waiting_takes_the_next_bead_in_the_same_writes() -> None:
-    """Release and re-dispatch in one pass: one spec and one status write, not four."""
+def test_a_polecat_done_with_work_waiting_takes_the_next_bead_once_its_session_ended() -> None:
+    """The released polecat is reused, not replaced: as soon as its pod has ended (a real
+    runtime ends its session and exits seconds after `done`, having written its last usage)."""
     w = World.of(town(per_rig=1), bead("a"), bead("b"))
     w.step()
     polecat = w.agent_on("a")
     assert w.bead("b").status.phase is BeadPhase.OPEN  # the rig's one polecat is busy
     w.report(polecat.name, "done", summary="did a")
-    actions = w.step(seconds(5))
-    assert not any(isinstance(a, UpdateAgent) and a.agent == polecat.name for a in actions)
-    writes = _agent_writes(actions, polecat.name)
-    assert [kind for kind, _ in writes] == ["PatchSpec", "PatchStatus"]
-    assert writes[0][1].patch["hook"] == "b"
-    assert writes[1][1].patch["appliedReportSeq"] == 1
-    assert writes[1][1].expect["appliedReportSeq"] == 0
+    w.step(seconds(5))
+    # Released; its pod was still running when the pass decided, so `b` waits one pass.
+    assert w.bead("a").status.phase is BeadPhase.IN_REVIEW
+    assert w.agents[polecat.name].spec.hook is None
+    assert w.bead("b").status.phase is BeadPhase.OPEN
+    w.step(seconds(1))  # the pod has exited
     again = w.agents[polecat.name]
     assert (again.spec.hook, again.spec.generation) == ("b", 2)
-    assert again.status.applied_report_seq == 1
     assert again.status.phase is AgentPhase.WORKING
-    assert w.bead("a").status.phase is BeadPhase.IN_REVIEW
     assert w.bead("b").status.phase is BeadPhase.IN_PROGRESS
-    # The finished generation's pod goes; the new one runs; nothing is redone.
+    assert [a.name for a in w.agents.values() if a.spec.role is AgentRole.POLECAT] == [polecat.name]
     w.settle(advance=seconds(5))
     assert w.bead("a").status.attempts == 1
 
 
-def test_a_refinery_that_merged_takes_the_next_queued_mr_in_the_same_pass() -> None:
+def test_a_released_agent_is_not_reused_nor_its_pod_stopped_while_its_session_ends() -> None:
+    """Its last report (the session's final usage) would be refused once the agent is
+    re-dispatched: the pod gets the session-end grace to exit on its own."""
+    w = World.of(town(per_rig=1), bead("a"), bead("b"))
+    w.runtimes_exit_on_release = False
+    w.step()
+    polecat = w.agent_on("a")
+    first_pod = next(iter(w.pods))
+    w.report(polecat.name, "done", summary="did a")
+    w.step(seconds(5))
+    w.step(seconds(10))
+    w.step(seconds(10))  # 20 s after the release: within the grace
+    assert w.agents[polecat.name].spec.hook is None
+    assert w.bead("b").status.phase is BeadPhase.OPEN
+    assert not [stop for stop in w.stopped if stop.pod == first_pod]
+    assert [a.name for a in w.agents.values() if a.spec.role is AgentRole.POLECAT] == [polecat.name]
+    w.step(seconds(15))  # past the grace: the pod is stopped and the polecat reused
+    w.step(seconds(1))
+    assert [stop for stop in w.stopped if stop.pod == first_pod]
+    w.settle(advance=seconds(1))
+    assert w.agents[polecat.name].spec.generation == 2
+    assert w.bead("b").status.phase is not BeadPhase.OPEN
+
+
+def test_a_refinery_that_merged_takes_the_next_queued_mr_once_its_session_ended() -> None:
     w = World.of(town(), bead("a"), bead("b"))
     w.step()
     mr_a = finish(w, "a")
@@ -636,14 +658,11 @@ def test_a_refinery_that_merged_takes_the_next_queued_mr_in_the_same_pass() -> N
     refinery = picked_up(w, mr_a)
     assert w.bead(mr_b).status.phase is BeadPhase.OPEN  # one direct review at a time
     w.report(refinery.name, "merged", mergeCommit="c0ffee")
-    actions = w.step(seconds(1))
+    w.step(seconds(1))
     assert w.bead(mr_a).status.phase is BeadPhase.CLOSED
+    w.step(seconds(1))  # its pod has exited: the same refinery takes the next MR
     assert w.bead(mr_b).status.phase is BeadPhase.IN_PROGRESS
     assert w.agents[refinery.name].spec.hook == mr_b
-    assert [kind for kind, _ in _agent_writes(actions, refinery.name)] == [
-        "PatchSpec",
-        "PatchStatus",
-    ]
     w.report(refinery.name, "merged", mergeCommit="beef")
     w.settle(advance=seconds(1))
     assert w.bead("a").status.phase is BeadPhase.CLOSED

@@ -20,12 +20,19 @@ from gastown.reconcile.names import work_branch
 from tests.support.api import Api, eventually
 from tests.support.git import git, run_git
 
+NO_NODE = {"gastown.dev/test-no-node": "true"}
+"""The default nodeSelector of test towns: no node carries it, so their agent pods are created
+but never run. Tests that play the agents through the API (`AgentPlayer`) need exactly that: a
+node runner or a real node of the session would otherwise start real runtimes that race the
+player (merging, deleting branches). Towns whose pods must run replace it (`scripted_town` for
+the node runner, `tests.support.node.node_town` for the real node)."""
+
 
 def town(name: str = "demo", git_url: str = "/srv/git/app.git", **spec: Any) -> dict[str, Any]:
     """A Town object with one rig `app`."""
     body: dict[str, Any] = {
         "rigs": [{"name": "app", "gitUrl": git_url}],
-        "agent": {"image": "gastown-agent:test"},
+        "agent": {"image": "gastown-agent:test", "nodeSelector": dict(NO_NODE)},
         "limits": {"maxPolecatsPerRig": 3, "maxPolecats": 5},
     }
     body.update(spec)
@@ -47,6 +54,7 @@ def scripted_town(repo: Path | str, **spec: Any) -> dict[str, Any]:
     spec.setdefault("policy", {})
     spec["policy"].setdefault("retry", {"backoffSeconds": [1]})
     body = town(git_url=str(repo), **spec)
+    del body["spec"]["agent"]["nodeSelector"]  # its pods run (on the node runner)
     body["spec"]["agent"]["codingAgent"] = SCRIPTED
     body["spec"]["agent"]["env"] = [{"name": "GASTOWN_HEARTBEAT_SECONDS", "value": "2"}]
     return body

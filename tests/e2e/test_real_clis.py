@@ -168,6 +168,4 @@ def test_other_clis_land_a_bead(
     api_name = "chat" if cli == "aider" else "responses"
     assert node_model_server.model_calls(api_name), f"{cli} never called the model server"
     assert_ran_on_the_node(pod_watch, real_node, at_least=2)
-    # `kubectl logs` of the polecat shows the CLI's session, not only the runtime's lines.
-    assert session_logs(pod_watch, "."), {p.name: p.logs[-500:] for p in pod_watch.pods.values()}
     print(f"{cli} bead landed on the node in {seconds:.1f} s")

@@ -56,11 +56,18 @@ def refused(view: TownView, name: str, reason: str) -> bool:
     )
 
 
-def assert_warned(api: Api, namespace: str, name: str, reason: str) -> None:
-    warnings = [
-        e for e in events_about(api, namespace, name) if e["type"] == "Warning"
-    ]  # fmt: skip
-    assert reason in [e["reason"] for e in warnings], warnings
+def await_warning(api: Api, view: TownView, namespace: str, name: str, reason: str) -> None:
+    """Wait for a Warning Event `reason` about `name`.
+
+    Events are posted after the status write that records the refusal (side effects follow
+    the state they describe), so the bead can show the refusal a moment before its Event exists.
+    """
+
+    def warned() -> bool:
+        events = events_about(api, namespace, name)
+        return any(e["type"] == "Warning" and e["reason"] == reason for e in events)
+
+    view.wait(warned, 30, f"a Warning Event {reason} about {name}")
 
 
 def sha(repo: Path, branch: str) -> str | None:
@@ -92,7 +99,7 @@ def test_a_forged_merged_report_closes_nothing(
         ReportDraft(type=ReportType.MERGED, bead=mr, merge_commit=FORGED_COMMIT)
     )
     view.wait(lambda: refused(view, mr, "MergeUnverified"), 60, "the forged merge to be refused")
-    assert_warned(api, namespace, mr, "MergeUnverified")
+    await_warning(api, view, namespace, mr, "MergeUnverified")
     assert the_bead(view, mr).status.phase is not BeadPhase.CLOSED
     assert the_bead(view, "a").status.phase is BeadPhase.IN_REVIEW
     assert sha(player.repo, "main") == main_before
@@ -110,7 +117,7 @@ def test_a_done_naming_another_branch_makes_no_merge_request(
         ReportDraft(type=ReportType.DONE, bead="a", branch="release", head_sha=unreviewed)
     )
     view.wait(lambda: refused(view, "a", "ForeignBranch"), 60, "the foreign branch to be refused")
-    assert_warned(api, namespace, "a", "ForeignBranch")
+    await_warning(api, view, namespace, "a", "ForeignBranch")
     assert not [b for b in view.beads() if b.spec.merge_request is not None]
     assert the_bead(view, "a").status.phase is BeadPhase.IN_PROGRESS
 

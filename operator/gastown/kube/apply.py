@@ -134,7 +134,7 @@ class Applier:
         self._emits = []
         for batch, concurrent in _batches(actions):
             if concurrent:
-                await asyncio.gather(*(self._bounded(action) for action in batch))
+                await self._dispatch_all([a for a in batch if isinstance(a, DispatchAgent)])
             else:
                 for action in batch:
                     await self._run(action)
@@ -153,11 +153,60 @@ class Applier:
         async with self._limit:
             await self._emit(emit)
 
-    async def _bounded(self, action: Lowerable) -> None:
+    async def _dispatch_all(self, dispatches: Sequence[DispatchAgent]) -> None:
+        """Run dispatches concurrently (bounded), pods first: every claim and its pod, then
+        every record (see `DispatchAgent.after_pod`).
+
+        In a burst the API server is the bottleneck; creating all pods before any record
+        means the median pod waits for half of the claims and pods, not half of all writes.
+        """
+        started = await asyncio.gather(
+            *(self._bounded(self._claim_and_start, d) for d in dispatches)
+        )
+        await asyncio.gather(
+            *(
+                self._bounded(self._record, d)
+                for d, ok in zip(dispatches, started, strict=True)
+                if ok
+            )
+        )
+
+    async def _bounded(
+        self, step: Callable[[DispatchAgent], Awaitable[bool]], action: DispatchAgent
+    ) -> bool:
         async with self._limit:
-            await self._run(action)
+            return await step(action)
+
+    async def _claim_and_start(self, action: DispatchAgent) -> bool:
+        """The dispatch's claim (Agent hook and generation), then its pod if the claim held."""
+        for write in action.before_pod():
+            assert not isinstance(write, Emit | StartPod | StopPod | PollPR | VerifyClaim)
+            if not await self._state_write(write):
+                self.result.conflicts += 1
+                metrics.CONFLICTS.labels(self.town.name).inc()
+                return False
+        await self._side_effect(action.start_pod())
+        return True
+
+    async def _record(self, action: DispatchAgent) -> bool:
+        """The dispatch's records (Agent status, Bead), and its Event if they all held."""
+        emits: list[Emit] = []
+        for write in action.after_pod():
+            if isinstance(write, Emit):
+                emits.append(write)
+            elif isinstance(write, StartPod | StopPod | PollPR | VerifyClaim):
+                raise AssertionError(f"a dispatch record cannot be a side effect: {write}")
+            elif not await self._state_write(write):
+                self.result.conflicts += 1
+                metrics.CONFLICTS.labels(self.town.name).inc()
+                return False
+        self._emits.extend(emits)
+        return True
 
     async def _run(self, action: Lowerable) -> None:
+        if isinstance(action, DispatchAgent):
+            await self._dispatch_all([action])
+            return
         effects: list[StartPod | StopPod | PollPR | VerifyClaim] = []
         emits: list[Emit] = []
         held = True

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from gastown.agent.redaction import Redactor
 from gastown.kube import conditions, labels, metrics
-from gastown.kube.client import ApiError, Conflict, Kube, NotFound
+from gastown.kube.client import ApiError, Conflict, Kube, NotFound, NotLeading
 from gastown.kube.events import build_event, post_event
 from gastown.kube.identity import (
     build_identity,
@@ -241,6 +241,8 @@ class Applier:
                 await self._delete(write)
         except Conflict:
             return False
+        except NotLeading:
+            raise  # not a failed write: this replica stopped writing (the pass ends here)
         except ApiError as err:
             metrics.API_ERRORS.labels(str(err.status)).inc()
             self.result.errors.append(f"{type(write).__name__} {write.kind} {write.name}: {err}")
@@ -359,6 +361,8 @@ class Applier:
                 await self._stop_pod(effect)
             else:
                 await self._poll_pr(effect)
+        except NotLeading:
+            raise
         except ApiError as err:
             metrics.API_ERRORS.labels(str(err.status)).inc()
             self.result.side_effects_failed += 1

@@ -41,6 +41,10 @@ COST = Counter(
     ["town", "rig", "role", "model"],
 )
 API_WRITES = Counter("gastown_api_writes_total", "API writes made, by kind.", ["town", "kind"])
+LEADER = Gauge(
+    "gastown_leader",
+    "1 on the replica that holds the leader Lease and reconciles, 0 on a standby.",
+)
 BREAKER_OPEN = Gauge(
     "gastown_circuit_breaker_open", "1 while the town's dispatch circuit breaker is open.", ["town"]
 )

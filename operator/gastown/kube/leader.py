@@ -145,6 +145,8 @@ class Leadership:
         self._valid_until = 0.0
         self._seen = Observation()
         self._changed = asyncio.Event()
+        self._announced = False
+        """The leadership last logged and exported (the fence can fall between rounds)."""
         self.holder: str | None = None
         """The holder as last read (for status and metrics)."""
 
@@ -182,7 +184,6 @@ class Leadership:
     async def try_once(self) -> bool:
         """One round: read the Lease and acquire, renew or wait. True if we lead after it."""
         started = self.clock()
-        was_leading = self.leading()
         try:
             lease = await self.kube.get_lease(self.settings.namespace, self.settings.name)
             move = self._decide(lease, started)
@@ -194,18 +195,18 @@ class Leadership:
                     self.settings.namespace, self.settings.name, self._record(lease)
                 )
             else:
-                self._publish(was_leading)
+                self._publish()
                 return False
         except (TimeoutError, ApiError, OSError, aiohttp.ClientError) as err:
             # Conflict: somebody else wrote the Lease first (we read it again next round).
             # Anything else: the API server is unreachable; the fence runs out by itself.
             if not isinstance(err, Conflict):
                 log.warning("lease %s: %s", self.settings.name, err)
-            self._publish(was_leading)
+            self._publish()
             return self.leading()
         self._valid_until = started + self.settings.renew_deadline
         self.holder = self.settings.identity
-        self._publish(was_leading)
+        self._publish()
         return True
 
     def _decide(self, lease: Mapping[str, Any] | None, now: float) -> Move:
@@ -266,13 +267,14 @@ class Leadership:
         await self.kube.replace_lease(self.settings.namespace, self.settings.name, body)
         self.holder = None
         log.info("released lease %s", self.settings.name)
-        self._publish(True)
+        self._publish()
 
-    def _publish(self, was_leading: bool) -> None:
+    def _publish(self) -> None:
         """Log and export changes of leadership; wake whoever waits for it."""
         leading = self.leading()
         metrics.LEADER.set(1 if leading else 0)
-        if leading != was_leading:
+        if leading != self._announced:
+            self._announced = leading
             if leading:
                 log.info(
                     "leading (lease %s, identity %s)", self.settings.name, self.settings.identity

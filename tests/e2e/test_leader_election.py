@@ -1,0 +1,143 @@
+"""Two operator replicas with leader election: failover during a convoy loses and duplicates
+nothing (real API server, operators as processes, agents played through the API).
+
+The leader is SIGKILLed (the standby takes over within the lease duration) and later frozen
+with SIGSTOP (the standby takes over; the frozen one, resumed, finds itself fenced and writes
+nothing). The convoy lands with one pod per agent generation, one merged MR per source and no
+invariant violation.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gastown.devtools.controlplane import ControlPlane
+from gastown.model import ConvoyPhase
+from tests.e2e.test_operator_flow import DIAMOND, assert_no_duplicates, drive
+from tests.support.api import Api, eventually
+from tests.support.procs import Process, operator, wait_started
+from tests.support.town import AgentPlayer, TownView, convoy, town
+
+pytestmark = pytest.mark.cluster
+
+LEASE_SECONDS = {
+    "GASTOWN_LEADER_ELECT": "1",
+    "GASTOWN_LEASE_DURATION_SECONDS": "4",
+    "GASTOWN_LEASE_RENEW_DEADLINE_SECONDS": "3",
+    "GASTOWN_LEASE_RETRY_PERIOD_SECONDS": "0.5",
+}
+TAKEOVER_DEADLINE = 4 + 0.5 + 10  # lease duration, a retry period, and a generous margin
+
+
+@pytest.fixture
+def replicas(
+    request: pytest.FixtureRequest, control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> Iterator[dict[str, Process]]:
+    """Two replicas of the operator sharing one Lease in the test's namespace."""
+    procs: dict[str, Process] = {}
+    for index in range(2):
+        identity = f"replica-{index}"
+        log_dir = tmp_path / identity
+        log_dir.mkdir()
+        procs[identity] = operator(
+            control_plane,
+            namespace,
+            log_dir,
+            GASTOWN_LEASE_IDENTITY=identity,
+            GASTOWN_LEASE_NAMESPACE=namespace,
+            **LEASE_SECONDS,
+        )
+    for proc in procs.values():
+        proc.start()
+    for proc in procs.values():
+        wait_started(proc, "Initial authentication has finished")
+    yield procs
+    for proc in procs.values():
+        if proc.proc is not None and proc.proc.poll() is None:
+            os.killpg(proc.proc.pid, signal.SIGCONT)
+        proc.stop()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        for identity, proc in procs.items():
+            print(f"--- {identity} log ---\n{proc.tail(120)}")
+
+
+def holder(api: Api, namespace: str) -> str | None:
+    """The Lease's holder, if any."""
+    path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/gastown-operator"
+    found = api.call("GET", path)
+    if found.status != 200:
+        return None
+    spec: dict[str, Any] = found.body.get("spec") or {}
+    name: str | None = spec.get("holderIdentity")
+    return name
+
+
+def new_holder(api: Api, namespace: str, other_than: str) -> str:
+    """Wait until somebody other than `other_than` holds the Lease."""
+    found: str = eventually(
+        lambda: h if (h := holder(api, namespace)) not in (None, other_than) else None,
+        TAKEOVER_DEADLINE,
+        f"a replica other than {other_than} to take the lease",
+    )
+    return found
+
+
+def test_leader_killed_and_frozen_during_a_convoy_loses_and_duplicates_nothing(
+    api: Api,
+    namespace: str,
+    replicas: dict[str, Process],
+    view: TownView,
+    player: AgentPlayer,
+) -> None:
+    first = eventually(lambda: holder(api, namespace), 30, "a replica to take the lease")
+    assert api.create(namespace, town(git_url=player.git_url)).status == 201
+    assert api.create(namespace, convoy("feat", DIAMOND)).status == 201
+    faults: list[str] = []
+
+    def chaos() -> None:
+        leader = holder(api, namespace)
+        if leader is None:
+            return
+        if not faults and len(player.played) >= 1:
+            # SIGKILL: no release; the standby waits out the lease duration.
+            replicas[leader].kill()
+            faults.append(f"killed {leader}")
+            taken = new_holder(api, namespace, leader)
+            replicas[leader].start()  # back as a standby
+            wait_started(replicas[leader], "Initial authentication has finished")
+            assert holder(api, namespace) == taken
+        elif len(faults) == 1 and len(player.played) >= 3:
+            frozen = replicas[leader]
+            assert frozen.proc is not None
+            os.killpg(frozen.proc.pid, signal.SIGSTOP)
+            faults.append(f"froze {leader}")
+            new_holder(api, namespace, leader)
+            marks = frozen.log.read_text(errors="replace").count("not leading any more")
+            os.killpg(frozen.proc.pid, signal.SIGCONT)
+            # Resumed, it finds its fence down before it writes anything.
+            eventually(
+                lambda: (
+                    frozen.log.read_text(errors="replace").count("not leading any more") > marks
+                ),
+                15,
+                f"{leader} to notice it lost the lead",
+            )
+
+    drive(view, player, "feat", timeout=240, between=chaos)
+    assert [fault.split()[0] for fault in faults] == ["killed", "froze"], faults
+    assert first is not None
+    landed = view.convoy("feat")
+    assert landed.status.phase is ConvoyPhase.LANDED
+    assert_no_duplicates(view)
+    # The town's status, written by the leader of the end, names it and has no violation.
+    status = view.town()["status"]
+    assert status.get("violations", []) == []
+    leader_condition = next(c for c in status["conditions"] if c["type"] == "Leader")
+    assert leader_condition["message"] == f"reconciled by {holder(api, namespace)}"

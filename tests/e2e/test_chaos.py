@@ -9,121 +9,31 @@ one merged merge request per source, one hook per bead, and no invariant violati
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
-from gastown.devtools.controlplane import ControlPlane
 from gastown.model import ConvoyPhase
-from tests.e2e.test_leader_election import LEASE_SECONDS, holder, new_holder
 from tests.e2e.test_operator_flow import DIAMOND, assert_no_duplicates, drive
-from tests.support.api import Api, eventually
-from tests.support.git import make_bare_repo
-from tests.support.procs import Process, operator, wait_started
-from tests.support.proxy import CuttableProxy
-from tests.support.town import AgentPlayer, TownView, convoy, town
+from tests.support.api import eventually
+from tests.support.chaos import Cluster, chaos_cluster, holder, new_holder
+from tests.support.town import convoy, town
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 
-CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
 PARTITION_SECONDS = 30.0
 
 
 @pytest.fixture
-def plane(tmp_path: Path) -> Iterator[ControlPlane]:
-    """A control plane of the test's own."""
-    control = ControlPlane(directory=tmp_path / "control-plane")
-    control.start()
-    try:
-        control.install_crds(CRD_DIR)
-        yield control
-    finally:
-        control.stop()
-
-
-@dataclass
-class Replica:
-    """One operator replica and the proxy it reaches the API server through."""
-
-    name: str
-    proc: Process
-    proxy: CuttableProxy
-
-
-@dataclass
-class Cluster:
-    """What a chaos test acts on."""
-
-    plane: ControlPlane
-    api: Api
-    namespace: str
-    replicas: dict[str, Replica]
-    view: TownView
-    player: AgentPlayer
-
-    def leader(self) -> Replica:
-        """The replica holding the Lease (waits until one does)."""
-        name: str = eventually(lambda: holder(self.api, self.namespace), 30, "a leader")
-        return self.replicas[name]
-
-
-def _kubeconfig_through(plane: ControlPlane, proxy: CuttableProxy, path: Path) -> Path:
-    config: dict[str, Any] = yaml.safe_load(plane.kubeconfig.read_text())
-    config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
-
-
-@pytest.fixture
-def cluster(
-    request: pytest.FixtureRequest, plane: ControlPlane, tmp_path: Path
-) -> Iterator[Cluster]:
-    """Two replicas, each behind its own proxy, in a fresh namespace with a town and a rig."""
-    api = Api.from_kubeconfig(plane.kubeconfig, plane.directory / "pki" / "ca.crt")
-    namespace = "chaos"
-    assert api.call("POST", "/api/v1/namespaces", {"metadata": {"name": namespace}}).status == 201
-    replicas: dict[str, Replica] = {}
-    for index in range(2):
-        name = f"replica-{index}"
-        proxy = CuttableProxy(target=plane.api_port)
-        proxy.start()
-        directory = tmp_path / name
-        directory.mkdir()
-        kubeconfig = _kubeconfig_through(plane, proxy, directory / "kubeconfig")
-        proc = operator(
-            plane,
-            namespace,
-            directory,
-            KUBECONFIG=str(kubeconfig),
-            GASTOWN_LEASE_IDENTITY=name,
-            GASTOWN_LEASE_NAMESPACE=namespace,
-            **LEASE_SECONDS,
-        )
-        replicas[name] = Replica(name, proc, proxy)
-    for replica in replicas.values():
-        replica.proc.start()
-    for replica in replicas.values():
-        wait_started(replica.proc, "Initial authentication has finished")
-    repo = make_bare_repo(tmp_path / "remote" / "app.git")
-    player = AgentPlayer(api, plane.kubeconfig, namespace, repo)
-    yield Cluster(plane, api, namespace, replicas, TownView(api, namespace), player)
-    for replica in replicas.values():
-        if replica.proc.proc is not None and replica.proc.proc.poll() is None:
-            os.killpg(replica.proc.proc.pid, signal.SIGCONT)
-        replica.proc.stop()
-        replica.proxy.stop()
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        for replica in replicas.values():
-            print(f"--- {replica.name} log ---\n{replica.proc.tail(120)}")
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
+    """Two replicas, each behind its own proxy, on a control plane of the test's own."""
+    with chaos_cluster(tmp_path) as built:
+        yield built
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            print(built.logs())
 
 
 def run_convoy_with(cluster: Cluster, fault: Callable[[Cluster], None], after: int = 2) -> None:

@@ -13,7 +13,6 @@ import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,18 +20,11 @@ from gastown.devtools.controlplane import ControlPlane
 from gastown.model import ConvoyPhase
 from tests.e2e.test_operator_flow import DIAMOND, assert_no_duplicates, drive
 from tests.support.api import Api, eventually
+from tests.support.chaos import LEASE_SECONDS, holder, new_holder
 from tests.support.procs import Process, operator, wait_started
 from tests.support.town import AgentPlayer, TownView, convoy, town
 
 pytestmark = pytest.mark.cluster
-
-LEASE_SECONDS = {
-    "GASTOWN_LEADER_ELECT": "1",
-    "GASTOWN_LEASE_DURATION_SECONDS": "4",
-    "GASTOWN_LEASE_RENEW_DEADLINE_SECONDS": "3",
-    "GASTOWN_LEASE_RETRY_PERIOD_SECONDS": "0.5",
-}
-TAKEOVER_DEADLINE = 4 + 0.5 + 10  # lease duration, a retry period, and a generous margin
 
 
 @pytest.fixture
@@ -66,27 +58,6 @@ def replicas(
     if report is not None and report.failed:
         for identity, proc in procs.items():
             print(f"--- {identity} log ---\n{proc.tail(120)}")
-
-
-def holder(api: Api, namespace: str) -> str | None:
-    """The Lease's holder, if any."""
-    path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/gastown-operator"
-    found = api.call("GET", path)
-    if found.status != 200:
-        return None
-    spec: dict[str, Any] = found.body.get("spec") or {}
-    name: str | None = spec.get("holderIdentity")
-    return name
-
-
-def new_holder(api: Api, namespace: str, other_than: str) -> str:
-    """Wait until somebody other than `other_than` holds the Lease."""
-    found: str = eventually(
-        lambda: h if (h := holder(api, namespace)) not in (None, other_than) else None,
-        TAKEOVER_DEADLINE,
-        f"a replica other than {other_than} to take the lease",
-    )
-    return found
 
 
 def test_leader_killed_and_frozen_during_a_convoy_loses_and_duplicates_nothing(

@@ -89,6 +89,7 @@ class ControlPlane:
     # Kubelets that may join (each gets a node token); fixed before start, see pki.generate.
     node_names: tuple[str, ...] = ()
     _keys: pki.Pki | None = field(default=None, repr=False)
+    _crds_installed: bool = False
 
     @property
     def kubeconfig(self) -> Path:
@@ -157,6 +158,14 @@ class ControlPlane:
         else:
             raise ControlPlaneError(f"cannot restart {component}")
         wait_until(self._ready, START_TIMEOUT, "kube-apiserver /readyz after a restart")
+        if self._crds_installed:
+            # /readyz answers before the storage of custom resources is ready again (their
+            # requests get 503 "storage is (re)initializing" for a moment).
+            wait_until(
+                lambda: self._get("/apis/gastown.dev/v1alpha1/towns") is not None,
+                START_TIMEOUT,
+                "custom resources to be served after a restart",
+            )
 
     def stop(self) -> None:
         """Stop every process this control plane started (by PID), newest first."""
@@ -345,6 +354,7 @@ class ControlPlane:
 
     def install_crds(self, crd_dir: Path, timeout: float = 60.0) -> None:
         """Apply our CRDs and wait until they are Established and discoverable by category."""
+        self._crds_installed = True
         self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd_dir))
         self.kubectl(
             "wait",

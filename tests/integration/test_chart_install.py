@@ -140,6 +140,43 @@ def test_helm_install_namespaced(
     assert _status(api, f"{RBAC}/namespaces/{namespace}/roles/{full}") == 404
 
 
+def test_helm_install_two_replicas(
+    api: Api, control_plane: ControlPlane, release_namespace: str
+) -> None:
+    """replicaCount=2: the API server accepts the PodDisruptionBudget and the anti-affinity."""
+    release = f"gt-{uuid.uuid4().hex[:6]}"
+    full = f"{release}-gastown"
+    kubeconfig = control_plane.kubeconfig
+    helm(
+        "install",
+        release,
+        str(CHART),
+        "--namespace",
+        release_namespace,
+        "--skip-crds",
+        "--set",
+        "replicaCount=2",
+        "--set",
+        "podAntiAffinity.preset=hard",
+        kubeconfig=kubeconfig,
+    )
+    try:
+        apps = f"/apis/apps/v1/namespaces/{release_namespace}"
+        deployment = api.call("GET", f"{apps}/deployments/{full}").body
+        assert deployment["spec"]["replicas"] == 2
+        affinity = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+        (term,) = affinity["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert term["topologyKey"] == "kubernetes.io/hostname"
+        budget = api.call(
+            "GET", f"/apis/policy/v1/namespaces/{release_namespace}/poddisruptionbudgets/{full}"
+        )
+        assert budget.status == 200, budget.body
+        assert budget.body["spec"]["minAvailable"] == 1
+        assert budget.body["spec"]["selector"] == deployment["spec"]["selector"]
+    finally:
+        helm("uninstall", release, "--namespace", release_namespace, kubeconfig=kubeconfig)
+
+
 def _path(doc: dict[str, Any]) -> str:
     """REST path of a bundle object (the kinds the bundle holds)."""
     plural = {

@@ -414,6 +414,8 @@ def test_deployment_is_one_restricted_leader_electing_operator_with_liveness() -
         "GASTOWN_LEADER_ELECT": "1",
         "GASTOWN_LEASE_NAME": "gastown",
         "GASTOWN_LEASE_NAMESPACE": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+        # A restarted container of the same pod takes its Lease back at once.
+        "GASTOWN_LEASE_IDENTITY": {"fieldRef": {"fieldPath": "metadata.name"}},
         "GASTOWN_LEASE_DURATION_SECONDS": "15",
         "GASTOWN_LEASE_RENEW_DEADLINE_SECONDS": "10",
         "GASTOWN_LEASE_RETRY_PERIOD_SECONDS": "2",

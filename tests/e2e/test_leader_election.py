@@ -112,3 +112,55 @@ def test_leader_killed_and_frozen_during_a_convoy_loses_and_duplicates_nothing(
     assert status.get("violations", []) == []
     leader_condition = next(c for c in status["conditions"] if c["type"] == "Leader")
     assert leader_condition["message"] == f"reconciled by {holder(api, namespace)}"
+
+
+def test_two_releases_shard_towns_by_namespace_each_with_its_own_lease(
+    api: Api, namespace: str, control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    """The sharding path: one release per set of namespaces, each with its own Lease; neither
+    ever reconciles the other's towns."""
+    other = f"{namespace}-b"
+    assert api.call("POST", "/api/v1/namespaces", {"metadata": {"name": other}}).status == 201
+    shards: dict[str, Process] = {}
+    try:
+        for shard, watched in (("shard-a", namespace), ("shard-b", other)):
+            log_dir = tmp_path / shard
+            log_dir.mkdir()
+            shards[shard] = operator(
+                control_plane,
+                watched,
+                log_dir,
+                GASTOWN_LEASE_NAME=shard,
+                GASTOWN_LEASE_IDENTITY=f"{shard}-0",
+                GASTOWN_LEASE_NAMESPACE=watched,
+                **LEASE_SECONDS,
+            )
+            shards[shard].start()
+        for proc in shards.values():
+            wait_started(proc, "Initial authentication has finished")
+        for watched in (namespace, other):
+            assert api.create(watched, town()).status == 201
+
+        def leaders() -> dict[str, str] | None:
+            found = {}
+            for watched in (namespace, other):
+                status = api.get("Town", watched, "demo").body.get("status") or {}
+                condition = next(
+                    (c for c in status.get("conditions", []) if c["type"] == "Leader"), None
+                )
+                if condition is None:
+                    return None
+                found[watched] = condition["message"]
+            return found
+
+        found = eventually(leaders, 60, "both towns to be reconciled")
+        assert found == {namespace: "reconciled by shard-a-0", other: "reconciled by shard-b-0"}
+        for shard, watched in (("shard-a", namespace), ("shard-b", other)):
+            path = f"/apis/coordination.k8s.io/v1/namespaces/{watched}/leases/{shard}"
+            lease = api.call("GET", path)
+            assert lease.status == 200, lease.body
+            assert lease.body["spec"]["holderIdentity"] == f"{shard}-0"
+    finally:
+        for proc in shards.values():
+            proc.stop()
+        api.call("DELETE", f"/api/v1/namespaces/{other}")

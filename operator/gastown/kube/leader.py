@@ -182,32 +182,42 @@ class Leadership:
                     await asyncio.shield(self.release())
 
     async def try_once(self) -> bool:
-        """One round: read the Lease and acquire, renew or wait. True if we lead after it."""
+        """One round: read the Lease and acquire, renew or wait. True if we lead after it.
+
+        A round that hangs (a network that drops packets instead of refusing them) is given up
+        after half the renew deadline, so the next round starts while renewing can still help.
+        """
         started = self.clock()
         try:
-            lease = await self.kube.get_lease(self.settings.namespace, self.settings.name)
-            move = self._decide(lease, started)
-            if move is Move.CREATE:
-                await self.kube.create_lease(self.settings.namespace, self._record(None))
-            elif move in (Move.RENEW, Move.TAKE):
-                assert lease is not None
-                await self.kube.replace_lease(
-                    self.settings.namespace, self.settings.name, self._record(lease)
-                )
-            else:
-                self._publish()
-                return False
+            async with asyncio.timeout(self.settings.renew_deadline / 2):
+                move = await self._round(started)
         except (TimeoutError, ApiError, OSError, aiohttp.ClientError) as err:
             # Conflict: somebody else wrote the Lease first (we read it again next round).
             # Anything else: the API server is unreachable; the fence runs out by itself.
             if not isinstance(err, Conflict):
-                log.warning("lease %s: %s", self.settings.name, err)
+                log.warning("lease %s: %s", self.settings.name, err or type(err).__name__)
             self._publish()
             return self.leading()
+        if move is Move.WAIT:
+            self._publish()
+            return False
         self._valid_until = started + self.settings.renew_deadline
         self.holder = self.settings.identity
         self._publish()
         return True
+
+    async def _round(self, started: float) -> Move:
+        """Read the Lease and make the move it calls for."""
+        lease = await self.kube.get_lease(self.settings.namespace, self.settings.name)
+        move = self._decide(lease, started)
+        if move is Move.CREATE:
+            await self.kube.create_lease(self.settings.namespace, self._record(None))
+        elif move in (Move.RENEW, Move.TAKE):
+            assert lease is not None
+            await self.kube.replace_lease(
+                self.settings.namespace, self.settings.name, self._record(lease)
+            )
+        return move
 
     def _decide(self, lease: Mapping[str, Any] | None, now: float) -> Move:
         spec = (lease or {}).get("spec") or {}

@@ -38,9 +38,9 @@ from gastown.kube.identity import (
 from gastown.kube.pods import build_pod
 from gastown.kube.redaction import NO_SECRETS, TownSecrets
 from gastown.kube.store import Store, TownStore
-from gastown.model import Agent, Town
+from gastown.model import Agent, Bead, BeadPhase, BeadType, Town
 from gastown.model.common import API_VERSION
-from gastown.reconcile.actions import DispatchAgent, RecordBeadSpend
+from gastown.reconcile.actions import DispatchAgent, RecordBeadSpend, TransitionBead, UpdateAgent
 from gastown.reconcile.writes import (
     CreateObject,
     DeleteObject,
@@ -224,6 +224,7 @@ class Applier:
         self._emits.extend(emits)  # only what really happened is announced
         if isinstance(action, RecordBeadSpend):
             count_spend(self.town.name, action)
+        count_outcome(self.town, action)
         for effect in effects:
             await self._side_effect(effect)
 
@@ -584,6 +585,25 @@ def _batches(actions: Sequence[Lowerable]) -> list[tuple[list[Lowerable], bool]]
         else:
             batches.append(([action], concurrent))
     return batches
+
+
+GUPP_TIER_OF_REASON = {
+    "GuppWarn": "warn",
+    "GuppEscalate": "escalate",
+    "GuppForceStop": "force-stop",
+}
+
+
+def count_outcome(town: TownStore, action: Lowerable) -> None:
+    """Counters of what an applied action did: GUPP tiers fired, merge requests merged."""
+    if isinstance(action, UpdateAgent):
+        tier = GUPP_TIER_OF_REASON.get(action.reason)
+        if tier is not None:
+            metrics.GUPP_TIERS.labels(town.name, tier).inc()
+    elif isinstance(action, TransitionBead) and action.to_phase is BeadPhase.CLOSED:
+        bead = town.objects["Bead"].get(action.bead)
+        if isinstance(bead, Bead) and bead.spec.type is BeadType.MERGE_REQUEST:
+            metrics.MERGES.labels(town.name).inc()
 
 
 def count_spend(town: str, action: RecordBeadSpend) -> None:

@@ -77,7 +77,8 @@ def test_a_repeat_after_the_window_is_a_new_event() -> None:
     first, _ = send(c, event())
     clock.seconds += WINDOW_SECONDS + 1
     name, patch = send(c, event())
-    assert patch is None and name != first
+    assert patch is None
+    assert name != first
 
 
 def test_a_different_message_object_type_or_reason_is_not_a_repeat() -> None:

@@ -43,7 +43,8 @@ def test_a_merge_is_told_once_on_the_source_naming_the_merge_request_and_commit(
     assert w.bead(mr).status.phase is BeadPhase.CLOSED
     merged = [e for e in w.events if e.reason == "Merged"]
     assert [(e.kind, e.name) for e in merged] == [(Kind.BEAD, "a")]
-    assert mr in merged[0].message and "c0ffee" in merged[0].message
+    assert mr in merged[0].message
+    assert "c0ffee" in merged[0].message
 
 
 def test_a_landing_merge_is_still_told_on_the_landing_merge_request() -> None:

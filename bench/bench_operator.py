@@ -7,7 +7,10 @@ Measures, with the operator running as a process (`gastown run`) as in productio
    CPU seconds the operator and each control-plane process spent meanwhile; then its floor: the
    same Pods created bare by the same client at the same concurrency, timed the same way;
 2. API writes per bead over a whole convoy life (operator writes, from its own metrics), by
-   kind, with the Events it posted and the actions it planned;
+   kind and by the action and reason that caused each (`gastown_api_write_causes_total`), with
+   the Events it wrote by involved kind, type and reason, new ones apart from repeats folded
+   into an earlier Event's count (`gastown_events_total`, verb create or patch), and the
+   actions it planned;
 3. API writes per minute by an idle town (after everything landed);
 4. operator peak RSS with 10,000 beads in its store.
 

@@ -152,12 +152,18 @@ class Applier:
                 # none of them may land: stop here; the next pass recomputes from fresh state.
                 self.result.stopped_early = True
                 break
-        await asyncio.gather(*(self._bounded_emit(emit) for emit in self._emits))
+        # Events about different objects go out concurrently; those about one object in order,
+        # so a repeat within the pass is folded into the Event its first one created.
+        by_object: dict[tuple[Kind, str], list[Emit]] = {}
+        for emit in self._emits:
+            by_object.setdefault((emit.kind, emit.name), []).append(emit)
+        await asyncio.gather(*(self._bounded_emits(emits) for emits in by_object.values()))
         return self.result
 
-    async def _bounded_emit(self, emit: Emit) -> None:
+    async def _bounded_emits(self, emits: list[Emit]) -> None:
         async with self._limit:
-            await self._emit(emit)
+            for emit in emits:
+                await self._emit(emit)
 
     async def _dispatch_all(self, dispatches: Sequence[DispatchAgent]) -> None:
         """Run dispatches concurrently (bounded), pods first: every claim and its pod, then

@@ -42,6 +42,9 @@ ones fold into one aggregate Event (client-go's `maxEvents`)."""
 MAX_KEYS = 4096
 """Keys each cache remembers (client-go's LRU size); the least recently used go first."""
 COMBINED = "(combined from similar events): "
+AGGREGATE = -1
+"""The message part of the key of an aggregate Event: never the hash of a message (CPython's
+`hash` never returns -1)."""
 
 
 def event_name(subject: str) -> str:
@@ -107,15 +110,16 @@ async def post_event(kube: Kube, event: dict[str, Any]) -> bool:
     return True
 
 
-Key = tuple[str, ...]
+Key = tuple[str | int, ...]
 
 
 @dataclass
 class _Similar:
-    """Distinct messages seen for one (object, type, reason) since `since`."""
+    """Distinct messages seen for one (object, type, reason) since `since` (their hashes: a
+    message may be a kilobyte, and at most `max_keys` times `similar_threshold` are kept)."""
 
     since: float
-    messages: set[str] = field(default_factory=set)
+    messages: set[int] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -203,22 +207,23 @@ class EventCorrelator:
         """The Event to patch is gone (expired or deleted): the next repeat creates one."""
         self._posted.pop(decision.key, None)
 
-    def _aggregate(self, event: dict[str, Any], at: float) -> tuple[dict[str, Any], str]:
+    def _aggregate(self, event: dict[str, Any], at: float) -> tuple[dict[str, Any], int]:
         """The event itself, or past the threshold of similar ones, their aggregate; with the
         part of its key that tells repeats apart (its message, or for the aggregate, none)."""
         key = _aggregate_key(event)
         similar = self._similar.get(key)
         if similar is None or at - similar.since > self.window:
             similar = _Similar(since=at)
-        similar.messages.add(event["message"])
+        message = hash(event["message"])
+        similar.messages.add(message)
         self._remember(self._similar, key, similar)
         if len(similar.messages) < self.threshold:
-            return event, event["message"]
+            return event, message
         # Like client-go: keep the set below the threshold, and fold this one into the one
         # aggregate Event of the key, whose message names the latest of them.
-        similar.messages.discard(event["message"])
+        similar.messages.discard(message)
         combined = (COMBINED + event["message"])[:MAX_MESSAGE]
-        return event | {"message": combined}, COMBINED
+        return event | {"message": combined}, AGGREGATE
 
     def _remember(self, cache: OrderedDict[Key, Any], key: Key, value: Any) -> None:
         cache[key] = value

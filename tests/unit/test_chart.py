@@ -142,6 +142,7 @@ NAMESPACED_PERMISSIONS = {
     (RBAC, "roles", "patch"),
     (RBAC, "rolebindings", "create"),
     ("", "events", "create"),
+    ("", "events", "patch"),
     ("", "secrets", "get"),
 }
 CRD_DISCOVERY = {

@@ -195,10 +195,10 @@ explains each rule. No wildcards anywhere (tests/unit/test_chart.py checks it).
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles"]
   verbs: ["create", "patch"]
-# Events on our objects (ours and kopf's warnings).
+# Events on our objects (ours and kopf's warnings); patch raises a repeated Event's count.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "patch"]
 # Secrets: `get` by name only, for a rig's pull-request provider token (the PR poller) and the
 # opt-in check of every Secret a Town names (metadata only: label gastown.dev/town=<town>). No
 # list or watch: the operator cannot enumerate Secrets. Agents get theirs as mounted volumes.

@@ -15,6 +15,7 @@ Semantics (see `gastown.reconcile.writes`):
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections import Counter
@@ -26,7 +27,7 @@ from typing import Any, Protocol
 from gastown.agent.redaction import Redactor
 from gastown.kube import conditions, labels, metrics
 from gastown.kube.client import ApiError, Conflict, Kube, NotFound, NotLeading
-from gastown.kube.events import build_event, post_event
+from gastown.kube.events import build_event, record_event
 from gastown.kube.identity import (
     build_identity,
     build_town_identity,
@@ -61,6 +62,11 @@ log = logging.getLogger(__name__)
 
 CONCURRENCY = 64
 """Dispatches applied at once; bounded so a burst does not flood the API server."""
+
+CAUSE: contextvars.ContextVar[tuple[str, str]] = contextvars.ContextVar(
+    "gastown_write_cause", default=("Other", "")
+)
+"""The action (type, reason) whose writes are being made: each write is counted under it."""
 
 PRPoller = Callable[[TownStore, PollPR], Awaitable[dict[str, Any] | None]]
 
@@ -146,12 +152,18 @@ class Applier:
                 # none of them may land: stop here; the next pass recomputes from fresh state.
                 self.result.stopped_early = True
                 break
-        await asyncio.gather(*(self._bounded_emit(emit) for emit in self._emits))
+        # Events about different objects go out concurrently; those about one object in order,
+        # so a repeat within the pass is folded into the Event its first one created.
+        by_object: dict[tuple[Kind, str], list[Emit]] = {}
+        for emit in self._emits:
+            by_object.setdefault((emit.kind, emit.name), []).append(emit)
+        await asyncio.gather(*(self._bounded_emits(emits) for emits in by_object.values()))
         return self.result
 
-    async def _bounded_emit(self, emit: Emit) -> None:
+    async def _bounded_emits(self, emits: list[Emit]) -> None:
         async with self._limit:
-            await self._emit(emit)
+            for emit in emits:
+                await self._emit(emit)
 
     async def _dispatch_all(self, dispatches: Sequence[DispatchAgent]) -> None:
         """Run dispatches concurrently (bounded), pods first: every claim and its pod, then
@@ -175,7 +187,11 @@ class Applier:
         self, step: Callable[[DispatchAgent], Awaitable[bool]], action: DispatchAgent
     ) -> bool:
         async with self._limit:
-            return await step(action)
+            cause = CAUSE.set(_cause(action))
+            try:
+                return await step(action)
+            finally:
+                CAUSE.reset(cause)
 
     async def _claim_and_start(self, action: DispatchAgent) -> bool:
         """The dispatch's claim (Agent hook and generation), then its pod if the claim held."""
@@ -207,6 +223,13 @@ class Applier:
         if isinstance(action, DispatchAgent):
             await self._dispatch_all([action])
             return
+        cause = CAUSE.set(_cause(action))
+        try:
+            await self._run_action(action)
+        finally:
+            CAUSE.reset(cause)
+
+    async def _run_action(self, action: Lowerable) -> None:
         effects: list[StartPod | StopPod | PollPR | VerifyClaim] = []
         emits: list[Emit] = []
         held = True
@@ -256,6 +279,9 @@ class Applier:
     def _count(self, kind: str) -> None:
         self.result.writes[kind] += 1
         metrics.API_WRITES.labels(self.town.name, kind).inc()
+        if kind != "Event":
+            action, reason = CAUSE.get()
+            metrics.WRITE_CAUSES.labels(self.town.name, kind, action, reason).inc()
 
     async def _create(self, write: CreateObject) -> None:
         metadata: dict[str, Any] = {
@@ -541,10 +567,19 @@ class Applier:
         uid = self.town.uids.get((str(emit.kind), emit.name), "")
         # Redacted before build_event cuts the message to its limit (never half a secret).
         message = (await self._redactor_of_town()).redact(emit.message)
+        correlator = self.town.events
         event = build_event(
-            self.ns, str(emit.kind), emit.name, uid, emit.type, emit.reason, message
+            self.ns,
+            str(emit.kind),
+            emit.name,
+            uid,
+            emit.type,
+            emit.reason,
+            message,
+            correlator.now(),
         )
-        if await post_event(self.kube, event):
+        # A repeat of an Event already posted raises its count instead (see `kube.events`).
+        if await record_event(self.kube, correlator, event, self.town.name):
             self.result.events += 1
             self._count("Event")
 
@@ -567,6 +602,11 @@ class Applier:
         """
         redacted: dict[str, Any] = (await self._redactor_of_town()).redact_json(body)
         return redacted
+
+
+def _cause(action: Lowerable) -> tuple[str, str]:
+    """What a write is counted under: the action's type and reason."""
+    return type(action).__name__, str(getattr(action, "reason", ""))
 
 
 def refused(err: ApiError) -> bool:

@@ -257,7 +257,8 @@ class Kube:
     async def patch_core(
         self, kind: str, namespace: str, name: str, patch: Mapping[str, Any]
     ) -> dict[str, Any]:
-        """JSON merge patch of a Role (a town's agent Role names the town's Agents)."""
+        """JSON merge patch of a Role (a town's agent Role names the town's Agents) or of an
+        Event (a repeat raises its count)."""
         path = self._core_path(kind, namespace, name)
         return await self._json("PATCH", path, patch, content_type=MERGE_PATCH)
 

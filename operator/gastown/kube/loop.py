@@ -299,6 +299,7 @@ class TownLoop:
             self.town.wake.set()  # someone else wrote it; recompute on the fresh object
             return False
         metrics.API_WRITES.labels(self.town.name, "Town").inc()
+        metrics.WRITE_CAUSES.labels(self.town.name, "Town", "TownStatus", "").inc()
         self.store.observe("Town", result)
         self._last_status_write = time.monotonic()
         return True

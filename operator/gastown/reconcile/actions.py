@@ -420,7 +420,9 @@ class TransitionBead(Action):
     now: datetime
     set: Mapping[str, Any] = field(default_factory=dict)
     expect: Mapping[str, Any] = field(default_factory=dict)
-    event: str = NORMAL
+    event: str | None = NORMAL
+    """The Event's type; None when another Event of the same pass already tells this step (a
+    merge request's close is told on its source: "merged by <mr>")."""
 
     @property
     def subject(self) -> str:
@@ -443,13 +445,16 @@ class TransitionBead(Action):
         if self.to_phase is BeadPhase.CLOSED:
             patch["closedAt"] = iso(self.now)
         patch.update(self.set)
+        write = PatchStatus(
+            kind=Kind.BEAD,
+            name=self.bead,
+            patch=patch,
+            expect={"phase": self.from_phase.value, **self.expect},
+        )
+        if self.event is None:
+            return (write,)
         return (
-            PatchStatus(
-                kind=Kind.BEAD,
-                name=self.bead,
-                patch=patch,
-                expect={"phase": self.from_phase.value, **self.expect},
-            ),
+            write,
             Emit(
                 kind=Kind.BEAD,
                 name=self.bead,
@@ -499,21 +504,27 @@ class CreateBead(Action):
     spec: Mapping[str, Any]
     owner: tuple[Kind, str] | None
     labels: Mapping[str, str] = field(default_factory=dict)
+    event: bool = True
+    """False when another Event tells the creation (a merge request is announced on its
+    source's ReviewRequested Event, the tasks of a convoy in one Event on the convoy)."""
 
     @property
     def subject(self) -> str:
         return self.bead
 
     def writes(self) -> tuple[Write, ...]:
+        create = CreateObject(
+            kind=Kind.BEAD,
+            name=self.bead,
+            spec=dict(self.spec),
+            status=None,
+            labels={**labels_for(self.town), **self.labels},
+            owner=self.owner,
+        )
+        if not self.event:
+            return (create,)
         return (
-            CreateObject(
-                kind=Kind.BEAD,
-                name=self.bead,
-                spec=dict(self.spec),
-                status=None,
-                labels={**labels_for(self.town), **self.labels},
-                owner=self.owner,
-            ),
+            create,
             Emit(
                 kind=Kind.BEAD,
                 name=self.bead,
@@ -555,6 +566,31 @@ def merge_request_spec(
         "priority": priority,
         "mergeRequest": merge_request,
     }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Announce(Action):
+    """One Event that tells what several other actions of the pass did (instead of one Event per
+    object): planned after them, so it is posted only if they all were applied."""
+
+    kind: Kind
+    name: str
+    event: str = NORMAL
+
+    @property
+    def subject(self) -> str:
+        return self.name
+
+    def writes(self) -> tuple[Write, ...]:
+        return (
+            Emit(
+                kind=self.kind,
+                name=self.name,
+                type=self.event,
+                reason=self.reason,
+                message=self.message or self.reason,
+            ),
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -69,7 +69,8 @@ def _token_kubeconfig(plane: ControlPlane, token: str, path: Path) -> Path:
 
 def _chart_leader_env(api: Api, namespace: str, deployment: str) -> dict[str, str]:
     """The leader election variables of the chart's Deployment, as its Pod would get them (the
-    Lease namespace comes from the downward API: the Pod's own namespace)."""
+    Lease namespace and the identity come from the downward API: the Pod's namespace and
+    name)."""
     found = api.call("GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/{deployment}")
     assert found.status == 200, found.body
     env: dict[str, str] = {}
@@ -79,8 +80,12 @@ def _chart_leader_env(api: Api, namespace: str, deployment: str) -> dict[str, st
             continue
         if "value" in item:
             env[name] = item["value"]
+            continue
+        field = item["valueFrom"]["fieldRef"]["fieldPath"]
+        if field == "metadata.name":
+            env[name] = "gastown-operator-pod"  # the Pod's name (this operator runs outside)
         else:
-            assert item["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace", item
+            assert field == "metadata.namespace", item
             env[name] = namespace
     assert env["GASTOWN_LEADER_ELECT"] == "1", env
     return env

@@ -52,7 +52,7 @@ from gastown.model import BeadPhase, Convoy, ConvoyPhase  # noqa: E402
 RIGS = ("app", "api", "web")
 FAULTS = ("kill", "freeze", "apiserver", "etcd", "partition")
 FREEZE_SECONDS = 8.0
-TRANSIENT_SECONDS = 30.0
+TRANSIENT_SECONDS = 120.0
 GRACE_SECONDS = 600.0
 """How long after the last submission every convoy may take to land."""
 

@@ -161,11 +161,13 @@ class ControlPlane:
         if self._crds_installed:
             # /readyz answers before the storage of custom resources is ready again (their
             # requests get 503 "storage is (re)initializing" for a moment).
-            wait_until(
-                lambda: self._get("/apis/gastown.dev/v1alpha1/towns") is not None,
-                START_TIMEOUT,
-                "custom resources to be served after a restart",
-            )
+            for plural in ("towns", "beads", "convoys", "agents"):
+                wait_until(
+                    lambda plural=plural: self._get(f"/apis/gastown.dev/v1alpha1/{plural}")
+                    is not None,
+                    START_TIMEOUT,
+                    f"{plural} to be served after a restart",
+                )
 
     def stop(self) -> None:
         """Stop every process this control plane started (by PID), newest first."""

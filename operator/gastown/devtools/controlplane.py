@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -162,9 +163,9 @@ class ControlPlane:
             # /readyz answers before the storage of custom resources is ready again (their
             # requests get 503 "storage is (re)initializing" for a moment).
             for plural in ("towns", "beads", "convoys", "agents"):
+                path = f"/apis/gastown.dev/v1alpha1/{plural}"
                 wait_until(
-                    lambda plural=plural: self._get(f"/apis/gastown.dev/v1alpha1/{plural}")
-                    is not None,
+                    functools.partial(self._served, path),
                     START_TIMEOUT,
                     f"{plural} to be served after a restart",
                 )
@@ -299,6 +300,9 @@ class ControlPlane:
             f"the control plane has no token for node {node!r}: "
             "start it with that name in `node_names`"
         )
+
+    def _served(self, path: str) -> bool:
+        return self._get(path) is not None
 
     def _ready(self) -> bool:
         return self._get("/readyz") is not None

@@ -10,7 +10,7 @@ dependents, the per-rig review queue) see this pass's decisions and do not lag a
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 
 from gastown.model import Agent, Bead, BeadPhase, Town, TownMode, TownPolicy
@@ -18,6 +18,7 @@ from gastown.model.spend import BudgetState, RateLimitState
 from gastown.model.town import Repair
 from gastown.reconcile.actions import Action, UpdateAgent
 from gastown.reconcile.dag import Readiness
+from gastown.reconcile.finished import Layered
 from gastown.reconcile.snapshot import Index, Snapshot
 from gastown.reconcile.spend import SpendView
 from gastown.reconcile.writes import Kind
@@ -45,8 +46,8 @@ class Pass:
         self.claimed: set[Ref] = self._claimed
         self._phase: dict[str, BeadPhase] = {}
         self.planned_phases: dict[str, BeadPhase] = self._phase
-        self._phases: dict[str, BeadPhase] = self.index.phases
-        self._phase_view: dict[str, BeadPhase] | None = None  # snapshot + plan, merged
+        self._phases: Mapping[str, BeadPhase] = self.index.phases
+        self._phase_view: Mapping[str, BeadPhase] | None = None  # snapshot + plan, merged
         self._assignee: dict[str, str | None] = {}
         self._hook: dict[str, str | None] = {}
         self._hooked_by_plan: dict[str, list[str]] = {}
@@ -143,7 +144,7 @@ class Pass:
                 return planned
         return bead.status.phase
 
-    def phase_view(self) -> dict[str, BeadPhase]:
+    def phase_view(self) -> Mapping[str, BeadPhase]:
         """Every bead's phase after this pass's decisions so far, as one mapping (read-only).
 
         For loops that look up many beads while planning no transitions themselves: one
@@ -152,7 +153,11 @@ class Pass:
         if not self._phase:
             return self._phases
         if self._phase_view is None:
-            self._phase_view = {**self._phases, **self._phase}
+            if self.index.finished is not None:
+                # Copying every finished bead's phase would cost what the summary saves.
+                self._phase_view = Layered(self._phase, self._phases)
+            else:
+                self._phase_view = {**self._phases, **self._phase}
         return self._phase_view
 
     def phase_of(self, name: str) -> BeadPhase | None:

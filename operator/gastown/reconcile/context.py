@@ -57,6 +57,7 @@ class Pass:
         self.releases: dict[str, UpdateAgent] = {}
         self._readiness: Readiness | None = None
         self.members_cache: dict[str, list[str]] = {}
+        self._busy: set[str] | None = None
         # Spend, budgets and rate limits as this pass sees them (see `accounting`, `budgets`,
         # `ratelimits`); empty until evaluated at the start of the pass.
         self.spend = SpendView()
@@ -159,6 +160,23 @@ class Pass:
             else:
                 self._phase_view = {**self._phases, **self._phase}
         return self._phase_view
+
+    def quiet_blocked(self) -> bool:
+        """True while this pass moves a finished bead (then no settled convoy is skipped)."""
+        finished = self.index.finished
+        planned = self._phase
+        return finished is not None and any(name in finished.records for name in planned)
+
+    def busy_convoys(self) -> set[str]:
+        """Convoys with a live member (a bead that names or is listed by it and is live)."""
+        if self._busy is None:
+            live = self.index.live
+            self._busy = {
+                convoy
+                for convoy, members in self.index.members.items()
+                if any(name in live for name in members)
+            }
+        return self._busy
 
     def phase_of(self, name: str) -> BeadPhase | None:
         """Phase of a bead by name, or None if it does not exist."""

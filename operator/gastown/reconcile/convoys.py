@@ -125,15 +125,49 @@ def finished_tally(ctx: Pass, convoy: Convoy) -> ConvoyTally:
 
 def reconcile_convoys(ctx: Pass) -> None:
     """Materialise tasks, then bring each convoy's status and landing up to date."""
+    quiet = quiet_convoys(ctx, "pass")
     for name in sorted(ctx.snap.convoys):
         convoy = ctx.snap.convoys[name]
         if not ctx.free(Kind.CONVOY, name) or convoy.metadata.deletion_timestamp is not None:
             continue
-        cycle = task_cycle(convoy)
-        if convoy.status.phase not in TERMINAL and not cycle:
+        if name in quiet:
+            continue  # settled, and nothing it depends on changed since it needed nothing
+        terminal = convoy.status.phase in TERMINAL
+        cycle = set() if terminal else task_cycle(convoy)  # a settled convoy ignores cycles
+        if not terminal and not cycle:
             _materialise(ctx, convoy)
         desired, expect_phase = _desired_status(ctx, convoy, cycle)
+        planned = len(ctx.actions)
         _write_status(ctx, convoy, desired, expect_phase)
+        if len(ctx.actions) == planned:
+            note_quiet(ctx, convoy, "pass")
+
+
+def quiet_convoys(ctx: Pass, purpose: str) -> set[str]:
+    """Settled (landed or failed) convoys known to need nothing for `purpose`: found so by an
+    earlier pass or check on the very same Convoy object, with the same finished members, and
+    still without live members; empty while this pass moves any finished bead."""
+    view = ctx.index.finished
+    if view is None or ctx.quiet_blocked():
+        return set()
+    convoys, versions = ctx.snap.convoys, view.versions
+    busy = ctx.busy_convoys()
+    return {
+        name
+        for name, (obj, version) in view.quiet[purpose].items()
+        if convoys.get(name) is obj and versions.get(name, 0) == version and name not in busy
+    }
+
+
+def note_quiet(ctx: Pass, convoy: Convoy, purpose: str) -> None:
+    """Record that a convoy needed nothing for `purpose`, if that finding can be reused: it is
+    settled, all its members are finished, none is missing, and this pass moves none."""
+    view = ctx.index.finished
+    if view is None or convoy.status.phase not in TERMINAL or ctx.quiet_blocked():
+        return
+    if convoy.name in ctx.busy_convoys() or finished_tally(ctx, convoy).pending:
+        return
+    view.quiet[purpose][convoy.name] = (convoy, view.versions.get(convoy.name, 0))
 
 
 def _materialise(ctx: Pass, convoy: Convoy) -> None:

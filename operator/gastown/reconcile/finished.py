@@ -135,6 +135,11 @@ class FinishedView:
     cache shared between views, valid for that very object (models are immutable and replaced
     on every change, and holding it keeps its identity from being reused)."""
 
+    quiet: dict[str, dict[str, tuple[object, int]]]
+    """Per purpose ("pass", "check"): settled convoys found needing nothing, with the Convoy
+    object looked at and the convoy's version then (see `convoys.quiet_convoys`); shared
+    between views like `memo`, valid while both are the same."""
+
     def tally_key(self, convoy: str) -> tuple[str, int]:
         """The memo key of a convoy's tally as of this view."""
         return (convoy, self.versions.get(convoy, 0))
@@ -178,6 +183,7 @@ class FinishedBeads:
         self.versions: dict[str, int] = {}
         self._counter = 0
         self._memo: dict[tuple[str, int], tuple[object, ConvoyTally]] = {}
+        self._quiet: dict[str, dict[str, tuple[object, int]]] = {"pass": {}, "check": {}}
         self._view: FinishedView | None = None
 
     @classmethod
@@ -280,6 +286,8 @@ class FinishedBeads:
         """A convoy is gone: it lists nothing any more."""
         self.observe_convoy(convoy, ())
         self._memo = {k: v for k, v in self._memo.items() if k[0] != convoy}
+        for found in self._quiet.values():
+            found.pop(convoy, None)
 
     def view(self) -> FinishedView:
         """An immutable copy for one pass (the same object until the next change)."""
@@ -299,6 +307,7 @@ class FinishedBeads:
                 spent=dict(self.spent),
                 versions=dict(self.versions),
                 memo=self._memo,
+                quiet=self._quiet,
             )
         return self._view
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from gastown.model import AgentPhase, BeadPhase, Violation
 from gastown.reconcile.context import Pass
-from gastown.reconcile.convoys import convoy_counts
+from gastown.reconcile.convoys import convoy_counts, note_quiet, quiet_convoys
 from gastown.reconcile.snapshot import Snapshot
 
 DUPLICATE_HOOK = "DuplicateHook"
@@ -138,13 +138,18 @@ def _reviews(ctx: Pass) -> list[Violation]:
 
 def _convoys(ctx: Pass) -> list[Violation]:
     found: list[Violation] = []
+    quiet = quiet_convoys(ctx, "check")
     for name in sorted(ctx.snap.convoys):
         convoy = ctx.snap.convoys[name]
         if convoy.status.observed_generation is None and convoy.status.phase is None:
             continue  # never reconciled yet: nothing has been claimed about it
+        if name in quiet:
+            continue  # checked before: same convoy object, same finished members
         total, closed, failed, _ = convoy_counts(ctx, convoy, settle=False)
         status = convoy.status
-        if (status.total, status.closed, status.failed) != (total, closed, failed):
+        if (status.total, status.closed, status.failed) == (total, closed, failed):
+            note_quiet(ctx, convoy, "check")
+        else:
             found.append(
                 _v(
                     CONVOY_PROGRESS,

@@ -46,6 +46,7 @@ from gastown.reconcile.finished import FinishedBead
 from gastown.reconcile.snapshot import Snapshot
 
 MILLION = 1_000_000
+NOTHING = Spend()
 
 
 def session_key(agent: Agent, generation: int) -> str:
@@ -341,6 +342,9 @@ def build_view(snap: Snapshot, policy: BudgetPolicy, now: datetime) -> SpendView
     view.town = fold_town(snap.town.status.spend, town_effective, view.live, now)
     for convoy_name, group in snap.convoys.items():
         figures = convoy_effective.get(convoy_name, {})
+        if group.status.spend is None and not figures:
+            view.effective_convoy[convoy_name] = NOTHING  # what the fold would give
+            continue
         view.effective_convoy[convoy_name] = fold_convoy(
             group.status.spend, figures, view.live
         ).total

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from gastown.model import Bead, BeadPhase
 from gastown.reconcile import Snapshot, check_invariants, reconcile
-from gastown.reconcile.convoys import listed_names
+from gastown.reconcile.context import Pass
+from gastown.reconcile.convoys import listed_names, quiet_convoys
 from gastown.reconcile.finished import BeadMap, FinishedBead, FinishedBeads, FinishedView
 from tests.unit.reconcile.builders import World, bead, convoy, seconds, town
 from tests.unit.reconcile.test_properties import EVENTS, SETTINGS, act, build, dags
@@ -192,3 +193,78 @@ def test_records_know_their_convoy_route() -> None:
     assert _record("a").convoy is None
     assert FinishedBead.of(bead("b", convoy="c", phase="closed")).convoy == "c"
     assert isinstance(_record("a").bead(), Bead)
+
+
+def _landed_world() -> World:
+    """A landed convoy whose three members are closed (one named, two listed)."""
+    world = World.of(
+        town(),
+        convoy(
+            "c",
+            [],
+            beads=["x", "y"],
+            mode="review-and-merge",
+            phase="Landed",
+            total=3,
+            closed=3,
+            failed=0,
+            progress="3/3",
+            startedAt="2026-01-01T00:00:00Z",
+            observedGeneration=1,
+        ),
+        bead("x", phase="closed"),
+        bead("y", phase="closed"),
+        bead("z", convoy="c", phase="closed"),
+    )
+    assert world.step(seconds(1)) == []
+    assert world.violations() == []
+    assert "c" in world.snapshot().beads.finished.quiet["pass"]  # type: ignore[attr-defined]
+    return world
+
+
+def _progress(world: World) -> tuple[int, int, int]:
+    status = world.convoys["c"].status
+    return (status.total, status.closed, status.failed)
+
+
+def test_a_settled_convoy_is_skipped_until_a_member_changes() -> None:
+    world = _landed_world()
+    assert world.step(seconds(1)) == []  # skipped: nothing changed
+    del world.beads["z"]  # deleted (retention, or a user)
+    check(world)
+    world.step(seconds(1))
+    assert _progress(world) == (2, 2, 0)
+    check(world)
+
+
+def test_a_settled_convoy_sees_a_member_fail_or_come_back_to_life() -> None:
+    world = _landed_world()
+    old = world.beads["x"]
+    world.beads["x"] = old.model_copy(
+        update={"status": old.status.model_copy(update={"phase": BeadPhase.FAILED})}
+    )
+    world.step(seconds(1))
+    assert _progress(world) == (3, 2, 1)
+    assert world.step(seconds(1)) == []  # the written convoy is found quiet again
+    world.put(bead("w", convoy="c"))  # a new live member: the convoy is busy again
+    check(world)
+    world.step(seconds(1))
+    assert _progress(world) == (4, 2, 1)
+    check(world)
+
+
+def test_the_invariant_check_skips_only_what_it_checked() -> None:
+    world = _landed_world()
+    assert world.violations() == []
+    # The same convoy object, now with a member gone: the check must look again.
+    del world.beads["y"]
+    snap = world.snapshot()
+    assert [v.code for v in check_invariants(snap, world.now)] == ["ConvoyProgressMismatch"]
+
+
+def test_no_settled_convoy_is_skipped_while_the_pass_moves_a_finished_bead() -> None:
+    world = _landed_world()
+    ctx = Pass(world.snapshot(), world.now)
+    assert quiet_convoys(ctx, "pass") == {"c"}
+    ctx.plan_phase("z", BeadPhase.OPEN)
+    assert quiet_convoys(ctx, "pass") == set()

@@ -67,6 +67,8 @@ class FinishedBead:
     failed_at: datetime | None  # lastFailureAt, aware
     rate_limited_at: datetime | None  # rateLimited.at, aware
     spend: Usage | None  # status.spend.total
+    finished_at: datetime | None  # closedAt, else when it entered its phase (aware)
+    owned: bool  # owned by a bead or convoy (garbage-collected with it)
     payload: Bead | bytes  # the model (tests) or its compressed JSON (the adapter)
 
     @classmethod
@@ -75,6 +77,8 @@ class FinishedBead:
         spec, status = bead.spec, bead.status
         mr, rework, hold = spec.merge_request, spec.rework, status.rate_limited
         failed = status.last_failure_at
+        at = status.closed_at or status.phase_since or failed
+        owners = bead.metadata.owner_references
         return cls(
             name=bead.metadata.name,
             uid=bead.metadata.uid or "",
@@ -89,6 +93,8 @@ class FinishedBead:
             failed_at=_aware(failed) if failed is not None else None,
             rate_limited_at=_aware(hold.at) if hold is not None else None,
             spend=status.spend.total if status.spend is not None else None,
+            finished_at=_aware(at) if at is not None else None,
+            owned=any(ref.kind in ("Bead", "Convoy") for ref in owners),
             payload=encode(raw) if raw is not None else bead,
         )
 
@@ -126,6 +132,9 @@ class FinishedView:
     """rateLimited.at of every finished bead that has one, sorted (aware)."""
     work_counts: Mapping[BeadPhase, int]
     """Finished issue and rework beads by phase."""
+    expiry: tuple[tuple[datetime, str], ...]
+    """(finishedAt, name) of every finished issue no bead or convoy owns, sorted: what the
+    retention policy may delete, oldest first (see `retention`)."""
     spent: Mapping[str, FinishedBead]
     """Finished beads whose status records spend."""
     versions: Mapping[str, int]
@@ -147,6 +156,12 @@ class FinishedView:
     def since(self, times: tuple[datetime, ...], moment: datetime) -> int:
         """How many of the sorted `times` are at or after `moment`."""
         return len(times) - bisect.bisect_left(times, moment)
+
+
+def expires(record: FinishedBead) -> bool:
+    """True if retention may delete the bead itself: a finished issue with a known finish time
+    that no bead or convoy owns (owned ones go with their owner)."""
+    return record.type is BeadType.ISSUE and not record.owned and record.finished_at is not None
 
 
 def _insert(items: list[datetime], moment: datetime | None) -> None:
@@ -178,6 +193,7 @@ class FinishedBeads:
         self.rate_limited: list[datetime] = []
         self.work_counts: Counter[BeadPhase] = Counter()
         self.spent: dict[str, FinishedBead] = {}
+        self.expiry: list[tuple[datetime, str]] = []
         self.listers: dict[str, set[str]] = {}  # listed name -> convoys that list it
         self.listed: dict[str, tuple[str, ...]] = {}  # convoy -> the names it lists
         self.versions: dict[str, int] = {}
@@ -232,6 +248,8 @@ class FinishedBeads:
             self.work_counts[record.phase] += 1
         if record.spend is not None:
             self.spent[name] = record
+        if record.finished_at is not None and expires(record):
+            bisect.insort(self.expiry, (record.finished_at, name))
         self._touch(record)
 
     def discard(self, name: str) -> None:
@@ -254,6 +272,10 @@ class FinishedBeads:
         _remove(self.failures, record.failed_at)
         _remove(self.rate_limited, record.rate_limited_at)
         self.spent.pop(name, None)
+        if record.finished_at is not None and expires(record):
+            at = bisect.bisect_left(self.expiry, (record.finished_at, name))
+            if at < len(self.expiry) and self.expiry[at][1] == name:
+                del self.expiry[at]
         if record.type in WORK_TYPES:
             self.work_counts[record.phase] -= 1
             if not self.work_counts[record.phase]:
@@ -304,6 +326,7 @@ class FinishedBeads:
                 failures=tuple(self.failures),
                 rate_limited=tuple(self.rate_limited),
                 work_counts=dict(self.work_counts),
+                expiry=tuple(self.expiry),
                 spent=dict(self.spent),
                 versions=dict(self.versions),
                 memo=self._memo,

@@ -12,6 +12,9 @@ fields in storage order (`bead.status.phase`, `bead.spec.type`: the floor of any
 that looks each bead up by name in name order (`beads[name].status.phase`: what rules that walk
 a sorted bucket pay per bead). Both are linear algorithms; how much their per-bead cost still
 grows from 10k to 100k beads is the memory hierarchy (objects no longer fit in the CPU caches).
+The last column times pass plus invariants on the same town as the operator's store hands it
+over (finished beads in the summary, see `gastown.reconcile.finished`; 0 on checkouts without
+it): what a resync pass of the operator costs there.
 
 A second table times the event-driven pass of a town that has lived long: `--finished`
 finished beads (closed and failed issues of landed convoys, half of them materialised tasks,
@@ -42,6 +45,11 @@ from typing import Any
 from gastown.kube.store import Store, TownStore
 from gastown.model import Agent, Bead, Convoy, Town
 from gastown.reconcile import PodView, Snapshot, check_invariants, reconcile
+
+try:
+    from gastown.reconcile.finished import BeadMap
+except ImportError:  # an older checkout (before/after runs): no summarised column
+    BeadMap = None  # type: ignore[assignment,misc]
 from gastown.reconcile.names import pod_name, task_bead_name
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -196,6 +204,30 @@ def fresh(snap: Snapshot) -> Snapshot:
     )
 
 
+def summarised(snap: Snapshot) -> Snapshot:
+    """The same town as the operator's store hands it over: finished beads in the summary."""
+    beads = BeadMap.split(snap.beads)
+    return Snapshot(
+        town=snap.town,
+        beads=beads,
+        convoys=snap.convoys,
+        agents=snap.agents,
+        pods=snap.pods,
+    )
+
+
+def fresh_summarised(snap: Snapshot) -> Snapshot:
+    """A new summarised snapshot over the same live beads and summary view."""
+    assert isinstance(snap.beads, BeadMap)
+    return Snapshot(
+        town=snap.town,
+        beads=BeadMap(snap.beads.live, snap.beads.finished),
+        convoys=snap.convoys,
+        agents=snap.agents,
+        pods=snap.pods,
+    )
+
+
 def read_all(snap: Snapshot) -> int:
     """Yardstick: read two fields of every bead in storage order (the floor of any sweep)."""
     count = 0
@@ -225,6 +257,11 @@ def measure(n_beads: int, repeat: int) -> dict[str, float]:
     reads = []
     lookups = []
     names = sorted(snap.beads)
+    store_snap = summarised(snap) if BeadMap is not None else None
+    if store_snap is not None:
+        reconcile(fresh_summarised(store_snap), NOW)  # warm-up (and the convoy memo)
+        check_invariants(fresh_summarised(store_snap), NOW)
+    stored = [0.0]
     actions = violations = 0
     for _ in range(repeat):
         start = time.perf_counter()
@@ -241,6 +278,12 @@ def measure(n_beads: int, repeat: int) -> dict[str, float]:
         start = time.perf_counter()
         violations = len(check_invariants(current, NOW))
         checks.append((time.perf_counter() - start) * 1000)
+        if store_snap is not None:
+            current = fresh_summarised(store_snap)
+            start = time.perf_counter()
+            reconcile(current, NOW)
+            check_invariants(fresh_summarised(store_snap), NOW)
+            stored.append((time.perf_counter() - start) * 1000)
     return {
         "beads": len(snap.beads),
         "agents": len(snap.agents),
@@ -254,6 +297,7 @@ def measure(n_beads: int, repeat: int) -> dict[str, float]:
         "violations": violations,
         "read_median": statistics.median(reads),
         "lookup_median": statistics.median(lookups),
+        "stored_median": statistics.median(stored[1:] or stored),
     }
 
 
@@ -450,6 +494,11 @@ def fill_store(n_finished: int, n_active: int, spend: bool) -> tuple[TownStore, 
     return town, _rss_kb() - before
 
 
+def process_rss_mb() -> float:
+    """This process's resident memory now, in MB."""
+    return _rss_kb() / 1024
+
+
 def _event_pass(town: TownStore) -> tuple[float, int]:
     """What the loop does after one event: snapshot, pass, snapshot again, invariants."""
     start = time.perf_counter()
@@ -496,6 +545,7 @@ def measure_long_lived(n_finished: int, n_active: int, repeat: int, spend: bool)
         "finishing_min": min(finishing),
         "actions": actions,
         "rss_mb": rss_kb / 1024,
+        "process_rss_mb": process_rss_mb(),
     }
 
 
@@ -514,13 +564,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{'issue beads':>11} {'all beads':>9} {'agents':>6} {'convoys':>7} "
         f"{'median ms':>9} {'min ms':>7} {'max ms':>7} {'actions':>7} "
         f"{'us/bead':>7} {'inv median ms':>13} {'inv min ms':>10} {'read us/bead':>12} "
-        f"{'lookup us/bead':>14}"
+        f"{'lookup us/bead':>14} {'summarised ms':>13}"
     )
     ok = True
     per_bead: dict[int, float] = {}
     read_per_bead: dict[int, float] = {}
     lookup_per_bead: dict[int, float] = {}
-    for size in (int(s) for s in args.sizes.split(",")):
+    for size in (int(s) for s in args.sizes.split(",") if s):
         r = measure(size, args.repeat if size < 100000 else max(3, args.repeat // 3))
         per_bead[size] = r["median"] * 1000 / r["beads"]
         read_per_bead[size] = r["read_median"] * 1000 / r["beads"]
@@ -529,7 +579,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{size:>11} {r['beads']:>9} {r['agents']:>6} {r['convoys']:>7} "
             f"{r['median']:>9.1f} {r['min']:>7.1f} {r['max']:>7.1f} {r['actions']:>7} "
             f"{per_bead[size]:>7.2f} {r['inv_median']:>13.1f} {r['inv_min']:>10.1f} "
-            f"{read_per_bead[size]:>12.3f} {lookup_per_bead[size]:>14.3f}"
+            f"{read_per_bead[size]:>12.3f} {lookup_per_bead[size]:>14.3f} "
+            f"{r['stored_median']:>13.1f}"
         )
         if size == 10000 and (r["median"] > 50 or r["inv_median"] > 50):
             ok = False
@@ -555,7 +606,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['actions']:>7}\n"
             f"{'a bead finishes':>22} {r['finishing']:>9.1f} {r['finishing_min']:>7.1f}"
         )
-        print(f"store memory (RSS growth while filling it): {r['rss_mb']:.0f} MB")
+        print(
+            f"store memory (RSS growth while filling it): {r['rss_mb']:.0f} MB; "
+            f"this process's RSS after the passes: {r['process_rss_mb']:.0f} MB"
+        )
     return 0 if ok else 1
 
 

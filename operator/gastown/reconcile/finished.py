@@ -22,11 +22,12 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from gastown.model import Bead, BeadPhase, BeadType
 from gastown.model.spend import Usage
 
+V = TypeVar("V")
 FINISHED = (BeadPhase.CLOSED, BeadPhase.FAILED)
 WORK_TYPES = (BeadType.ISSUE, BeadType.REWORK)
 
@@ -158,6 +159,76 @@ class FinishedView:
         return len(times) - bisect.bisect_left(times, moment)
 
 
+class Overlaid(Mapping[str, V]):
+    """A read-only mapping: `delta` (None marks a removed key) over a shared `base`."""
+
+    __slots__ = ("base", "delta")
+
+    def __init__(self, base: Mapping[str, V], delta: Mapping[str, V | None]) -> None:
+        self.base = base
+        self.delta = delta
+
+    def get(self, key: str, default: Any = None) -> Any:
+        delta = self.delta
+        if key in delta:
+            value = delta[key]
+            return default if value is None else value
+        return self.base.get(key, default)
+
+    def __getitem__(self, key: str) -> V:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value  # type: ignore[no-any-return]
+
+    def __contains__(self, key: object) -> bool:
+        delta = self.delta
+        if key in delta:
+            return delta[key] is not None  # type: ignore[index]
+        return key in self.base
+
+    def __iter__(self) -> Iterator[str]:
+        delta = self.delta
+        yield from (k for k in self.base if k not in delta)
+        yield from (k for k, v in delta.items() if v is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+class LayeredDict(Generic[V]):
+    """A dict whose read-only copies cost what changed since the last fold, not its size.
+
+    Views share an immutable `base` and get a copy of the small `delta`; once the delta has
+    grown past a fraction of the whole, it is folded into a new base (one copy, amortised over
+    that many changes)."""
+
+    __slots__ = ("_base", "_delta", "current")
+
+    def __init__(self) -> None:
+        self.current: dict[str, V] = {}
+        self._base: dict[str, V] = {}
+        self._delta: dict[str, V | None] = {}
+
+    def set(self, key: str, value: V) -> None:
+        """Add or replace `key`."""
+        self.current[key] = value
+        self._delta[key] = value
+
+    def pop(self, key: str) -> None:
+        """Remove `key` (a no-op if absent)."""
+        if self.current.pop(key, None) is not None:
+            self._delta[key] = None
+
+    def view(self) -> Mapping[str, V]:
+        """A read-only copy as of now."""
+        if len(self._delta) > max(1024, len(self.current) // 32):
+            self._base, self._delta = dict(self.current), {}
+        if not self._delta:
+            return self._base
+        return Overlaid(self._base, dict(self._delta))
+
+
 def expires(record: FinishedBead) -> bool:
     """True if retention may delete the bead itself: a finished issue with a known finish time
     that no bead or convoy owns (owned ones go with their owner)."""
@@ -186,13 +257,16 @@ class FinishedBeads:
     """
 
     def __init__(self) -> None:
-        self.records: dict[str, FinishedBead] = {}
+        self._records: LayeredDict[FinishedBead] = LayeredDict()
+        self.records = self._records.current  # read-only outside this class
         self.named: dict[str, dict[str, BeadPhase]] = {}
-        self.by_source: dict[str, tuple[str, ...]] = {}
+        self._by_source: LayeredDict[tuple[str, ...]] = LayeredDict()
+        self.by_source = self._by_source.current
         self.failures: list[datetime] = []
         self.rate_limited: list[datetime] = []
         self.work_counts: Counter[BeadPhase] = Counter()
-        self.spent: dict[str, FinishedBead] = {}
+        self._spent: LayeredDict[FinishedBead] = LayeredDict()
+        self.spent = self._spent.current
         self.expiry: list[tuple[datetime, str]] = []
         self.listers: dict[str, set[str]] = {}  # listed name -> convoys that list it
         self.listed: dict[str, tuple[str, ...]] = {}  # convoy -> the names it lists
@@ -235,28 +309,29 @@ class FinishedBeads:
         self.discard(bead.metadata.name)
         record = FinishedBead.of(bead, raw)
         name = record.name
-        self.records[name] = record
+        self._records.set(name, record)
         if record.convoy is not None:
             self.named[record.convoy] = {**self.named.get(record.convoy, {}), name: record.phase}
         if record.source is not None:
-            self.by_source[record.source] = tuple(
-                sorted((*self.by_source.get(record.source, ()), name))
+            self._by_source.set(
+                record.source, tuple(sorted((*self.by_source.get(record.source, ()), name)))
             )
         _insert(self.failures, record.failed_at)
         _insert(self.rate_limited, record.rate_limited_at)
         if record.type in WORK_TYPES:
             self.work_counts[record.phase] += 1
         if record.spend is not None:
-            self.spent[name] = record
+            self._spent.set(name, record)
         if record.finished_at is not None and expires(record):
             bisect.insort(self.expiry, (record.finished_at, name))
         self._touch(record)
 
     def discard(self, name: str) -> None:
         """Forget a bead that is no longer finished (or gone); a no-op for unknown names."""
-        record = self.records.pop(name, None)
+        record = self.records.get(name)
         if record is None:
             return
+        self._records.pop(name)
         if record.convoy is not None:
             members = {k: v for k, v in self.named[record.convoy].items() if k != name}
             if members:
@@ -266,12 +341,12 @@ class FinishedBeads:
         if record.source is not None:
             rest = tuple(n for n in self.by_source[record.source] if n != name)
             if rest:
-                self.by_source[record.source] = rest
+                self._by_source.set(record.source, rest)
             else:
-                del self.by_source[record.source]
+                self._by_source.pop(record.source)
         _remove(self.failures, record.failed_at)
         _remove(self.rate_limited, record.rate_limited_at)
-        self.spent.pop(name, None)
+        self._spent.pop(name)
         if record.finished_at is not None and expires(record):
             at = bisect.bisect_left(self.expiry, (record.finished_at, name))
             if at < len(self.expiry) and self.expiry[at][1] == name:
@@ -320,14 +395,14 @@ class FinishedBeads:
                     k: v for k, v in self._memo.items() if self.versions.get(k[0], 0) == k[1]
                 }
             self._view = FinishedView(
-                records=dict(self.records),
+                records=self._records.view(),
                 named=dict(self.named),
-                by_source=dict(self.by_source),
+                by_source=self._by_source.view(),
                 failures=tuple(self.failures),
                 rate_limited=tuple(self.rate_limited),
                 work_counts=dict(self.work_counts),
                 expiry=tuple(self.expiry),
-                spent=dict(self.spent),
+                spent=self._spent.view(),
                 versions=dict(self.versions),
                 memo=self._memo,
                 quiet=self._quiet,
@@ -338,9 +413,6 @@ class FinishedBeads:
 def empty_view() -> FinishedView:
     """The view of a town without finished beads."""
     return FinishedBeads().view()
-
-
-V = TypeVar("V")
 
 
 class BeadMap(Mapping[str, Bead]):

@@ -21,7 +21,13 @@ from gastown.model import Bead, BeadPhase
 from gastown.reconcile import Snapshot, check_invariants, reconcile
 from gastown.reconcile.context import Pass
 from gastown.reconcile.convoys import listed_names, quiet_convoys
-from gastown.reconcile.finished import BeadMap, FinishedBead, FinishedBeads, FinishedView
+from gastown.reconcile.finished import (
+    BeadMap,
+    FinishedBead,
+    FinishedBeads,
+    FinishedView,
+    LayeredDict,
+)
 from tests.unit.reconcile.builders import World, bead, convoy, seconds, town
 from tests.unit.reconcile.test_properties import EVENTS, SETTINGS, act, build, dags
 
@@ -268,3 +274,30 @@ def test_no_settled_convoy_is_skipped_while_the_pass_moves_a_finished_bead() -> 
     assert quiet_convoys(ctx, "pass") == {"c"}
     ctx.plan_phase("z", BeadPhase.OPEN)
     assert quiet_convoys(ctx, "pass") == set()
+
+
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 60)), max_size=40))
+def test_layered_copies_equal_the_dict_and_never_change(ops: list[tuple[bool, int]]) -> None:
+    layered: LayeredDict[int] = LayeredDict()
+    plain_dict: dict[str, int] = {}
+    views = []
+    # Enough changes before the random ones to fold the delta into a new base at least once.
+    for i in range(1500):
+        layered.set(f"k{i}", i)
+        plain_dict[f"k{i}"] = i
+        if i % 500 == 0:
+            views.append((layered.view(), dict(plain_dict)))
+    for add, key in ops:
+        if add:
+            layered.set(f"k{key}", -key)
+            plain_dict[f"k{key}"] = -key
+        else:
+            layered.pop(f"k{key}")
+            plain_dict.pop(f"k{key}", None)
+        views.append((layered.view(), dict(plain_dict)))
+    for view, expected in views:
+        assert dict(view.items()) == expected
+        assert len(view) == len(expected)
+        for key in ("k1", "k5", "k699", "k59"):
+            assert (key in view) == (key in expected)
+            assert view.get(key) == expected.get(key)

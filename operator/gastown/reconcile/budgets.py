@@ -82,7 +82,10 @@ def evaluate_budgets(ctx: Pass) -> None:
     ctx.town_budgets = town_budget_states(ctx.policy.budget, ctx.spend.town, ctx.now)
     if ctx.town_budgets and ctx.dispatch_blocked_reason is None:
         ctx.dispatch_blocked_reason = BUDGET_EXCEEDED
+    default = ctx.policy.budget.per_convoy_usd
     for convoy in ctx.snap.convoys.values():
+        if default is None and convoy.spec.budget_usd is None:
+            continue  # no budget: `convoy_budget_state` is None (the common case, made cheap)
         state = convoy_budget_state(ctx, convoy)
         if state is not None:
             ctx.convoy_budgets[convoy.name] = state

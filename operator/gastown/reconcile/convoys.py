@@ -127,11 +127,11 @@ def reconcile_convoys(ctx: Pass) -> None:
     """Materialise tasks, then bring each convoy's status and landing up to date."""
     quiet = quiet_convoys(ctx, "pass")
     for name in sorted(ctx.snap.convoys):
+        if name in quiet:
+            continue  # settled, and nothing it depends on changed since it needed nothing
         convoy = ctx.snap.convoys[name]
         if not ctx.free(Kind.CONVOY, name) or convoy.metadata.deletion_timestamp is not None:
             continue
-        if name in quiet:
-            continue  # settled, and nothing it depends on changed since it needed nothing
         terminal = convoy.status.phase in TERMINAL
         cycle = set() if terminal else task_cycle(convoy)  # a settled convoy ignores cycles
         if not terminal and not cycle:

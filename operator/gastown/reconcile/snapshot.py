@@ -215,7 +215,7 @@ class Index:
         self.holders: list[str] = []  # the assignee of every in_progress bead that has one
         self.assignees: Mapping[str, str] = {}  # bead -> assignee, for beads that have one
         self.finished_failures: tuple[datetime, ...] = ()  # of finished beads, if summarised
-        self.rate_limited: list[str] = []  # live beads with status.rateLimited (if summarised)
+        self.rate_limited: list[str] = []  # live beads with status.rateLimited
         assignees: dict[str, str] = {}
         phases: dict[str, BeadPhase] = {}
         by_source: dict[str, list[str]] = defaultdict(list)
@@ -251,6 +251,8 @@ class Index:
                     members[convoy].append(name)
             if phase is closed or phase is failed:
                 continue
+            if status.rate_limited is not None:
+                self.rate_limited.append(name)
             work = kind is issue or kind is rework
             if phase is open_ and assignee is None:
                 if work and not spec.cancel and bead.metadata.deletion_timestamp is None:
@@ -278,8 +280,7 @@ class Index:
                     self.holders.append(assignee)
             elif phase is in_review:
                 self.in_review.append(name)
-        if self.finished is not None:
-            self.rate_limited = sorted(n for n, b in beads.items() if b.status.rate_limited)
+        self.rate_limited.sort()
         active_work.sort()
         live_mrs.sort()
         self.pr_mrs.sort()

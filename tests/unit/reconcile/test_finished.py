@@ -28,7 +28,8 @@ from gastown.reconcile.finished import (
     FinishedView,
     LayeredDict,
 )
-from tests.unit.reconcile.builders import World, bead, convoy, seconds, town
+from gastown.reconcile.ratelimits import rate_limit_state
+from tests.unit.reconcile.builders import T0, World, bead, convoy, seconds, town
 from tests.unit.reconcile.test_properties import EVENTS, SETTINGS, act, build, dags
 
 
@@ -301,3 +302,24 @@ def test_layered_copies_equal_the_dict_and_never_change(ops: list[tuple[bool, in
         for key in ("k1", "k5", "k699", "k59"):
             assert (key in view) == (key in expected)
             assert view.get(key) == expected.get(key)
+
+
+def test_rate_limit_state_counts_finished_endings_by_bisection() -> None:
+    def hold(minutes_ago: float, until_in: float) -> dict[str, str]:
+        at = T0 - timedelta(minutes=minutes_ago)
+        until = T0 + timedelta(minutes=until_in)
+        return {"at": at.isoformat(), "until": until.isoformat(), "count": "1"}
+
+    world = World.of(
+        town(),
+        bead("held", phase="open", rateLimited=hold(1, 5)),
+        bead("done-recent", phase="closed", rateLimited=hold(2, -1)),
+        bead("done-old", phase="closed", rateLimited=hold(600, -500)),
+        bead("failed-future", phase="failed", rateLimited=hold(-3, 10)),
+    )
+    snap = world.snapshot()
+    policy = snap.town.spec.policy.rate_limits
+    state = rate_limit_state(snap, policy, world.now)
+    assert state == rate_limit_state(plain(snap, world), policy, world.now)
+    assert (state.held_beads, state.recent) == (1, 3)
+    check(world)

@@ -20,7 +20,7 @@ SPEND_RECORDED = "SpendRecorded"
 
 def evaluate_spend(ctx: Pass) -> None:
     """Build the pass's spend view (effective figures for budgets, pending writes)."""
-    ctx.spend = build_view(ctx.snap, ctx.policy.budget, ctx.now)
+    ctx.spend = build_view(ctx.snap, ctx.policy.budget, ctx.now, ctx.spendless_convoys())
 
 
 def record_spend(ctx: Pass) -> None:
@@ -29,10 +29,9 @@ def record_spend(ctx: Pass) -> None:
         if ctx.free(Kind.BEAD, name):
             _record_bead(ctx, ctx.snap.beads[name], spend)
     stored, budgets = ctx.spend.stored, ctx.convoy_budgets
-    for convoy in ctx.snap.convoys.values():
-        name, status = convoy.metadata.name, convoy.status
-        quiet = status.spend is None and status.budget_exceeded is None
-        if quiet and name not in stored and budgets.get(name) is None:
+    spendless = ctx.spendless_convoys()
+    for name, convoy in ctx.snap.convoys.items():
+        if name in spendless and name not in stored and budgets.get(name) is None:
             continue  # nothing spent, nothing to count, no budget state (most convoys)
         if ctx.free(Kind.CONVOY, name):
             _record_convoy(ctx, convoy)

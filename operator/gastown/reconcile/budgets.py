@@ -83,9 +83,10 @@ def evaluate_budgets(ctx: Pass) -> None:
     if ctx.town_budgets and ctx.dispatch_blocked_reason is None:
         ctx.dispatch_blocked_reason = BUDGET_EXCEEDED
     default = ctx.policy.budget.per_convoy_usd
-    for convoy in ctx.snap.convoys.values():
-        if default is None and convoy.spec.budget_usd is None:
-            continue  # no budget: `convoy_budget_state` is None (the common case, made cheap)
+    skip = ctx.spendless_convoys() if default is None else set()
+    for name, convoy in ctx.snap.convoys.items():
+        if name in skip:
+            continue  # no budget at all: `convoy_budget_state` is None
         state = convoy_budget_state(ctx, convoy)
         if state is not None:
             ctx.convoy_budgets[convoy.name] = state

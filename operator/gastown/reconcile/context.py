@@ -58,6 +58,7 @@ class Pass:
         self._readiness: Readiness | None = None
         self.members_cache: dict[str, list[str]] = {}
         self._busy: set[str] | None = None
+        self._spendless: set[str] | None = None
         # Spend, budgets and rate limits as this pass sees them (see `accounting`, `budgets`,
         # `ratelimits`); empty until evaluated at the start of the pass.
         self.spend = SpendView()
@@ -166,6 +167,28 @@ class Pass:
         finished = self.index.finished
         planned = self._phase
         return finished is not None and any(name in finished.records for name in planned)
+
+    def spendless_convoys(self) -> set[str]:
+        """Convoys with no spend, no budget state and no budget of their own in the snapshot
+        (most settled ones): the spend and budget rules skip them without reading them."""
+        if self._spendless is None:
+            finished = self.index.finished
+            known: dict[str, object] = finished.spendless if finished is not None else {}
+            found = set()
+            for name, convoy in self.snap.convoys.items():
+                if known.get(name) is convoy:
+                    found.add(name)
+                    continue
+                status = convoy.status
+                if (
+                    status.spend is None
+                    and status.budget_exceeded is None
+                    and convoy.spec.budget_usd is None
+                ):
+                    known[name] = convoy
+                    found.add(name)
+            self._spendless = found
+        return self._spendless
 
     def busy_convoys(self) -> set[str]:
         """Convoys with a live member (a bead that names or is listed by it and is live)."""

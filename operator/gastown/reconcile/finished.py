@@ -150,6 +150,10 @@ class FinishedView:
     object looked at and the convoy's version then (see `convoys.quiet_convoys`); shared
     between views like `memo`, valid while both are the same."""
 
+    spendless: dict[str, object]
+    """Convoys found without spend, budget state or budget of their own, with the Convoy
+    object looked at (valid while it is the same); shared between views like `memo`."""
+
     def tally_key(self, convoy: str) -> tuple[str, int]:
         """The memo key of a convoy's tally as of this view."""
         return (convoy, self.versions.get(convoy, 0))
@@ -274,6 +278,7 @@ class FinishedBeads:
         self._counter = 0
         self._memo: dict[tuple[str, int], tuple[object, ConvoyTally]] = {}
         self._quiet: dict[str, dict[str, tuple[object, int]]] = {"pass": {}, "check": {}}
+        self._spendless: dict[str, object] = {}
         self._view: FinishedView | None = None
 
     @classmethod
@@ -385,6 +390,7 @@ class FinishedBeads:
         self._memo = {k: v for k, v in self._memo.items() if k[0] != convoy}
         for found in self._quiet.values():
             found.pop(convoy, None)
+        self._spendless.pop(convoy, None)
 
     def view(self) -> FinishedView:
         """An immutable copy for one pass (the same object until the next change)."""
@@ -406,6 +412,7 @@ class FinishedBeads:
                 versions=dict(self.versions),
                 memo=self._memo,
                 quiet=self._quiet,
+                spendless=self._spendless,
             )
         return self._view
 

@@ -26,6 +26,7 @@ last in the pass, only on objects no other rule wrote in it (the next pass catch
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -297,8 +298,11 @@ class SpendView:
     """Keys of the beads that exist."""
 
 
-def build_view(snap: Snapshot, policy: BudgetPolicy, now: datetime) -> SpendView:
-    """Everything spend-related one pass needs, from the snapshot alone."""
+def build_view(
+    snap: Snapshot, policy: BudgetPolicy, now: datetime, spendless: AbstractSet[str] = frozenset()
+) -> SpendView:
+    """Everything spend-related one pass needs, from the snapshot alone (`spendless`: convoys
+    known to have no spend recorded, which need no fold unless a bead counts for them)."""
     view = SpendView(beads=pending_bead_spend(snap, policy))
     town_effective: dict[str, Spend] = {}
     convoy_effective: dict[str, dict[str, Spend]] = {}
@@ -341,6 +345,9 @@ def build_view(snap: Snapshot, policy: BudgetPolicy, now: datetime) -> SpendView
             )
     view.town = fold_town(snap.town.status.spend, town_effective, view.live, now)
     for convoy_name, group in snap.convoys.items():
+        if convoy_name in spendless and convoy_name not in convoy_effective:
+            view.effective_convoy[convoy_name] = NOTHING  # what the fold would give
+            continue
         figures = convoy_effective.get(convoy_name, {})
         if group.status.spend is None and not figures:
             view.effective_convoy[convoy_name] = NOTHING  # what the fold would give

@@ -73,6 +73,10 @@ bench: setup kube-bin ## Run the benchmarks in bench/ and print the figures.
 	$(PY) bench/bench_reconcile.py
 	$(PY) bench/bench_operator.py
 
+.PHONY: soak
+soak: setup kube-bin ## Soak: 500 beads over 20 minutes with leader kills/freezes, API server and etcd restarts, partitions.
+	$(PY) bench/soak.py $(SOAK_ARGS)
+
 .PHONY: demo
 demo: setup kube-bin ## A whole town locally: control plane, real node, operator, Claude Code agents in containers landing a convoy.
 	$(PY) -m gastown.devtools.demo

@@ -7,7 +7,10 @@ Measures, with the operator running as a process (`gastown run`) as in productio
    CPU seconds the operator and each control-plane process spent meanwhile; then its floor: the
    same Pods created bare by the same client at the same concurrency, timed the same way;
 2. API writes per bead over a whole convoy life (operator writes, from its own metrics), by
-   kind, with the Events it posted and the actions it planned;
+   kind and by the action and reason that caused each (`gastown_api_write_causes_total`), with
+   the Events it wrote by involved kind, type and reason, new ones apart from repeats folded
+   into an earlier Event's count (`gastown_events_total`, verb create or patch), and the
+   actions it planned;
 3. API writes per minute by an idle town (after everything landed);
 4. operator peak RSS with 10,000 beads in its store.
 
@@ -186,6 +189,23 @@ def metric_by_label(port: int, name: str, label: str) -> dict[str, int]:
     return dict(sorted(totals.items()))
 
 
+def metric_by_labels(port: int, name: str, *labels: str) -> dict[str, int]:
+    """A Prometheus counter's samples summed per combination of labels ("a/b/c" keys)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    totals: dict[str, int] = {}
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        values = []
+        for label in labels:
+            part = line.split(f'{label}="', 1)
+            values.append(part[1].split('"', 1)[0] if len(part) == 2 else "")
+        key = "/".join(values)
+        totals[key] = totals.get(key, 0) + int(float(line.rsplit(" ", 1)[1]))
+    return dict(sorted(totals.items(), key=lambda item: (-item[1], item[0])))
+
+
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile."""
     ordered = sorted(values)
@@ -326,6 +346,17 @@ def bench_writes(plane: ControlPlane, api: Api, log_dir: Path) -> dict[str, Any]
         events = by_kind.pop("Event", 0)
         writes = sum(by_kind.values())
         actions = metric_by_label(port, "gastown_actions_total", "action")
+        # Which rule caused each write, and which Events were new or folded into a count.
+        causes = metric_by_labels(
+            port, "gastown_api_write_causes_total", "kind", "action", "reason"
+        )
+        event_rows = metric_by_labels(
+            port, "gastown_events_total", "kind", "type", "reason", "verb"
+        )
+        # An operator without that counter (`--operator-source` of an older one) only creates.
+        events_created = (
+            sum(v for k, v in event_rows.items() if k.endswith("/create")) if event_rows else events
+        )
         agent_reports = len(player.played)
         time.sleep(60)  # the idle window itself is what is measured
         idle = metric_sum(port, "gastown_api_writes_total", town="demo") - writes - events
@@ -337,9 +368,13 @@ def bench_writes(plane: ControlPlane, api: Api, log_dir: Path) -> dict[str, Any]
             "agent_reports": agent_reports,
             "idle_writes_per_minute": int(idle),
             "writes_by_kind": by_kind,
-            # Events are API writes too, counted apart: one per transition worth a human's eye.
-            "events": events,
-            "events_per_bead": round(events / len(tasks), 1),
+            # Events are API writes too, counted apart: one per transition worth a human's eye;
+            # a repeat raises an earlier Event's count (a PATCH) instead of creating another.
+            "events": events_created,
+            "events_per_bead": round(events_created / len(tasks), 1),
+            "event_patches": events - events_created,
+            "events_by_kind_type_reason_verb": event_rows,
+            "writes_by_kind_action_reason": causes,
             "actions_by_type": actions,
         }
     finally:
@@ -436,6 +471,10 @@ def main() -> int:
     if "writes" in results:
         w = results["writes"]
         print(f"| operator API writes per bead (convoy of {w['beads']}) | {w['writes_per_bead']} |")
+        print(
+            f"| Events per bead | {w['events_per_bead']} ({w['events']} Events, "
+            f"{w['event_patches']} repeats patched into their count) |"
+        )
         print(f"| API writes per minute, idle town | {w['idle_writes_per_minute']} |")
     if "memory" in results:
         m = results["memory"]

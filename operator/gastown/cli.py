@@ -114,6 +114,13 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.metrics_port:
         os.environ["GASTOWN_METRICS_PORT"] = str(args.metrics_port)
+    if args.leader_elect:
+        os.environ["GASTOWN_LEADER_ELECT"] = "1"  # read by gastown.handlers.startup
+        # The Lease lives in the operator's namespace (the chart sets it), else the first
+        # watched namespace.
+        os.environ.setdefault("GASTOWN_LEASE_NAMESPACE", (args.namespace or ["default"])[0])
+        if args.lease_name:
+            os.environ["GASTOWN_LEASE_NAME"] = args.lease_name
     if args.allow_insecure_provider_urls:
         os.environ["GASTOWN_ALLOW_INSECURE_PROVIDER_URLS"] = "1"  # read by gastown.kube.deputy
     kopf.configure(
@@ -181,6 +188,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--peering",
         default=os.environ.get("GASTOWN_PEERING", ""),
         help="kopf peering object name (default: standalone, one replica)",
+    )
+    run.add_argument(
+        "--leader-elect",
+        action="store_true",
+        default=os.environ.get("GASTOWN_LEADER_ELECT", "").lower() in ("1", "true", "yes"),
+        help="run as one of several replicas: only the holder of a coordination.k8s.io Lease "
+        "reconciles, the others watch and stand by (timings: GASTOWN_LEASE_DURATION_SECONDS, "
+        "GASTOWN_LEASE_RENEW_DEADLINE_SECONDS, GASTOWN_LEASE_RETRY_PERIOD_SECONDS)",
+    )
+    run.add_argument(
+        "--lease-name",
+        default=os.environ.get("GASTOWN_LEASE_NAME", ""),
+        help="name of the leader Lease (default gastown-operator; one per operator release)",
     )
     run.add_argument(
         "--allow-insecure-provider-urls",

@@ -9,7 +9,9 @@ create because it holds every permission it grants), the operator's log must sho
 error, and the same token must be refused everything the operator does not need.
 
 Both modes are covered: cluster-wide (the default values) and namespaced
-(operator.watchNamespaces, a Role per namespace).
+(operator.watchNamespaces, a Role per namespace). The operator runs with the leader election
+settings of the chart's Deployment, so it must also take and renew its Lease with the chart's
+Lease Role alone.
 """
 
 from __future__ import annotations
@@ -65,6 +67,39 @@ def _token_kubeconfig(plane: ControlPlane, token: str, path: Path) -> Path:
     return path
 
 
+def _chart_leader_env(api: Api, namespace: str, deployment: str) -> dict[str, str]:
+    """The leader election variables of the chart's Deployment, as its Pod would get them (the
+    Lease namespace and the identity come from the downward API: the Pod's namespace and
+    name)."""
+    found = api.call("GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/{deployment}")
+    assert found.status == 200, found.body
+    env: dict[str, str] = {}
+    for item in found.body["spec"]["template"]["spec"]["containers"][0].get("env", []):
+        name = item["name"]
+        if name != "GASTOWN_LEADER_ELECT" and not name.startswith("GASTOWN_LEASE_"):
+            continue
+        if "value" in item:
+            env[name] = item["value"]
+            continue
+        field = item["valueFrom"]["fieldRef"]["fieldPath"]
+        if field == "metadata.name":
+            env[name] = "gastown-operator-pod"  # the Pod's name (this operator runs outside)
+        else:
+            assert field == "metadata.namespace", item
+            env[name] = namespace
+    assert env["GASTOWN_LEADER_ELECT"] == "1", env
+    return env
+
+
+def _lease_holder(api: Api, namespace: str, name: str) -> str | None:
+    """holderIdentity of a Lease (None if it is free or missing)."""
+    found = api.call("GET", f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}")
+    if found.status != 200:
+        return None
+    holder: str | None = (found.body.get("spec") or {}).get("holderIdentity")
+    return holder
+
+
 def _mint_token(api: Api, namespace: str, service_account: str) -> str:
     """A short-lived token of a ServiceAccount (TokenRequest), as the kubelet would mount."""
     resp = api.call(
@@ -101,7 +136,8 @@ def chart_operator(
     service_account = f"{release}-gastown"
     token = _mint_token(api, release_namespace, service_account)
     kubeconfig = _token_kubeconfig(control_plane, token, tmp_path / "operator.kubeconfig")
-    process = operator(control_plane, namespace, tmp_path, KUBECONFIG=str(kubeconfig))
+    leader_env = _chart_leader_env(api, release_namespace, service_account)
+    process = operator(control_plane, namespace, tmp_path, KUBECONFIG=str(kubeconfig), **leader_env)
     if mode == "cluster-wide":
         at = process.argv.index("--namespace")
         del process.argv[at : at + 2]
@@ -192,6 +228,12 @@ def test_chart_rbac_is_sufficient_to_land_a_convoy(
     town_obj = view.town()
     assert "gastown.dev/finalizer" in town_obj["metadata"].get("finalizers", [])
     assert town_obj.get("status", {}).get("conditions")
+    # The operator holds its Lease (created and renewed with the chart's Lease Role alone), and
+    # the Town's Leader condition names it.
+    holder = _lease_holder(api, chart_operator.release_namespace, chart_operator.service_account)
+    assert holder, "the operator does not hold the chart's Lease"
+    leader = next(c for c in town_obj["status"]["conditions"] if c["type"] == "Leader")
+    assert leader["message"] == f"reconciled by {holder}"
 
     log = chart_operator.process.log.read_text(errors="replace")
     if chart_operator.mode == "namespaced":
@@ -290,6 +332,9 @@ ALLOWED_IN_NAMESPACE: list[dict[str, str]] = [
 ]
 
 
+LEASES = {"group": "coordination.k8s.io", "resource": "leases"}
+
+
 def test_chart_rbac_is_not_broader_than_needed(
     api: Api, control_plane: ControlPlane, namespace: str, chart_operator: ChartOperator
 ) -> None:
@@ -369,5 +414,16 @@ def test_chart_rbac_is_not_broader_than_needed(
         # still without listing.
         assert operator_api.call("GET", secret_elsewhere).status == 200
         assert operator_api.call("GET", f"/api/v1/namespaces/{elsewhere}/secrets").status == 403
+    # Leases: its own by name (get, update) and create, in the release namespace only.
+    lease = chart_operator.service_account  # the release's full name
+    own = {"namespace": chart_operator.release_namespace, **LEASES}
+    for verb in ("get", "update"):
+        assert _allowed(operator_api, verb=verb, name=lease, **own), verb
+        assert not _allowed(operator_api, verb=verb, name="kube-scheduler", **own), verb
+    assert _allowed(operator_api, verb="create", **own)
+    for verb in ("list", "watch", "delete", "patch"):
+        assert not _allowed(operator_api, verb=verb, name=lease, **own), verb
+    for verb in ("get", "update", "create"):
+        assert not _allowed(operator_api, verb=verb, name=lease, namespace=namespace, **LEASES)
     # The operator is still healthy after all this (refusals do not crash it).
     assert chart_operator.process.alive(), chart_operator.process.tail()

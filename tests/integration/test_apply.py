@@ -146,3 +146,13 @@ async def test_a_burst_of_dispatches_creates_the_town_identity_with_one_request_
     wanted = sorted(f"demo-polecat-app-{i + 1}" for i in range(len(beads)))
     assert named == [wanted, wanted]
     assert result.writes["Role"] <= 3
+
+    # Pods first, records after (`DispatchAgent.after_pod`): etcd's revision orders every write,
+    # so each pod was created before any bead or agent status of the burst was written.
+    beads_now = [api.get("Bead", namespace, b["metadata"]["name"]).body for b in beads]
+    agents_now = [api.get("Agent", namespace, f"demo-polecat-app-{i + 1}").body for i in range(20)]
+    last_pod = max(int(p["metadata"]["resourceVersion"]) for p in pods)
+    first_record = min(int(o["metadata"]["resourceVersion"]) for o in beads_now + agents_now)
+    assert last_pod < first_record
+    assert {b["status"]["phase"] for b in beads_now} == {"in_progress"}
+    assert {a["status"]["pod"] for a in agents_now} == {p["metadata"]["name"] for p in pods}

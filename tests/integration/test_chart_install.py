@@ -55,7 +55,20 @@ def test_helm_install_cluster_wide(
         )
         assert deployment.status == 200
         assert deployment.body["spec"]["replicas"] == 1
-        assert deployment.body["spec"]["strategy"]["type"] == "Recreate"
+        # Leader election (the default): the rollout starts the new pod as a standby first.
+        assert deployment.body["spec"]["strategy"]["type"] == "RollingUpdate"
+        assert deployment.body["spec"]["strategy"]["rollingUpdate"] == {
+            "maxSurge": 1,
+            "maxUnavailable": 0,
+        }
+        # The Lease's Role and binding live in the release namespace, next to the operator.
+        lease_role = api.call(
+            "GET", f"{RBAC}/namespaces/{release_namespace}/roles/{full}-leader-election"
+        )
+        assert lease_role.status == 200, lease_role.body
+        assert lease_role.body["rules"][0]["resourceNames"] == [full]
+        lease_binding = f"{RBAC}/namespaces/{release_namespace}/rolebindings/{full}-leader-election"
+        assert _status(api, lease_binding) == 200
         assert _status(api, f"{ns}/serviceaccounts/{full}") == 200
         assert _status(api, f"{ns}/services/{full}-metrics") == 200
         for name in (full, f"{full}-viewer", f"{full}-editor"):
@@ -104,8 +117,10 @@ def test_helm_install_namespaced(
         assert role.status == 200
         binding = api.call("GET", f"{RBAC}/namespaces/{namespace}/rolebindings/{full}").body
         assert binding["subjects"][0]["namespace"] == release_namespace
-        # No Role in the release's own namespace: the operator does no work there.
+        # No Role for its work in the release's own namespace: it only keeps its Lease there.
         assert _status(api, f"{RBAC}/namespaces/{release_namespace}/roles/{full}") == 404
+        lease_role = f"{RBAC}/namespaces/{release_namespace}/roles/{full}-leader-election"
+        assert _status(api, lease_role) == 200
         cluster_role = api.call("GET", f"{RBAC}/clusterroles/{full}").body
         resources = {res for rule in cluster_role["rules"] for res in rule["resources"]}
         # Cluster-wide only: CRD and namespace discovery, and reading the one admission policy.
@@ -125,6 +140,43 @@ def test_helm_install_namespaced(
     assert _status(api, f"{RBAC}/namespaces/{namespace}/roles/{full}") == 404
 
 
+def test_helm_install_two_replicas(
+    api: Api, control_plane: ControlPlane, release_namespace: str
+) -> None:
+    """replicaCount=2: the API server accepts the PodDisruptionBudget and the anti-affinity."""
+    release = f"gt-{uuid.uuid4().hex[:6]}"
+    full = f"{release}-gastown"
+    kubeconfig = control_plane.kubeconfig
+    helm(
+        "install",
+        release,
+        str(CHART),
+        "--namespace",
+        release_namespace,
+        "--skip-crds",
+        "--set",
+        "replicaCount=2",
+        "--set",
+        "podAntiAffinity.preset=hard",
+        kubeconfig=kubeconfig,
+    )
+    try:
+        apps = f"/apis/apps/v1/namespaces/{release_namespace}"
+        deployment = api.call("GET", f"{apps}/deployments/{full}").body
+        assert deployment["spec"]["replicas"] == 2
+        affinity = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+        (term,) = affinity["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert term["topologyKey"] == "kubernetes.io/hostname"
+        budget = api.call(
+            "GET", f"/apis/policy/v1/namespaces/{release_namespace}/poddisruptionbudgets/{full}"
+        )
+        assert budget.status == 200, budget.body
+        assert budget.body["spec"]["minAvailable"] == 1
+        assert budget.body["spec"]["selector"] == deployment["spec"]["selector"]
+    finally:
+        helm("uninstall", release, "--namespace", release_namespace, kubeconfig=kubeconfig)
+
+
 def _path(doc: dict[str, Any]) -> str:
     """REST path of a bundle object (the kinds the bundle holds)."""
     plural = {
@@ -134,6 +186,8 @@ def _path(doc: dict[str, Any]) -> str:
         "Deployment": "deployments",
         "ClusterRole": "clusterroles",
         "ClusterRoleBinding": "clusterrolebindings",
+        "Role": "roles",
+        "RoleBinding": "rolebindings",
         "CustomResourceDefinition": "customresourcedefinitions",
         "ValidatingAdmissionPolicy": "validatingadmissionpolicies",
         "ValidatingAdmissionPolicyBinding": "validatingadmissionpolicybindings",

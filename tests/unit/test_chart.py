@@ -142,6 +142,7 @@ NAMESPACED_PERMISSIONS = {
     (RBAC, "roles", "patch"),
     (RBAC, "rolebindings", "create"),
     ("", "events", "create"),
+    ("", "events", "patch"),
     ("", "secrets", "get"),
 }
 CRD_DISCOVERY = {
@@ -151,6 +152,8 @@ CRD_DISCOVERY = {
     ("admissionregistration.k8s.io", "validatingadmissionpolicybindings", "get"),
 }
 NAMESPACE_DISCOVERY = {("", "namespaces", "list"), ("", "namespaces", "watch")}
+LEASES = ("coordination.k8s.io", "leases")
+LEASE_ROLE = "gastown-leader-election"
 
 
 # -- lint and schema -------------------------------------------------------------------------
@@ -174,6 +177,11 @@ def test_helm_lint_strict_is_clean(values: Path | None) -> None:
         ("metrics.port=0", "port"),
         ("replicas=2", "additional properties"),
         ("image.digest=latest", "digest"),
+        ("replicaCount=0", "replicaCount"),
+        ("leaderElection.leaseName=Not_A_Name", "leaseName"),
+        ("leaderElection.retryPeriodSeconds=0", "retryPeriodSeconds"),
+        ("podDisruptionBudget.maxUnavailable=some", "maxUnavailable"),
+        ("podAntiAffinity.preset=sometimes", "preset"),
     ],
 )
 def test_values_schema_rejects_bad_values(setting: str, message: str) -> None:
@@ -301,7 +309,7 @@ def test_cluster_wide_operator_permissions_are_exactly_the_table() -> None:
     docs = documents(render())
     role = find(docs, "ClusterRole", "gastown")[0]
     assert permissions(role["rules"]) == NAMESPACED_PERMISSIONS | CRD_DISCOVERY
-    assert find(docs, "Role") == []
+    assert [r["metadata"]["name"] for r in find(docs, "Role")] == [LEASE_ROLE]
     binding = find(docs, "ClusterRoleBinding", "gastown")[0]
     assert binding["roleRef"]["name"] == "gastown"
     assert binding["subjects"] == [
@@ -314,11 +322,11 @@ def test_namespaced_operator_gets_a_role_per_namespace_and_only_discovery_cluste
     docs = documents(render(values=[NAMESPACED_VALUES]))
     cluster_role = find(docs, "ClusterRole", "gastown")[0]
     assert permissions(cluster_role["rules"]) == CRD_DISCOVERY | NAMESPACE_DISCOVERY
-    roles = find(docs, "Role")
+    roles = find(docs, "Role", "gastown")
     assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(watched)
     for role in roles:
         assert permissions(role["rules"]) == NAMESPACED_PERMISSIONS
-    bindings = find(docs, "RoleBinding")
+    bindings = find(docs, "RoleBinding", "gastown")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == sorted(watched)
     for binding in bindings:
         assert binding["subjects"][0]["namespace"] == "gastown-system"
@@ -342,7 +350,7 @@ def test_peering_rules_follow_the_mode() -> None:
         find(cluster, "ClusterRole", "gastown")[0]["rules"]
     )
     namespaced = documents(render(values=[NAMESPACED_VALUES], sets=["operator.peering=p"]))
-    for role in find(namespaced, "Role"):
+    for role in find(namespaced, "Role", "gastown"):
         assert ("kopf.dev", "kopfpeerings", "patch") in permissions(role["rules"])
     assert not any(
         r == "clusterkopfpeerings"
@@ -374,11 +382,14 @@ def test_rbac_create_false_renders_no_rbac() -> None:
 # -- the Deployment and the rest -------------------------------------------------------------
 
 
-def test_deployment_is_one_restricted_recreated_operator_with_liveness() -> None:
-    deployment = find(documents(render()), "Deployment")[0]
-    spec = deployment["spec"]
+def test_deployment_is_one_restricted_leader_electing_operator_with_liveness() -> None:
+    docs = documents(render())
+    spec = find(docs, "Deployment")[0]["spec"]
     assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    # Leader election is on by default, also with one replica: a rollout starts the new pod as
+    # a standby before the old leader is stopped (and releases the Lease).
+    assert spec["strategy"] == ROLLING_UPDATE
+    assert find(docs, "PodDisruptionBudget") == []
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == "gastown"
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -400,6 +411,19 @@ def test_deployment_is_one_restricted_recreated_operator_with_liveness() -> None
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"health": 8080, "metrics": 9090}
     assert "readinessProbe" not in container
+    assert leader_env(container) == {
+        "GASTOWN_LEADER_ELECT": "1",
+        "GASTOWN_LEASE_NAME": "gastown",
+        "GASTOWN_LEASE_NAMESPACE": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+        # A restarted container of the same pod takes its Lease back at once.
+        "GASTOWN_LEASE_IDENTITY": {"fieldRef": {"fieldPath": "metadata.name"}},
+        "GASTOWN_LEASE_DURATION_SECONDS": "15",
+        "GASTOWN_LEASE_RENEW_DEADLINE_SECONDS": "10",
+        "GASTOWN_LEASE_RETRY_PERIOD_SECONDS": "2",
+    }
+    # One replica: no anti-affinity of its own, nothing to spread.
+    assert "affinity" not in pod
+    assert "topologySpreadConstraints" not in pod
 
 
 def test_operator_settings_reach_the_command_line_and_environment() -> None:
@@ -447,3 +471,213 @@ def test_image_digest_overrides_the_tag() -> None:
     deployment = find(documents(render(sets=[f"image.digest={digest}"])), "Deployment")[0]
     image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image == f"gastown/operator@{digest}"
+
+
+# -- several replicas and leader election ----------------------------------------------------
+
+ROLLING_UPDATE = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+
+
+def leader_env(container: dict[str, Any]) -> dict[str, Any]:
+    """The leader election variables of the operator container (value, or valueFrom)."""
+    return {
+        e["name"]: e.get("value", e.get("valueFrom"))
+        for e in container.get("env", [])
+        if e["name"] == "GASTOWN_LEADER_ELECT" or e["name"].startswith("GASTOWN_LEASE_")
+    }
+
+
+def pod_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The operator Deployment's Pod spec."""
+    spec: dict[str, Any] = find(docs, "Deployment")[0]["spec"]["template"]["spec"]
+    return spec
+
+
+SELECTOR = {
+    "app.kubernetes.io/name": "gastown",
+    "app.kubernetes.io/instance": "gastown",
+    "app.kubernetes.io/component": "operator",
+}
+
+
+def test_two_replicas_get_a_disruption_budget_and_soft_anti_affinity() -> None:
+    docs = documents(render(sets=["replicaCount=2"]))
+    spec = find(docs, "Deployment")[0]["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == ROLLING_UPDATE
+    assert spec["selector"]["matchLabels"] == SELECTOR
+    (budget,) = find(docs, "PodDisruptionBudget", "gastown")
+    assert budget["apiVersion"] == "policy/v1"
+    assert budget["metadata"]["namespace"] == "gastown-system"
+    assert budget["spec"] == {"minAvailable": 1, "selector": {"matchLabels": SELECTOR}}
+    affinity = pod_spec(docs)["affinity"]
+    assert affinity == {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 100,
+                    "podAffinityTerm": {
+                        "labelSelector": {"matchLabels": SELECTOR},
+                        "topologyKey": "kubernetes.io/hostname",
+                    },
+                }
+            ]
+        }
+    }
+    assert leader_env(pod_spec(docs)["containers"][0])["GASTOWN_LEADER_ELECT"] == "1"
+
+
+def test_disruption_budget_and_anti_affinity_presets() -> None:
+    budget = find(
+        documents(render(sets=["replicaCount=3", "podDisruptionBudget.maxUnavailable=1"])),
+        "PodDisruptionBudget",
+    )[0]
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert "minAvailable" not in budget["spec"]
+    percent = find(
+        documents(render(sets=["replicaCount=3", "podDisruptionBudget.minAvailable=50%"])),
+        "PodDisruptionBudget",
+    )[0]
+    assert percent["spec"]["minAvailable"] == "50%"
+    off = documents(render(sets=["replicaCount=2", "podDisruptionBudget.enabled=false"]))
+    assert find(off, "PodDisruptionBudget") == []
+
+    hard = pod_spec(
+        documents(
+            render(
+                sets=[
+                    "replicaCount=2",
+                    "podAntiAffinity.preset=hard",
+                    "podAntiAffinity.topologyKey=topology.kubernetes.io/zone",
+                ]
+            )
+        )
+    )
+    assert hard["affinity"]["podAntiAffinity"] == {
+        "requiredDuringSchedulingIgnoredDuringExecution": [
+            {
+                "labelSelector": {"matchLabels": SELECTOR},
+                "topologyKey": "topology.kubernetes.io/zone",
+            }
+        ]
+    }
+    none = pod_spec(documents(render(sets=["replicaCount=2", "podAntiAffinity.preset=none"])))
+    assert "affinity" not in none
+    # A user's own affinity replaces the preset entirely.
+    own = pod_spec(documents(render(sets=["replicaCount=2", "affinity.nodeAffinity.x=y"])))
+    assert own["affinity"] == {"nodeAffinity": {"x": "y"}}
+
+
+def test_topology_spread_constraints_default_to_the_operator_pods() -> None:
+    sets = [
+        "topologySpreadConstraints[0].maxSkew=1",
+        "topologySpreadConstraints[0].topologyKey=topology.kubernetes.io/zone",
+        "topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway",
+        "topologySpreadConstraints[1].maxSkew=2",
+        "topologySpreadConstraints[1].topologyKey=kubernetes.io/hostname",
+        "topologySpreadConstraints[1].whenUnsatisfiable=DoNotSchedule",
+        "topologySpreadConstraints[1].labelSelector.matchLabels.team=a",
+    ]
+    first, second = pod_spec(documents(render(sets=sets)))["topologySpreadConstraints"]
+    assert first == {
+        "maxSkew": 1,
+        "topologyKey": "topology.kubernetes.io/zone",
+        "whenUnsatisfiable": "ScheduleAnyway",
+        "labelSelector": {"matchLabels": SELECTOR},
+    }
+    assert second["labelSelector"] == {"matchLabels": {"team": "a"}}
+
+
+def test_several_replicas_without_leader_election_refuse_to_render() -> None:
+    sets = ["--set", "replicaCount=2", "--set", "leaderElection.enabled=false"]
+    proc = helm("template", "x", str(CHART), *sets, check=False)
+    assert proc.returncode != 0
+    assert "replicaCount=2 needs leaderElection.enabled=true" in proc.stderr, proc.stderr
+    # One replica without leader election: the old shape, Recreate and no Lease anywhere.
+    docs = documents(render(sets=["leaderElection.enabled=false"]))
+    spec = find(docs, "Deployment")[0]["spec"]
+    assert spec["strategy"] == {"type": "Recreate"}
+    assert leader_env(spec["template"]["spec"]["containers"][0]) == {}
+    assert find(docs, "Role") == []
+    assert find(docs, "RoleBinding") == []
+
+
+@pytest.mark.parametrize(
+    ("timings", "message"),
+    [
+        (
+            {"renewDeadlineSeconds": 15},
+            "renewDeadlineSeconds (15) must be less than leaderElection.leaseDurationSeconds (15)",
+        ),
+        (
+            {"leaseDurationSeconds": 8, "renewDeadlineSeconds": 9.5},
+            "renewDeadlineSeconds (9.5) must be less than leaderElection.leaseDurationSeconds (8)",
+        ),
+        (
+            {"retryPeriodSeconds": 10},
+            "retryPeriodSeconds (10) must be less than leaderElection.renewDeadlineSeconds (10)",
+        ),
+    ],
+)
+def test_inconsistent_lease_timings_refuse_to_render(
+    timings: dict[str, float], message: str, tmp_path: Path
+) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"leaderElection": timings}))
+    proc = helm("template", "x", str(CHART), "--values", str(values), check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr, proc.stderr
+
+
+def test_fractional_lease_timings_reach_the_environment(tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    timings = {"leaseDurationSeconds": 4, "renewDeadlineSeconds": 3, "retryPeriodSeconds": 0.5}
+    values.write_text(yaml.safe_dump({"leaderElection": timings}))
+    env = leader_env(pod_spec(documents(render(values=[values])))["containers"][0])
+    assert env["GASTOWN_LEASE_DURATION_SECONDS"] == "4"
+    assert env["GASTOWN_LEASE_RENEW_DEADLINE_SECONDS"] == "3"
+    assert env["GASTOWN_LEASE_RETRY_PERIOD_SECONDS"] == "0.5"
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_lease_rbac_names_the_lease_and_nothing_more(variant: str) -> None:
+    docs = documents(render(**VARIANTS[variant]))  # type: ignore[arg-type]
+    (role,) = find(docs, "Role", LEASE_ROLE)
+    assert role["metadata"]["namespace"] == "gastown-system"
+    by_name, create = role["rules"]
+    assert by_name == {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "resourceNames": ["gastown"],
+        "verbs": ["get", "update"],
+    }
+    # create cannot be limited by name in RBAC; it comes alone.
+    assert create == {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "verbs": ["create"],
+    }
+    (binding,) = find(docs, "RoleBinding", LEASE_ROLE)
+    assert binding["metadata"]["namespace"] == "gastown-system"
+    assert binding["roleRef"] == {"apiGroup": RBAC, "kind": "Role", "name": LEASE_ROLE}
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "gastown", "namespace": "gastown-system"}
+    ]
+    # No other role of the operator touches Leases.
+    for other in (d for d in docs if d["kind"] in RBAC_KINDS and d is not role):
+        assert not [p for p in permissions(other["rules"]) if p[:2] == LEASES], other["metadata"]
+
+
+def test_two_releases_never_share_a_lease() -> None:
+    names = {}
+    for release in ("team-a", "team-b"):
+        docs = documents(render(release=release))
+        env = leader_env(pod_spec(docs)["containers"][0])
+        (role,) = find(docs, "Role", f"{release}-gastown-leader-election")
+        assert role["rules"][0]["resourceNames"] == [env["GASTOWN_LEASE_NAME"]]
+        names[release] = env["GASTOWN_LEASE_NAME"]
+    assert names == {"team-a": "team-a-gastown", "team-b": "team-b-gastown"}
+    # An explicit name reaches both the operator and its Role.
+    docs = documents(render(sets=["leaderElection.leaseName=shard-1"]))
+    assert leader_env(pod_spec(docs)["containers"][0])["GASTOWN_LEASE_NAME"] == "shard-1"
+    assert find(docs, "Role", LEASE_ROLE)[0]["rules"][0]["resourceNames"] == ["shard-1"]

@@ -64,6 +64,71 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
+{{/* The leader Lease's name: the release's full name unless set, so releases never share one. */}}
+{{- define "gastown.leaseName" -}}
+{{- default (include "gastown.fullname" .) .Values.leaderElection.leaseName }}
+{{- end }}
+
+{{/*
+Refuse values that would run two reconcilers at once or a fence that cannot hold. Included by
+the Deployment; renders nothing when the values are consistent.
+*/}}
+{{- define "gastown.validate" -}}
+{{- $le := .Values.leaderElection }}
+{{- if and (gt (int .Values.replicaCount) 1) (not $le.enabled) }}
+{{- fail (printf "replicaCount=%v needs leaderElection.enabled=true: without a leader Lease every replica would reconcile the same towns" .Values.replicaCount) }}
+{{- end }}
+{{- if $le.enabled }}
+{{- /* float64 on both sides: --set gives integers, values.yaml floats, and Go templates do not compare the two. */}}
+{{- if not (lt (float64 $le.renewDeadlineSeconds) (float64 $le.leaseDurationSeconds)) }}
+{{- fail (printf "leaderElection.renewDeadlineSeconds (%v) must be less than leaderElection.leaseDurationSeconds (%v): the leader must stop writing before a standby may take over" $le.renewDeadlineSeconds $le.leaseDurationSeconds) }}
+{{- end }}
+{{- if not (lt (float64 $le.retryPeriodSeconds) (float64 $le.renewDeadlineSeconds)) }}
+{{- fail (printf "leaderElection.retryPeriodSeconds (%v) must be less than leaderElection.renewDeadlineSeconds (%v): the leader must get a chance to renew before its deadline" $le.retryPeriodSeconds $le.renewDeadlineSeconds) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The operator Pod's affinity: `affinity` when set, else the podAntiAffinity preset when there is
+more than one replica, else nothing. Renders the affinity object (YAML) or an empty string.
+*/}}
+{{- define "gastown.affinity" -}}
+{{- if .Values.affinity }}
+{{- toYaml .Values.affinity }}
+{{- else if and (gt (int .Values.replicaCount) 1) (ne .Values.podAntiAffinity.preset "none") }}
+{{- $term := dict "labelSelector" (dict "matchLabels" (include "gastown.selectorLabels" . | fromYaml)) "topologyKey" .Values.podAntiAffinity.topologyKey }}
+podAntiAffinity:
+{{- if eq .Values.podAntiAffinity.preset "hard" }}
+  requiredDuringSchedulingIgnoredDuringExecution:
+    {{- toYaml (list $term) | nindent 4 }}
+{{- else }}
+  preferredDuringSchedulingIgnoredDuringExecution:
+    - weight: 100
+      podAffinityTerm:
+        {{- toYaml $term | nindent 8 }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+topologySpreadConstraints as given, a constraint without a labelSelector getting the operator
+Pods' selector labels (without one it would count no pod). Renders a YAML list or nothing.
+*/}}
+{{- define "gastown.topologySpreadConstraints" -}}
+{{- $constraints := list }}
+{{- range .Values.topologySpreadConstraints }}
+{{- $constraint := deepCopy . }}
+{{- if not (hasKey $constraint "labelSelector") }}
+{{- $_ := set $constraint "labelSelector" (dict "matchLabels" (include "gastown.selectorLabels" $ | fromYaml)) }}
+{{- end }}
+{{- $constraints = append $constraints $constraint }}
+{{- end }}
+{{- with $constraints }}
+{{- toYaml . }}
+{{- end }}
+{{- end }}
+
 {{/* True (non-empty) when the operator watches every namespace. */}}
 {{- define "gastown.clusterWide" -}}
 {{- if not .Values.operator.watchNamespaces }}true{{ end }}
@@ -130,10 +195,10 @@ explains each rule. No wildcards anywhere (tests/unit/test_chart.py checks it).
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles"]
   verbs: ["create", "patch"]
-# Events on our objects (ours and kopf's warnings).
+# Events on our objects (ours and kopf's warnings); patch raises a repeated Event's count.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "patch"]
 # Secrets: `get` by name only, for a rig's pull-request provider token (the PR poller) and the
 # opt-in check of every Secret a Town names (metadata only: label gastown.dev/town=<town>). No
 # list or watch: the operator cannot enumerate Secrets. Agents get theirs as mounted volumes.

@@ -64,6 +64,11 @@ class StaleGenerationError(ChannelError):
     """The Agent was re-dispatched: this process's generation is no longer current."""
 
 
+class DispatchNotRecordedError(ChannelError):
+    """The Agent's status does not name this pod yet: the operator is still recording the
+    dispatch it started the pod for (transient; the runtime retries)."""
+
+
 @dataclass(frozen=True)
 class AgentView:
     """The agent's own Agent object as last read."""

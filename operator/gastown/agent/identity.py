@@ -36,6 +36,10 @@ Optional
     GASTOWN_IDLE_TIMEOUT_SECONDS
                           how long a streaming session may sit idle after a turn without `gt done`
                           before its input is closed (default 120; refinery 600).
+    GASTOWN_POD           the pod's own name (downward API). The operator records a dispatch on
+                          the Agent and the Bead right after it creates the pod, so the runtime
+                          waits (within its startup retries) until the Agent's status names this
+                          pod before it does anything.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ ENV_PR_TOKEN_FILE = "GASTOWN_PR_TOKEN_FILE"
 ENV_HEARTBEAT_SECONDS = "GASTOWN_HEARTBEAT_SECONDS"
 ENV_NUDGE_POLL_SECONDS = "GASTOWN_NUDGE_POLL_SECONDS"
 ENV_IDLE_TIMEOUT_SECONDS = "GASTOWN_IDLE_TIMEOUT_SECONDS"
+ENV_POD = "GASTOWN_POD"
 
 ALL_VARIABLES = (
     ENV_TOWN,
@@ -77,6 +82,7 @@ ALL_VARIABLES = (
     ENV_HEARTBEAT_SECONDS,
     ENV_NUDGE_POLL_SECONDS,
     ENV_IDLE_TIMEOUT_SECONDS,
+    ENV_POD,
 )
 
 
@@ -102,6 +108,8 @@ class Identity:
     heartbeat_seconds: float = 30.0
     nudge_poll_seconds: float = 5.0
     idle_timeout_seconds: float | None = None
+    pod: str | None = None
+    """The pod this process runs in (the downward API's metadata.name); None outside a pod."""
 
     @property
     def effective_idle_timeout(self) -> float:
@@ -129,6 +137,7 @@ class Identity:
             ENV_GIT_CREDENTIALS_DIR: _opt_path(self.git_credentials_dir),
             ENV_PR_TOKEN_FILE: _opt_path(self.pr_token_file),
             ENV_IDLE_TIMEOUT_SECONDS: _opt_str(self.idle_timeout_seconds),
+            ENV_POD: self.pod,
         }
         env.update({k: v for k, v in optional.items() if v is not None})
         return env
@@ -166,6 +175,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> Identity:
         heartbeat_seconds=_float(env, ENV_HEARTBEAT_SECONDS, 30.0),
         nudge_poll_seconds=_float(env, ENV_NUDGE_POLL_SECONDS, 5.0),
         idle_timeout_seconds=_float_or_none(env, ENV_IDLE_TIMEOUT_SECONDS),
+        pod=env.get(ENV_POD) or None,
     )
 
 

@@ -67,6 +67,7 @@ from gastown.agent.channel import (
     ENV_USAGE_FILE,
     AgentChannel,
     ChannelError,
+    DispatchNotRecordedError,
     NoHookError,
     ReportDraft,
     StaleGenerationError,
@@ -230,7 +231,7 @@ class Runtime:
         """`_check_current`, retried with backoff while the API is unreachable or failing."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.options.startup_retry_seconds
-        delay = 0.5
+        delay = 0.25
         while True:
             try:
                 return await self._check_current()
@@ -253,6 +254,13 @@ class Runtime:
             )
         if spec.hook is None or (self.identity.bead and spec.hook != self.identity.bead):
             raise StaleError(f"agent is hooked to {spec.hook}, not {self.identity.bead}")
+        if self.identity.pod is not None and view.status.pod != self.identity.pod:
+            # The operator creates the pod first and records the dispatch right after it (so a
+            # burst of dispatches starts pods at the API server's pace); until the record names
+            # this pod, the agent may not write its status yet: wait, as for an API outage.
+            raise DispatchNotRecordedError(
+                f"the dispatch of {self.identity.pod} is not recorded on the agent yet"
+            )
         try:
             order = await asyncio.to_thread(self.channel.read_work_order)
         except NoHookError as exc:

@@ -88,6 +88,8 @@ class ControlPlane:
     startup_seconds: float = 0.0
     # Kubelets that may join (each gets a node token); fixed before start, see pki.generate.
     node_names: tuple[str, ...] = ()
+    _keys: pki.Pki | None = field(default=None, repr=False)
+    _crds_installed: bool = False
 
     @property
     def kubeconfig(self) -> Path:
@@ -113,6 +115,7 @@ class ControlPlane:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
         keys = pki.generate(self.directory / "pki", self.node_names)
+        self._keys = keys
         self.admin_token = keys.admin_token
         try:
             self._start_etcd()
@@ -131,6 +134,38 @@ class ControlPlane:
             raise
         self.startup_seconds = time.monotonic() - started
         self._save_state()
+
+    def restart(self, component: str, down_seconds: float = 0.0, *, kill: bool = False) -> None:
+        """Stop one component and start it again on the same port and data (chaos tests).
+
+        `component` is "etcd" or "kube-apiserver"; it stays down for `down_seconds` (the
+        outage being simulated), is stopped with SIGKILL if `kill` (a crash) and SIGTERM
+        otherwise, and this returns once the API server is ready again.
+        """
+        keys = self._keys
+        if keys is None or component not in self.pids:
+            raise ControlPlaneError(f"{component} was not started by this control plane")
+        pid = self.pids.pop(component)
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        _terminate(pid)
+        time.sleep(down_seconds)  # the outage itself, not a synchronisation
+        if component == "etcd":
+            self._start_etcd(port=self.etcd_port)
+        elif component == "kube-apiserver":
+            self._start_apiserver(keys, port=self.api_port)
+        else:
+            raise ControlPlaneError(f"cannot restart {component}")
+        wait_until(self._ready, START_TIMEOUT, "kube-apiserver /readyz after a restart")
+        if self._crds_installed:
+            # /readyz answers before the storage of custom resources is ready again (their
+            # requests get 503 "storage is (re)initializing" for a moment).
+            wait_until(
+                lambda: self._get("/apis/gastown.dev/v1alpha1/towns") is not None,
+                START_TIMEOUT,
+                "custom resources to be served after a restart",
+            )
 
     def stop(self) -> None:
         """Stop every process this control plane started (by PID), newest first."""
@@ -165,8 +200,8 @@ class ControlPlane:
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
-    def _start_etcd(self) -> None:
-        self.etcd_port = free_port()
+    def _start_etcd(self, port: int = 0) -> None:
+        self.etcd_port = port or free_port()
         peer = free_port()
         self._spawn(
             "etcd",
@@ -180,8 +215,8 @@ class ControlPlane:
             lambda: _http_ok(f"http://127.0.0.1:{self.etcd_port}/health"), START_TIMEOUT, "etcd"
         )
 
-    def _start_apiserver(self, keys: pki.Pki) -> None:
-        self.api_port = free_port()
+    def _start_apiserver(self, keys: pki.Pki, port: int = 0) -> None:
+        self.api_port = port or free_port()
         self._spawn(
             "kube-apiserver",
             [
@@ -319,6 +354,7 @@ class ControlPlane:
 
     def install_crds(self, crd_dir: Path, timeout: float = 60.0) -> None:
         """Apply our CRDs and wait until they are Established and discoverable by category."""
+        self._crds_installed = True
         self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd_dir))
         self.kubectl(
             "wait",

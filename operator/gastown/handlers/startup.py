@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from typing import Any
@@ -13,6 +14,7 @@ from gastown.kube import metrics
 from gastown.kube.client import Kube, connect
 from gastown.kube.identity_guard import start_guard
 from gastown.kube.labels import TOWN
+from gastown.kube.leader import Leadership, LeaseSettings
 from gastown.kube.orphans import watch_orphans
 from gastown.kube.store import Store
 from gastown.kube.verify import ClaimVerifier
@@ -51,6 +53,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.client_timeout = settings.watching.server_timeout + 30
     settings.execution.max_workers = 4
     memo.kube = Kube(await connect())
+    memo.leadership = None
+    if os.environ.get("GASTOWN_LEADER_ELECT", "").lower() in ("1", "true", "yes"):
+        # Every replica watches; only the Lease's holder writes (the fence is on the client).
+        memo.leadership = Leadership(memo.kube, LeaseSettings.from_env("default"))
+        memo.kube.fence = memo.leadership.leading
+        memo.lease_task = asyncio.create_task(memo.leadership.run())
     memo.store = Store()
     memo.verifier = ClaimVerifier(memo.kube)  # agents' claims, checked against the remotes
     # Which identity agent pods get; where it relies on the admission policy, the policy is
@@ -82,6 +90,13 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
         task: asyncio.Task[None] | None = getattr(memo, name, None)
         if task is not None:
             task.cancel()
+    lease_task: asyncio.Task[None] | None = getattr(memo, "lease_task", None)
+    if lease_task is not None:
+        # Cancelling the contender releases the Lease: a standby takes over at once instead
+        # of after the lease duration (a rolling update hands over without a gap).
+        lease_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await lease_task
     verifier: ClaimVerifier | None = getattr(memo, "verifier", None)
     if verifier is not None:
         await verifier.close()

@@ -42,6 +42,7 @@ async def town_loop(
         make_pr_poller(memo.kube),
         town_identity=memo.town_identity,
         verifier=memo.verifier,
+        leadership=getattr(memo, "leadership", None),
     )
     await loop.run(lambda: bool(stopped))
 

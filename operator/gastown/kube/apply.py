@@ -15,6 +15,7 @@ Semantics (see `gastown.reconcile.writes`):
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections import Counter
@@ -25,8 +26,8 @@ from typing import Any, Protocol
 
 from gastown.agent.redaction import Redactor
 from gastown.kube import conditions, labels, metrics
-from gastown.kube.client import ApiError, Conflict, Kube, NotFound
-from gastown.kube.events import build_event, post_event
+from gastown.kube.client import ApiError, Conflict, Kube, NotFound, NotLeading
+from gastown.kube.events import build_event, record_event
 from gastown.kube.identity import (
     build_identity,
     build_town_identity,
@@ -38,9 +39,9 @@ from gastown.kube.identity import (
 from gastown.kube.pods import build_pod
 from gastown.kube.redaction import NO_SECRETS, TownSecrets
 from gastown.kube.store import Store, TownStore
-from gastown.model import Agent, Town
+from gastown.model import Agent, Bead, BeadPhase, BeadType, Town
 from gastown.model.common import API_VERSION
-from gastown.reconcile.actions import DispatchAgent, RecordBeadSpend
+from gastown.reconcile.actions import DispatchAgent, RecordBeadSpend, TransitionBead, UpdateAgent
 from gastown.reconcile.writes import (
     CreateObject,
     DeleteObject,
@@ -61,6 +62,11 @@ log = logging.getLogger(__name__)
 
 CONCURRENCY = 64
 """Dispatches applied at once; bounded so a burst does not flood the API server."""
+
+CAUSE: contextvars.ContextVar[tuple[str, str]] = contextvars.ContextVar(
+    "gastown_write_cause", default=("Other", "")
+)
+"""The action (type, reason) whose writes are being made: each write is counted under it."""
 
 PRPoller = Callable[[TownStore, PollPR], Awaitable[dict[str, Any] | None]]
 
@@ -134,7 +140,7 @@ class Applier:
         self._emits = []
         for batch, concurrent in _batches(actions):
             if concurrent:
-                await asyncio.gather(*(self._bounded(action) for action in batch))
+                await self._dispatch_all([a for a in batch if isinstance(a, DispatchAgent)])
             else:
                 for action in batch:
                     await self._run(action)
@@ -146,18 +152,84 @@ class Applier:
                 # none of them may land: stop here; the next pass recomputes from fresh state.
                 self.result.stopped_early = True
                 break
-        await asyncio.gather(*(self._bounded_emit(emit) for emit in self._emits))
+        # Events about different objects go out concurrently; those about one object in order,
+        # so a repeat within the pass is folded into the Event its first one created.
+        by_object: dict[tuple[Kind, str], list[Emit]] = {}
+        for emit in self._emits:
+            by_object.setdefault((emit.kind, emit.name), []).append(emit)
+        await asyncio.gather(*(self._bounded_emits(emits) for emits in by_object.values()))
         return self.result
 
-    async def _bounded_emit(self, emit: Emit) -> None:
+    async def _bounded_emits(self, emits: list[Emit]) -> None:
         async with self._limit:
-            await self._emit(emit)
+            for emit in emits:
+                await self._emit(emit)
 
-    async def _bounded(self, action: Lowerable) -> None:
+    async def _dispatch_all(self, dispatches: Sequence[DispatchAgent]) -> None:
+        """Run dispatches concurrently (bounded), pods first: every claim and its pod, then
+        every record (see `DispatchAgent.after_pod`).
+
+        In a burst the API server is the bottleneck; creating all pods before any record
+        means the median pod waits for half of the claims and pods, not half of all writes.
+        """
+        started = await asyncio.gather(
+            *(self._bounded(self._claim_and_start, d) for d in dispatches)
+        )
+        await asyncio.gather(
+            *(
+                self._bounded(self._record, d)
+                for d, ok in zip(dispatches, started, strict=True)
+                if ok
+            )
+        )
+
+    async def _bounded(
+        self, step: Callable[[DispatchAgent], Awaitable[bool]], action: DispatchAgent
+    ) -> bool:
         async with self._limit:
-            await self._run(action)
+            cause = CAUSE.set(_cause(action))
+            try:
+                return await step(action)
+            finally:
+                CAUSE.reset(cause)
+
+    async def _claim_and_start(self, action: DispatchAgent) -> bool:
+        """The dispatch's claim (Agent hook and generation), then its pod if the claim held."""
+        for write in action.before_pod():
+            assert not isinstance(write, Emit | StartPod | StopPod | PollPR | VerifyClaim)
+            if not await self._state_write(write):
+                self.result.conflicts += 1
+                metrics.CONFLICTS.labels(self.town.name).inc()
+                return False
+        await self._side_effect(action.start_pod())
+        return True
+
+    async def _record(self, action: DispatchAgent) -> bool:
+        """The dispatch's records (Agent status, Bead), and its Event if they all held."""
+        emits: list[Emit] = []
+        for write in action.after_pod():
+            if isinstance(write, Emit):
+                emits.append(write)
+            elif isinstance(write, StartPod | StopPod | PollPR | VerifyClaim):
+                raise AssertionError(f"a dispatch record cannot be a side effect: {write}")
+            elif not await self._state_write(write):
+                self.result.conflicts += 1
+                metrics.CONFLICTS.labels(self.town.name).inc()
+                return False
+        self._emits.extend(emits)
+        return True
 
     async def _run(self, action: Lowerable) -> None:
+        if isinstance(action, DispatchAgent):
+            await self._dispatch_all([action])
+            return
+        cause = CAUSE.set(_cause(action))
+        try:
+            await self._run_action(action)
+        finally:
+            CAUSE.reset(cause)
+
+    async def _run_action(self, action: Lowerable) -> None:
         effects: list[StartPod | StopPod | PollPR | VerifyClaim] = []
         emits: list[Emit] = []
         held = True
@@ -175,6 +247,7 @@ class Applier:
         self._emits.extend(emits)  # only what really happened is announced
         if isinstance(action, RecordBeadSpend):
             count_spend(self.town.name, action)
+        count_outcome(self.town, action)
         for effect in effects:
             await self._side_effect(effect)
 
@@ -192,6 +265,8 @@ class Applier:
                 await self._delete(write)
         except Conflict:
             return False
+        except NotLeading:
+            raise  # not a failed write: this replica stopped writing (the pass ends here)
         except ApiError as err:
             metrics.API_ERRORS.labels(str(err.status)).inc()
             self.result.errors.append(f"{type(write).__name__} {write.kind} {write.name}: {err}")
@@ -204,6 +279,9 @@ class Applier:
     def _count(self, kind: str) -> None:
         self.result.writes[kind] += 1
         metrics.API_WRITES.labels(self.town.name, kind).inc()
+        if kind != "Event":
+            action, reason = CAUSE.get()
+            metrics.WRITE_CAUSES.labels(self.town.name, kind, action, reason).inc()
 
     async def _create(self, write: CreateObject) -> None:
         metadata: dict[str, Any] = {
@@ -310,6 +388,8 @@ class Applier:
                 await self._stop_pod(effect)
             else:
                 await self._poll_pr(effect)
+        except NotLeading:
+            raise
         except ApiError as err:
             metrics.API_ERRORS.labels(str(err.status)).inc()
             self.result.side_effects_failed += 1
@@ -487,10 +567,19 @@ class Applier:
         uid = self.town.uids.get((str(emit.kind), emit.name), "")
         # Redacted before build_event cuts the message to its limit (never half a secret).
         message = (await self._redactor_of_town()).redact(emit.message)
+        correlator = self.town.events
         event = build_event(
-            self.ns, str(emit.kind), emit.name, uid, emit.type, emit.reason, message
+            self.ns,
+            str(emit.kind),
+            emit.name,
+            uid,
+            emit.type,
+            emit.reason,
+            message,
+            correlator.now(),
         )
-        if await post_event(self.kube, event):
+        # A repeat of an Event already posted raises its count instead (see `kube.events`).
+        if await record_event(self.kube, correlator, event, self.town.name):
             self.result.events += 1
             self._count("Event")
 
@@ -515,6 +604,11 @@ class Applier:
         return redacted
 
 
+def _cause(action: Lowerable) -> tuple[str, str]:
+    """What a write is counted under: the action's type and reason."""
+    return type(action).__name__, str(getattr(action, "reason", ""))
+
+
 def refused(err: ApiError) -> bool:
     """True if the API server refused a request for good (its content or policy), not because
     of contention, rate limits or a missing object of ours (those are retried as they are)."""
@@ -531,6 +625,30 @@ def _batches(actions: Sequence[Lowerable]) -> list[tuple[list[Lowerable], bool]]
         else:
             batches.append(([action], concurrent))
     return batches
+
+
+GUPP_TIER_OF_REASON = {
+    "GuppWarn": "warn",
+    "GuppEscalate": "escalate",
+    "GuppForceStop": "force-stop",
+}
+
+
+def count_outcome(town: TownStore, action: Lowerable) -> None:
+    """Counters of what an applied action did: GUPP tiers fired, merge requests merged."""
+    if isinstance(action, UpdateAgent):
+        tier = GUPP_TIER_OF_REASON.get(action.reason)
+        if tier is not None:
+            metrics.GUPP_TIERS.labels(town.name, tier).inc()
+    elif isinstance(action, TransitionBead) and action.to_phase is BeadPhase.CLOSED:
+        record = town.finished.records.get(action.bead)  # closed: held in the summary now
+        if record is not None:
+            if record.type is BeadType.MERGE_REQUEST:
+                metrics.MERGES.labels(town.name).inc()
+            return
+        bead = town.objects["Bead"].get(action.bead)  # the write's result not seen yet
+        if isinstance(bead, Bead) and bead.spec.type is BeadType.MERGE_REQUEST:
+            metrics.MERGES.labels(town.name).inc()
 
 
 def count_spend(town: str, action: RecordBeadSpend) -> None:

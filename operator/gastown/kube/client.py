@@ -12,7 +12,7 @@ import base64
 import contextlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -23,7 +23,16 @@ from gastown.kube.errors import ERRORS, ApiError, Conflict, Forbidden, Invalid, 
 from gastown.model.common import GROUP, VERSION
 from gastown.model.resources import PLURALS
 
-__all__ = ["ApiError", "Conflict", "Forbidden", "Invalid", "Kube", "NotFound", "connect"]
+__all__ = [
+    "ApiError",
+    "Conflict",
+    "Forbidden",
+    "Invalid",
+    "Kube",
+    "NotFound",
+    "NotLeading",
+    "connect",
+]
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON = "application/json"
@@ -38,6 +47,7 @@ PROXY_VARIABLES = (
 _CORE = "/api/v1/namespaces"
 _RBAC = "/apis/rbac.authorization.k8s.io/v1/namespaces"
 _ADMISSION = "/apis/admissionregistration.k8s.io/v1"
+_LEASES = "/apis/coordination.k8s.io/v1/namespaces"
 CORE_PATHS = {
     "Pod": (_CORE, "pods"),
     "ServiceAccount": (_CORE, "serviceaccounts"),
@@ -49,6 +59,13 @@ CORE_PATHS = {
 METADATA_PATHS = {"Secret": "secrets", "ServiceAccount": "serviceaccounts"}
 """Core kinds whose metadata the operator reads (opt-in labels, see `gastown.kube.deputy`)."""
 PARTIAL_METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+
+
+class NotLeading(ApiError):
+    """A write refused before it was sent: this replica does not hold the leader Lease."""
+
+    def __init__(self) -> None:
+        super().__init__(0, "not the leader: this replica does not write")
 
 
 def _error(exc: ApiException) -> ApiError:
@@ -83,6 +100,8 @@ class Kube:
         self.custom = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
         self.admission = client.AdmissionregistrationV1Api(api)
+        self.fence: Callable[[], bool] | None = None
+        """Asked before every write (see `gastown.kube.leader`); None: always write."""
 
     # -- the lean JSON path of every write -----------------------------------------------------
     #
@@ -113,8 +132,15 @@ class Kube:
         *,
         content_type: str = JSON,
         accept: str = JSON,
+        fenced: bool = True,
     ) -> dict[str, Any]:
-        """One API request with a JSON body; the decoded JSON answer, or a taxonomy error."""
+        """One API request with a JSON body; the decoded JSON answer, or a taxonomy error.
+
+        A write is refused (`NotLeading`) without being sent while the fence is down; only
+        the Lease's own requests pass `fenced=False`.
+        """
+        if fenced and method != "GET" and self.fence is not None and not self.fence():
+            raise NotLeading()
         configuration = self.api.configuration
         headers = {"Accept": accept, "Content-Type": content_type}
         auth = (await configuration.auth_settings()).get("BearerToken")
@@ -231,9 +257,30 @@ class Kube:
     async def patch_core(
         self, kind: str, namespace: str, name: str, patch: Mapping[str, Any]
     ) -> dict[str, Any]:
-        """JSON merge patch of a Role (a town's agent Role names the town's Agents)."""
+        """JSON merge patch of a Role (a town's agent Role names the town's Agents) or of an
+        Event (a repeat raises its count)."""
         path = self._core_path(kind, namespace, name)
         return await self._json("PATCH", path, patch, content_type=MERGE_PATCH)
+
+    # -- the leader Lease (never fenced: it is how the fence is raised) ---------------------
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """GET a Lease; None if it does not exist."""
+        try:
+            return await self._json("GET", f"{_LEASES}/{namespace}/leases/{name}")
+        except NotFound:
+            return None
+
+    async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """POST a Lease (409 if another candidate created it first)."""
+        return await self._json("POST", f"{_LEASES}/{namespace}/leases", body, fenced=False)
+
+    async def replace_lease(
+        self, namespace: str, name: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """PUT a Lease, conditional on the resourceVersion in `body` (409 if stale)."""
+        path = f"{_LEASES}/{namespace}/leases/{name}"
+        return await self._json("PUT", path, body, fenced=False)
 
     async def read_admission_policy(
         self, name: str

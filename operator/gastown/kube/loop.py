@@ -19,9 +19,10 @@ from typing import Any
 
 from gastown.kube import metrics
 from gastown.kube.apply import Applier, ApplyResult, ClaimRequester, PRPoller
-from gastown.kube.client import ApiError, Conflict, Kube
+from gastown.kube.client import ApiError, Conflict, Kube, NotLeading
 from gastown.kube.deputy import DeputyGuard
 from gastown.kube.gauges import export_alert_gauges
+from gastown.kube.leader import Leadership
 from gastown.kube.redaction import TownSecrets
 from gastown.kube.repairs import new_repairs, publish_repairs, unwritten, with_repairs
 from gastown.kube.status import build_town_status, semantic
@@ -106,8 +107,10 @@ class TownLoop:
         town_identity: bool = True,
         guard: DeputyGuard | None = None,
         verifier: ClaimRequester | None = None,
+        leadership: Leadership | None = None,
     ) -> None:
         self.kube = kube
+        self.leadership = leadership
         self.town_identity = town_identity
         self.verifier = verifier
         self.guard = guard or DeputyGuard(kube)
@@ -128,6 +131,11 @@ class TownLoop:
         """Run passes until `stopped()` is true; a failing pass is logged and retried."""
         self.town.wake.set()
         while not stopped():
+            if self.leadership is not None and not self.leadership.leading():
+                # A standby: the store stays warm (the watches feed it), nothing is written.
+                if not await self.leadership.wait_leading(stopped):
+                    return
+                self.town.wake.set()  # a new leader starts with a full pass
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.town.wake.wait(), self.settings.resync_seconds)
             if stopped():
@@ -136,6 +144,13 @@ class TownLoop:
             self.town.wake.clear()
             try:
                 report = await self.pass_once()
+            except NotLeading:
+                log.warning(
+                    "pass of town %s stopped: this replica lost the lead",
+                    self.town.name,
+                    extra={"town": self.town.name},
+                )
+                continue
             except ApiError as err:
                 log.warning(
                     "pass of town %s failed: %s",
@@ -225,7 +240,8 @@ class TownLoop:
             side_effects_failed=result.side_effects_failed,
             violations=len(violations),
         )
-        status = build_town_status(after, violations, last_pass, planned, self.clock())
+        leader = self.leadership.settings.identity if self.leadership is not None else None
+        status = build_town_status(after, violations, last_pass, planned, self.clock(), leader)
         # Repairs not yet on the Town (a status write lost to a conflict) are carried over.
         found = new_repairs(self._unwritten_repairs, repairs, after.town.status.last_repairs)
         status = with_repairs(status, after.town.status.last_repairs, found, self.clock())
@@ -283,6 +299,7 @@ class TownLoop:
             self.town.wake.set()  # someone else wrote it; recompute on the fresh object
             return False
         metrics.API_WRITES.labels(self.town.name, "Town").inc()
+        metrics.WRITE_CAUSES.labels(self.town.name, "Town", "TownStatus", "").inc()
         self.store.observe("Town", result)
         self._last_status_write = time.monotonic()
         return True

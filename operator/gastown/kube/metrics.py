@@ -41,6 +41,22 @@ COST = Counter(
     ["town", "rig", "role", "model"],
 )
 API_WRITES = Counter("gastown_api_writes_total", "API writes made, by kind.", ["town", "kind"])
+WRITE_CAUSES = Counter(
+    "gastown_api_write_causes_total",
+    "API writes made, by kind, by the type of action that made them and by its reason "
+    "(action TownStatus: the Town's status summary; Events are counted in gastown_events_total).",
+    ["town", "kind", "action", "reason"],
+)
+EVENTS = Counter(
+    "gastown_events_total",
+    "Events written, by involved kind, type and reason; verb create (a new Event) or patch (a "
+    "repeat folded into an earlier Event's count).",
+    ["town", "kind", "type", "reason", "verb"],
+)
+LEADER = Gauge(
+    "gastown_leader",
+    "1 on the replica that holds the leader Lease and reconciles, 0 on a standby.",
+)
 BREAKER_OPEN = Gauge(
     "gastown_circuit_breaker_open", "1 while the town's dispatch circuit breaker is open.", ["town"]
 )

@@ -29,6 +29,7 @@ PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 BUDGET_EXCEEDED = "BudgetExceeded"
 RATE_LIMITED = "RateLimited"
+LEADER = "Leader"
 
 
 def bead_counts(snapshot: Snapshot) -> PhaseCounts:
@@ -117,8 +118,10 @@ def build_town_status(
     last_pass: PassMetrics,
     planned: Sequence[str],
     now: datetime,
+    leader: str | None = None,
 ) -> TownStatus:
-    """The Town status after one pass."""
+    """The Town status after one pass (`leader`: this replica's identity, with leader
+    election on; the Leader condition names it)."""
     town = snapshot.town
     generation = town.metadata.generation
     previous = town.status.conditions
@@ -181,6 +184,12 @@ def build_town_status(
         ),
         _condition(previous, RATE_LIMITED, *_rate_limit_condition(limits), generation, now),
     ]
+    if leader is not None:
+        conditions.append(
+            _condition(
+                previous, LEADER, True, "Elected", f"reconciled by {leader}", generation, now
+            )
+        )
     return TownStatus(
         observed_generation=generation,
         conditions=conditions,

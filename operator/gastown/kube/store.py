@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from gastown.kube import labels
+from gastown.kube.events import EventCorrelator
 from gastown.model import Bead, Convoy, Town
 from gastown.model.resources import BY_KIND, Resource
 from gastown.reconcile.convoys import listed_names
@@ -120,6 +122,8 @@ class TownStore:
     """Verdicts on agents' claims by report key (None while checked); see `kube.verify`."""
     faults: tuple[Fault, ...] = ()
     """What the last check of the town's references found wrong (see `gastown.kube.deputy`)."""
+    events: EventCorrelator = field(default_factory=lambda: EventCorrelator(time.monotonic))
+    """Events posted about the town's objects, so repeats update their count (bounded)."""
 
     def snapshot(self) -> Snapshot | None:
         """A consistent snapshot for one pass (shallow copies; models are immutable)."""

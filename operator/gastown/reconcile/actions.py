@@ -135,40 +135,45 @@ class DispatchAgent(Action):
             },
         }
 
-    def _agent_writes(self) -> tuple[Write, ...]:
+    def _agent_claim(self) -> Write:
+        """The Agent's hook and generation: the one record a pod needs before it exists (its
+        runtime checks them; a restart finds the claim and repairs it if nothing followed)."""
         if self.create:
-            spec = {
-                "town": self.town,
-                "role": self.role,
-                "rig": self.rig,
-                "hook": self.bead,
-                "generation": self.generation,
-            }
+            return CreateObject(
+                kind=Kind.AGENT,
+                name=self.agent,
+                spec={
+                    "town": self.town,
+                    "role": self.role,
+                    "rig": self.rig,
+                    "hook": self.bead,
+                    "generation": self.generation,
+                },
+                status=None,  # written after the pod, with the dispatch records
+                labels=labels_for(self.town, role=self.role, rig=self.rig),
+                owner=(Kind.TOWN, self.town),
+            )
+        return PatchSpec(
+            kind=Kind.AGENT,
+            name=self.agent,
+            patch={"hook": self.bead, "generation": self.generation, "nudges": []},
+            expect={"generation": self.generation - 1, "hook": self.old_hook},
+        )
+
+    def _agent_record(self) -> PatchStatus:
+        """The Agent's status for the new session (names its pod: the agent token may write
+        the status only from that pod)."""
+        if self.create:
+            # A new Agent has no status yet: nothing to compare; its resourceVersion (the one
+            # its create returned) is the precondition.
             status = self._agent_status()
             status["gupp"] = {"generation": self.generation}
-            return (
-                CreateObject(
-                    kind=Kind.AGENT,
-                    name=self.agent,
-                    spec=spec,
-                    status=status,
-                    labels=labels_for(self.town, role=self.role, rig=self.rig),
-                    owner=(Kind.TOWN, self.town),
-                ),
-            )
-        return (
-            PatchSpec(
-                kind=Kind.AGENT,
-                name=self.agent,
-                patch={"hook": self.bead, "generation": self.generation, "nudges": []},
-                expect={"generation": self.generation - 1, "hook": self.old_hook},
-            ),
-            PatchStatus(
-                kind=Kind.AGENT,
-                name=self.agent,
-                patch=self._agent_status() | self._applied(),
-                expect={"phase": self.old_phase.value} | self._applied(before=True),
-            ),
+            return PatchStatus(kind=Kind.AGENT, name=self.agent, patch=status, expect={})
+        return PatchStatus(
+            kind=Kind.AGENT,
+            name=self.agent,
+            patch=self._agent_status() | self._applied(),
+            expect={"phase": self.old_phase.value} | self._applied(before=True),
         )
 
     def _applied(self, *, before: bool = False) -> dict[str, Any]:
@@ -201,8 +206,31 @@ class DispatchAgent(Action):
         )
 
     def writes(self) -> tuple[Write, ...]:
+        """Claim, pod, records: the pod goes right after the claim (see `after_pod`)."""
+        return (*self.before_pod(), self.start_pod(), *self.after_pod())
+
+    def before_pod(self) -> tuple[Write, ...]:
+        """The state the pod needs before it exists: the Agent's hook and generation."""
+        return (self._agent_claim(),)
+
+    def start_pod(self) -> StartPod:
+        """The side effect: this generation's pod."""
+        return StartPod(
+            agent=self.agent, generation=self.generation, bead=self.bead, role=self.role
+        )
+
+    def after_pod(self) -> tuple[Write, ...]:
+        """The records of the dispatch, written right after the pod is created.
+
+        The Agent status (phase, pod, dispatch time) and the Bead (in_progress, assignee,
+        attempt) follow the pod rather than precede it, so that a burst of dispatches creates
+        its pods at the API server's pace instead of one per four writes. The pod's runtime
+        waits until the Agent status names it; a crash between the pod and these records
+        leaves an agent hooked to a bead that is not assigned to it, which the next pass
+        repairs (unhook, stop the pod; the bead is dispatched again, no attempt spent).
+        """
         return (
-            *self._agent_writes(),
+            self._agent_record(),
             self._bead_write(),
             Emit(
                 kind=Kind.BEAD,
@@ -212,7 +240,6 @@ class DispatchAgent(Action):
                 message=f"{self.role} {self.agent} dispatched (attempt {self.attempts + 1}, "
                 f"pod {self.pod})",
             ),
-            StartPod(agent=self.agent, generation=self.generation, bead=self.bead, role=self.role),
         )
 
 
@@ -409,7 +436,9 @@ class TransitionBead(Action):
     now: datetime
     set: Mapping[str, Any] = field(default_factory=dict)
     expect: Mapping[str, Any] = field(default_factory=dict)
-    event: str = NORMAL
+    event: str | None = NORMAL
+    """The Event's type; None when another Event of the same pass already tells this step (a
+    merge request's close is told on its source: "merged by <mr>")."""
 
     @property
     def subject(self) -> str:
@@ -432,13 +461,16 @@ class TransitionBead(Action):
         if self.to_phase is BeadPhase.CLOSED:
             patch["closedAt"] = iso(self.now)
         patch.update(self.set)
+        write = PatchStatus(
+            kind=Kind.BEAD,
+            name=self.bead,
+            patch=patch,
+            expect={"phase": self.from_phase.value, **self.expect},
+        )
+        if self.event is None:
+            return (write,)
         return (
-            PatchStatus(
-                kind=Kind.BEAD,
-                name=self.bead,
-                patch=patch,
-                expect={"phase": self.from_phase.value, **self.expect},
-            ),
+            write,
             Emit(
                 kind=Kind.BEAD,
                 name=self.bead,
@@ -488,21 +520,27 @@ class CreateBead(Action):
     spec: Mapping[str, Any]
     owner: tuple[Kind, str] | None
     labels: Mapping[str, str] = field(default_factory=dict)
+    event: bool = True
+    """False when another Event tells the creation (a merge request is announced on its
+    source's ReviewRequested Event, the tasks of a convoy in one Event on the convoy)."""
 
     @property
     def subject(self) -> str:
         return self.bead
 
     def writes(self) -> tuple[Write, ...]:
+        create = CreateObject(
+            kind=Kind.BEAD,
+            name=self.bead,
+            spec=dict(self.spec),
+            status=None,
+            labels={**labels_for(self.town), **self.labels},
+            owner=self.owner,
+        )
+        if not self.event:
+            return (create,)
         return (
-            CreateObject(
-                kind=Kind.BEAD,
-                name=self.bead,
-                spec=dict(self.spec),
-                status=None,
-                labels={**labels_for(self.town), **self.labels},
-                owner=self.owner,
-            ),
+            create,
             Emit(
                 kind=Kind.BEAD,
                 name=self.bead,
@@ -544,6 +582,31 @@ def merge_request_spec(
         "priority": priority,
         "mergeRequest": merge_request,
     }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Announce(Action):
+    """One Event that tells what several other actions of the pass did (instead of one Event per
+    object): planned after them, so it is posted only if they all were applied."""
+
+    kind: Kind
+    name: str
+    event: str = NORMAL
+
+    @property
+    def subject(self) -> str:
+        return self.name
+
+    def writes(self) -> tuple[Write, ...]:
+        return (
+            Emit(
+                kind=self.kind,
+                name=self.name,
+                type=self.event,
+                reason=self.reason,
+                message=self.message or self.reason,
+            ),
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

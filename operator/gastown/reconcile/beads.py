@@ -170,6 +170,8 @@ def _submit_for_review(
                 labels=labels_for(ctx.town.name, source=bead.name),
                 reason="ReviewRequested",
                 message=f"{branch} -> {target}",
+                # The source's ReviewRequested Event below names this merge request.
+                event=False,
             ),
             (Kind.BEAD, mr_name),
         )

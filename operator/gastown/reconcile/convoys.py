@@ -15,7 +15,14 @@ from typing import Any
 
 from gastown.model import Bead, BeadPhase, BeadType, Convoy, ConvoyMergeMode, ConvoyPhase
 from gastown.reconcile import names
-from gastown.reconcile.actions import NORMAL, WARNING, CreateLandingMR, CreateTaskBead, UpdateConvoy
+from gastown.reconcile.actions import (
+    NORMAL,
+    WARNING,
+    Announce,
+    CreateLandingMR,
+    CreateTaskBead,
+    UpdateConvoy,
+)
 from gastown.reconcile.context import Pass
 from gastown.reconcile.dag import cyclic_nodes
 from gastown.reconcile.finished import ConvoyTally
@@ -171,7 +178,10 @@ def note_quiet(ctx: Pass, convoy: Convoy, purpose: str) -> None:
 
 
 def _materialise(ctx: Pass, convoy: Convoy) -> None:
+    """Create the beads of the convoy's inline tasks that do not exist yet; one Event on the
+    convoy names them all (one per bead would say the same thing a task at a time)."""
     keys = {t.key for t in convoy.spec.tasks}
+    created: list[str] = []
     for task in convoy.spec.tasks:
         bead = names.task_bead_name(convoy.name, task.key)
         if bead in ctx.snap.beads or not ctx.free(Kind.BEAD, bead):
@@ -200,8 +210,20 @@ def _materialise(ctx: Pass, convoy: Convoy) -> None:
                 owner=(Kind.CONVOY, convoy.name),
                 reason="TaskMaterialised",
                 message=f"task {task.key} of convoy {convoy.name}",
+                event=False,
             ),
             (Kind.BEAD, bead),
+        )
+        created.append(bead)
+    if created:
+        count = f"{len(created)} task" + ("s" if len(created) > 1 else "")
+        ctx.add(
+            Announce(
+                kind=Kind.CONVOY,
+                name=convoy.name,
+                reason="TaskMaterialised",
+                message=f"{count} materialised as beads: {', '.join(created)}",
+            )
         )
 
 

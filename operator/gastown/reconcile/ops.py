@@ -114,9 +114,10 @@ def transition(
     *,
     set: dict[str, Any] | None = None,
     expect: dict[str, Any] | None = None,
-    event: str = NORMAL,
+    event: str | None = NORMAL,
 ) -> None:
-    """Move a bead to another phase (compare-and-set on its current phase)."""
+    """Move a bead to another phase (compare-and-set on its current phase); `event` is the
+    type of its Event, None for none (another Event of the pass tells it)."""
     ctx.plan_phase(bead.name, to)
     if set is not None and "assignee" in set:
         ctx.plan_assignee(bead.name, set["assignee"])
@@ -218,9 +219,14 @@ def close_merged(ctx: Pass, mr: Bead, merge_commit: str | None, reason: str) -> 
         fields["refusedClaim"] = None
     if review:
         fields["review"] = review
-    transition(ctx, mr, BeadPhase.CLOSED, reason, merge_commit or "", set=fields)
     source = source_of(ctx, mr)
-    if source is not None and ctx.free(Kind.BEAD, source.name) and not ctx.phase(source).terminal:
+    closes_source = (
+        source is not None and ctx.free(Kind.BEAD, source.name) and not ctx.phase(source).terminal
+    )
+    # One Event tells the merge: the source's ("merged by <mr> (<commit>)") when it closes too.
+    event = None if closes_source else NORMAL
+    transition(ctx, mr, BeadPhase.CLOSED, reason, merge_commit or "", set=fields, event=event)
+    if source is not None and closes_source:
         transition(
             ctx,
             source,

@@ -8,6 +8,8 @@ refuses the key, `claude-nudge` a nudge sent during the last turn (queued as a s
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -263,5 +265,36 @@ def test_first_api_calls_are_retried(
         assert agent.wait() == 0, agent.output()
         assert [r.type for r in FileChannel.load(path).status.reports] == [ReportType.DONE]
         assert home.is_dir()  # created by the runtime before anything ran
+    finally:
+        agent.kill()
+
+
+def test_the_runtime_waits_until_its_dispatch_is_recorded(
+    remote: Remote, tmp_path: Path, channel_file: ChannelFactory
+) -> None:
+    # The operator creates the pod right after the agent's claim and records the dispatch (the
+    # Agent status naming the pod) right after that: a runtime that starts first waits for the
+    # record instead of writing a status the agent token may not write yet.
+    scripted = [sys.executable, "-m", "gastown.agent.scripted"]
+    order = issue_order(
+        remote, coding_agent=CodingAgent(kind=CodingAgentKind.COMMAND, command=scripted)
+    )
+    path = channel_file(order)
+    identity = dataclasses.replace(
+        make_identity(tmp_path / "w", bead=order.bead, channel=path), pod="polecat-1-g1"
+    )
+    agent = Agent(identity, path, tmp_path, {"HOME": str(tmp_path / "home")})
+    try:
+        deadline = time.monotonic() + 30
+        while "not recorded" not in agent.output():
+            assert time.monotonic() < deadline, agent.output()
+            assert agent.proc.poll() is None, agent.output()
+            time.sleep(0.05)
+        assert FileChannel.load(path).status.reports == []  # nothing written meanwhile
+        doc = json.loads(path.read_text())
+        doc["agent"]["status"]["pod"] = "polecat-1-g1"
+        path.write_text(json.dumps(doc))
+        assert agent.wait() == 0, agent.output()
+        assert [r.type for r in FileChannel.load(path).status.reports] == [ReportType.DONE]
     finally:
         agent.kill()

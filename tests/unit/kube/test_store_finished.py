@@ -3,9 +3,14 @@ bead between the two as watch events show its phase change."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
+from gastown.kube import metrics
+from gastown.kube.apply import count_outcome
 from gastown.kube.store import Store
+from gastown.model import BeadPhase
+from gastown.reconcile.actions import TransitionBead
 from gastown.reconcile.finished import BeadMap
 
 
@@ -77,3 +82,23 @@ def test_a_convoy_listing_a_finished_bead_is_marked_changed_when_it_goes() -> No
     assert town.finished.view().versions["c"] > before
     store.observe("Convoy", convoy, deleted=True)
     assert "y" not in town.finished.listers
+
+
+def test_a_merged_request_is_counted_once_it_is_held_as_finished() -> None:
+    store = Store()
+    town = store.observe("Town", raw_town())
+    assert town is not None
+    mr = raw_bead("x-mr-1", 2, phase="closed", type="merge_request")
+    mr["spec"]["mergeRequest"] = {"sourceBead": "x", "branch": "b", "targetBranch": "main"}
+    store.observe("Bead", mr)  # the write's result, seen before the counters run
+    assert "x-mr-1" in town.finished
+    before = metrics.MERGES.labels("t")._value.get()
+    close = TransitionBead(
+        bead="x-mr-1",
+        from_phase=BeadPhase.IN_PROGRESS,
+        to_phase=BeadPhase.CLOSED,
+        now=datetime(2026, 3, 1, tzinfo=UTC),
+        reason="Merged",
+    )
+    count_outcome(town, close)
+    assert metrics.MERGES.labels("t")._value.get() == before + 1

@@ -1,0 +1,325 @@
+"""Soak: a town with several rigs and hundreds of beads, faults injected at random from a seed.
+
+Two operator replicas with leader election run on a control plane of their own, each behind a
+proxy the run can cut (tests/support/chaos.py). Convoys of random dependency graphs are
+submitted over the run; agents are played through the API (instant, honest git work on a real
+bare remote). Every `--fault-interval` seconds (jittered from the seed) one fault is injected:
+
+- kill: SIGKILL the leader (it comes back as a standby);
+- freeze: SIGSTOP the leader for 8 s, then SIGCONT;
+- apiserver: restart the API server (SIGKILL, 2 s down);
+- etcd: restart etcd (SIGKILL, 2 s down);
+- partition: cut the leader off from the API server for `--partition-seconds`.
+
+At the end every convoy must have landed; the run reports landed beads, duplicates (pods per
+agent generation, merged MRs per source, hooks per bead, merges per MR on the remote: all must
+be 0), the most invariant violations any Town status showed (must be 0), faults injected, the
+time from each fault to the next bead closing (recovery p50 / max), the operator API writes
+(both replicas, over every restart) and the replicas' RSS over time.
+
+Run: `.venv/bin/python bench/soak.py` (20 minutes, 500 beads; `make soak`), or e.g.
+`--minutes 2 --beads 40` for a short run (the test suite runs one: tests/e2e/test_soak.py).
+Exits 1 if anything was lost, duplicated or violated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import random
+import signal
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.support.chaos import Cluster, Replica, chaos_cluster  # noqa: E402
+from tests.support.git import git  # noqa: E402
+from tests.support.town import convoy, town  # noqa: E402
+
+from gastown.model import BeadPhase, Convoy, ConvoyPhase  # noqa: E402
+
+RIGS = ("app", "api", "web")
+FAULTS = ("kill", "freeze", "apiserver", "etcd", "partition")
+FREEZE_SECONDS = 8.0
+TRANSIENT_SECONDS = 30.0
+GRACE_SECONDS = 600.0
+"""How long after the last submission every convoy may take to land."""
+
+
+@dataclass
+class Soak:
+    """The run's state and measurements."""
+
+    cluster: Cluster
+    rng: random.Random
+    partition_seconds: float
+    faults: Counter[str] = field(default_factory=Counter)
+    fault_times: list[float] = field(default_factory=list)
+    recoveries: list[float] = field(default_factory=list)
+    pending: list[tuple[float, str, Replica]] = field(default_factory=list)
+    """Scheduled ends of faults: (when, what, replica)."""
+    writes_by_start: dict[tuple[str, int], float] = field(default_factory=dict)
+    rss: list[tuple[float, str, int]] = field(default_factory=list)
+    most_violations: int = 0
+    closed_seen: int = 0
+    failing_since: float | None = None
+    round: list[str] = field(default_factory=list)
+
+    def tolerate(self, step: Callable[[], object], now: float) -> None:
+        """Run a step of the outside world (agents, observation), which a restarting API
+        server may refuse for a moment (503 "storage is (re)initializing", a reset
+        connection); failures that last longer than `TRANSIENT_SECONDS` end the run."""
+        try:
+            step()
+        except (AssertionError, OSError) as err:
+            self.failing_since = self.failing_since or now
+            if now - self.failing_since > TRANSIENT_SECONDS:
+                raise AssertionError(f"the API kept failing: {err}") from err
+            return
+        self.failing_since = None
+
+    # -- faults ----------------------------------------------------------------------------
+
+    def inject(self, now: float) -> str:
+        """One fault, chosen by the seed: every kind once in a shuffled round, round after round
+        (so that even a short run meets each kind)."""
+        if not self.round:
+            self.round = self.rng.sample(FAULTS, k=len(FAULTS))
+        kind = self.round.pop()
+        leader = self.cluster.leader()
+        self.scrape(leader)  # its counters die with it
+        if kind == "kill":
+            leader.signal(signal.SIGKILL)
+            assert leader.proc.proc is not None
+            leader.proc.proc.wait(timeout=10)
+            leader.restart()
+        elif kind == "freeze":
+            leader.signal(signal.SIGSTOP)
+            self.pending.append((now + FREEZE_SECONDS, "thaw", leader))
+        elif kind == "apiserver":
+            self.cluster.plane.restart("kube-apiserver", down_seconds=2.0, kill=True)
+        elif kind == "etcd":
+            self.cluster.plane.restart("etcd", down_seconds=2.0, kill=True)
+        else:
+            leader.proxy.cut()
+            self.pending.append((now + self.partition_seconds, "restore", leader))
+        self.faults[kind] += 1
+        self.fault_times.append(now)
+        return kind
+
+    def end_faults(self, now: float) -> None:
+        """Thaw frozen replicas and restore cut ones whose time has come."""
+        due = [p for p in self.pending if p[0] <= now]
+        self.pending = [p for p in self.pending if p[0] > now]
+        for _, what, replica in due:
+            if what == "thaw":
+                replica.signal(signal.SIGCONT)
+            else:
+                replica.proxy.restore()
+
+    # -- measurements ----------------------------------------------------------------------
+
+    def scrape(self, replica: Replica) -> None:
+        """Remember the replica's API write counter for its current process."""
+        if replica.proc.proc is None or replica.proc.proc.poll() is not None:
+            return
+        url = f"http://127.0.0.1:{replica.metrics_port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                text = response.read().decode()
+        except OSError:
+            return  # frozen or starting: the last figure stands
+        total = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("gastown_api_writes_total{")
+        )
+        self.writes_by_start[(replica.name, replica.proc.starts)] = total
+
+    def sample_rss(self, now: float) -> None:
+        for replica in self.cluster.replicas.values():
+            if replica.proc.proc is None or replica.proc.proc.poll() is not None:
+                continue
+            status = Path(f"/proc/{replica.proc.proc.pid}/status").read_text()
+            kib = next(
+                int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS")
+            )
+            self.rss.append((now, replica.name, kib // 1024))
+
+    def observe(self, now: float) -> None:
+        """Violations on the Town, and recovery: the first bead closed after each fault."""
+        found = self.cluster.api.get("Town", self.cluster.namespace, "demo")
+        if found.status == 200:
+            status = found.body.get("status") or {}
+            self.most_violations = max(self.most_violations, len(status.get("violations") or []))
+        closed = sum(1 for b in self.cluster.view.beads() if b.status.phase is BeadPhase.CLOSED)
+        if closed > self.closed_seen:
+            for fault_at in self.fault_times[len(self.recoveries) :]:
+                self.recoveries.append(now - fault_at)
+            self.closed_seen = closed
+
+
+def random_convoy(rng: random.Random, index: int, size: int) -> dict[str, Any]:
+    """A convoy of `size` tasks on a random rig with a random dependency DAG."""
+    tasks: list[dict[str, Any]] = []
+    for position in range(size):
+        earlier = [f"t{j}" for j in range(position)]
+        deps = rng.sample(earlier, k=min(len(earlier), rng.choice((0, 0, 1, 2))))
+        task: dict[str, Any] = {"key": f"t{position}", "title": f"Task {index}.{position}"}
+        if deps:
+            task["dependsOn"] = deps
+        tasks.append(task)
+    return convoy(f"c{index:03d}", tasks, mode="review-and-merge", rig=rng.choice(RIGS))
+
+
+def duplicates(cluster: Cluster) -> dict[str, int]:
+    """Everything that exists more than once but must exist once."""
+    view = cluster.view
+    pods = Counter(
+        (
+            p["metadata"]["labels"]["gastown.dev/agent"],
+            p["metadata"]["labels"]["gastown.dev/generation"],
+        )
+        for p in view.pods()
+    )
+    beads = view.beads()
+    merged = Counter(
+        b.spec.merge_request.source_bead
+        for b in beads
+        if b.spec.merge_request and b.status.phase is BeadPhase.CLOSED
+    )
+    hooks = Counter(a.spec.hook for a in view.agents() if a.spec.hook)
+    log = git("log", "--format=%s", "main", cwd=cluster.player.repo)
+    merges = Counter(line for line in log.splitlines() if line.startswith("Merge "))
+    return {
+        "pods per agent generation": sum(n - 1 for n in pods.values()),
+        "merged MRs per source": sum(n - 1 for n in merged.values()),
+        "hooks per bead": sum(n - 1 for n in hooks.values()),
+        "merges per MR on the remote": sum(n - 1 for n in merges.values()),
+    }
+
+
+def run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
+    rng = random.Random(args.seed)
+    with chaos_cluster(directory) as cluster:
+        rigs = [{"name": r, "gitUrl": cluster.player.git_url} for r in RIGS]
+        body = town(git_url=cluster.player.git_url)
+        body["spec"]["rigs"] = rigs
+        body["spec"]["limits"] = {"maxPolecatsPerRig": 4, "maxPolecats": 12}
+        assert cluster.api.create(cluster.namespace, body).status == 201
+        soak = Soak(cluster, rng, args.partition_seconds)
+        started = time.monotonic()
+        end_submitting = started + args.minutes * 60
+        per_convoy = 10
+        convoys = -(-args.beads // per_convoy)
+        submit_every = (args.minutes * 60 * 0.8) / convoys
+        submitted, next_submit = 0, started
+        next_fault = started + rng.uniform(args.fault_interval / 2, args.fault_interval)
+        next_sample = next_observe = started
+        deadline = end_submitting + GRACE_SECONDS
+        while True:
+            now = time.monotonic()
+            assert now < deadline, f"convoys did not land within the grace period\n{cluster.logs()}"
+            if submitted < convoys and now >= next_submit:
+                size = min(per_convoy, args.beads - submitted * per_convoy)
+                made = cluster.api.create(cluster.namespace, random_convoy(rng, submitted, size))
+                assert made.status == 201, made.body
+                submitted += 1
+                next_submit = now + submit_every
+            soak.tolerate(cluster.player.step, now)
+            soak.end_faults(now)
+            if now >= next_fault and now < end_submitting:
+                kind = soak.inject(now)
+                print(f"[{now - started:6.1f}s] fault: {kind}", flush=True)
+                next_fault = time.monotonic() + rng.uniform(
+                    args.fault_interval / 2, args.fault_interval
+                )
+            if now >= next_observe:
+                soak.tolerate(functools.partial(soak.observe, now), now)
+                next_observe = now + 1
+            if now >= next_sample:
+                soak.sample_rss(now - started)
+                for replica in cluster.replicas.values():
+                    soak.scrape(replica)
+                next_sample = now + 10
+            if submitted == convoys and now >= end_submitting and not soak.pending:
+                phases = [c.status.phase for c in _convoys(cluster)]
+                if len(phases) == convoys and all(p is ConvoyPhase.LANDED for p in phases):
+                    break
+                failed = [p for p in phases if p is ConvoyPhase.FAILED]
+                assert not failed, f"{len(failed)} convoys failed\n{cluster.logs()}"
+        for replica in cluster.replicas.values():
+            soak.scrape(replica)
+        soak.observe(time.monotonic())
+        wall = time.monotonic() - started
+        beads = [b for b in cluster.view.beads() if b.spec.merge_request is None]
+        landed = sum(1 for b in beads if b.status.phase is BeadPhase.CLOSED)
+        warm = [mb for t, _, mb in soak.rss if t >= min(120.0, wall / 4)]
+        return {
+            "seed": args.seed,
+            "minutes": round(wall / 60, 1),
+            "beads": len(beads),
+            "landed": landed,
+            "faults": dict(soak.faults),
+            "recovery_s": {
+                "p50": round(statistics.median(soak.recoveries), 1) if soak.recoveries else None,
+                "max": round(max(soak.recoveries), 1) if soak.recoveries else None,
+            },
+            "duplicates": duplicates(cluster),
+            "max_violations": soak.most_violations,
+            "operator_restarts": sum(r.proc.starts - 1 for r in cluster.replicas.values()),
+            "api_writes": int(sum(soak.writes_by_start.values())),
+            "rss_mb": {
+                "after_warmup_first": warm[0] if warm else None,
+                "last": warm[-1] if warm else None,
+                "max": max(warm) if warm else None,
+            },
+        }
+
+
+def _convoys(cluster: Cluster) -> list[Convoy]:
+    items = cluster.api.call(
+        "GET", f"/apis/gastown.dev/v1alpha1/namespaces/{cluster.namespace}/convoys"
+    ).body["items"]
+    return [Convoy.from_api(item) for item in items]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=20.0, help="how long faults are injected")
+    parser.add_argument("--beads", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument(
+        "--fault-interval", type=float, default=45.0, help="mean seconds between faults"
+    )
+    parser.add_argument("--partition-seconds", type=float, default=30.0)
+    parser.add_argument("--dir", type=Path, default=None, help="keep logs here")
+    args = parser.parse_args()
+    if args.dir is not None:
+        args.dir.mkdir(parents=True, exist_ok=True)
+        report = run(args, args.dir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="gastown-soak-") as tmp:
+            report = run(args, Path(tmp))
+    print(json.dumps(report, indent=2))
+    ok = (
+        report["landed"] == report["beads"] == args.beads
+        and not any(report["duplicates"].values())
+        and report["max_violations"] == 0
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -641,7 +641,12 @@ def count_outcome(town: TownStore, action: Lowerable) -> None:
         if tier is not None:
             metrics.GUPP_TIERS.labels(town.name, tier).inc()
     elif isinstance(action, TransitionBead) and action.to_phase is BeadPhase.CLOSED:
-        bead = town.objects["Bead"].get(action.bead)
+        record = town.finished.records.get(action.bead)  # closed: held in the summary now
+        if record is not None:
+            if record.type is BeadType.MERGE_REQUEST:
+                metrics.MERGES.labels(town.name).inc()
+            return
+        bead = town.objects["Bead"].get(action.bead)  # the write's result not seen yet
         if isinstance(bead, Bead) and bead.spec.type is BeadType.MERGE_REQUEST:
             metrics.MERGES.labels(town.name).inc()
 

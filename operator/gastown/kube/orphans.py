@@ -28,7 +28,10 @@ async def flag_orphans(kube: Kube, store: Store) -> int:
         if town.town is not None:
             continue
         for kind in ("Bead", "Convoy"):
-            for name, obj in list(town.objects[kind].items()):
+            held: list[tuple[str, Any]] = list(town.objects[kind].items())
+            if kind == "Bead":  # finished beads too (decoded: a missing town is rare)
+                held += [(n, r.bead()) for n, r in town.finished.records.items()]
+            for name, obj in held:
                 if getattr(obj.status, "reason", None) == REASON:
                     continue
                 message = f"town {town.name!r} does not exist in namespace {town.namespace!r}"

@@ -38,7 +38,7 @@ def make_pr_poller(kube: Kube) -> Any:
     """A poller bound to one API client (see `gastown.kube.apply.PRPoller`)."""
 
     async def poll(town: TownStore, effect: PollPR) -> dict[str, Any] | None:
-        bead = town.objects["Bead"].get(effect.bead)
+        bead = town.get("Bead", effect.bead)
         if town.town is None or not isinstance(bead, Bead):
             return None
         rig = next((r for r in town.town.spec.rigs if r.name == bead.spec.rig), None)

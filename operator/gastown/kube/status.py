@@ -34,7 +34,10 @@ LEADER = "Leader"
 
 def bead_counts(snapshot: Snapshot) -> PhaseCounts:
     """Work beads (issues and rework) by phase; merge requests are counted as queue."""
-    counts = work_bead_counts(snapshot.beads.values())
+    index = snapshot.index
+    counts = work_bead_counts(index.live.values())
+    if index.finished is not None:
+        counts.update(index.finished.work_counts)
     return PhaseCounts(
         open=counts[BeadPhase.OPEN],
         in_progress=counts[BeadPhase.IN_PROGRESS],
@@ -193,7 +196,7 @@ def build_town_status(
         summary=summary_line(snapshot, beads, violations, budgets, limits),
         beads=beads,
         agents=agent_counts(snapshot),
-        queue=review_queue_lengths(snapshot.beads.values()),
+        queue=review_queue_lengths(snapshot.index.live.values()),  # finished ones are not queued
         last_pass=last_pass,
         violations=list(violations)[:50],
         circuit_breaker=breaker,

@@ -21,8 +21,10 @@ from pydantic import ValidationError
 
 from gastown.kube import labels
 from gastown.kube.events import EventCorrelator
-from gastown.model import Town
+from gastown.model import Bead, Convoy, Town
 from gastown.model.resources import BY_KIND, Resource
+from gastown.reconcile.convoys import listed_names
+from gastown.reconcile.finished import BeadMap, FinishedBeads, is_finished
 from gastown.reconcile.snapshot import Fault, PodView, Snapshot, Verdict
 
 log = logging.getLogger(__name__)
@@ -102,6 +104,9 @@ class TownStore:
     objects: dict[str, dict[str, Resource[Any, Any]]] = field(
         default_factory=lambda: {"Bead": {}, "Convoy": {}, "Agent": {}}
     )
+    """Live objects as models; finished (closed or failed) beads are in `finished` instead."""
+    finished: FinishedBeads = field(default_factory=FinishedBeads)
+    """Finished beads, summarised and held compactly (a town never forgets one)."""
     raw_versions: dict[tuple[str, str], int] = field(default_factory=dict)
     uids: dict[tuple[str, str], str] = field(default_factory=dict)
     pods: dict[str, PodView] = field(default_factory=dict)
@@ -126,7 +131,10 @@ class TownStore:
             return None
         return Snapshot(
             town=self.town,
-            beads=dict(self.objects["Bead"]),  # type: ignore[arg-type]
+            beads=BeadMap(
+                dict(self.objects["Bead"]),  # type: ignore[arg-type]
+                self.finished.view(),
+            ),
             convoys=dict(self.objects["Convoy"]),  # type: ignore[arg-type]
             agents=dict(self.objects["Agent"]),  # type: ignore[arg-type]
             pods=dict(self.pods),
@@ -148,7 +156,32 @@ class TownStore:
         """The held object of a kind, if any."""
         if kind == "Town":
             return self.town if self.town and self.town.name == name else None
-        return self.objects[kind].get(name)
+        found = self.objects[kind].get(name)
+        if found is None and kind == "Bead":
+            record = self.finished.records.get(name)
+            return record.bead() if record is not None else None
+        return found
+
+    def hold(self, kind: str, obj: Resource[Any, Any], raw: Mapping[str, Any]) -> None:
+        """Keep a parsed object: a finished bead in the summary, anything else as a model."""
+        name = obj.metadata.name
+        if isinstance(obj, Bead):
+            if is_finished(obj):
+                self.objects["Bead"].pop(name, None)
+                self.finished.add(obj, raw)
+                return
+            self.finished.discard(name)
+        elif isinstance(obj, Convoy):
+            self.finished.observe_convoy(name, listed_names(obj))
+        self.objects[kind][name] = obj
+
+    def drop(self, kind: str, name: str) -> None:
+        """Forget an object that is gone."""
+        self.objects[kind].pop(name, None)
+        if kind == "Bead":
+            self.finished.discard(name)
+        elif kind == "Convoy":
+            self.finished.forget_convoy(name)
 
 
 class Store:
@@ -210,7 +243,7 @@ class Store:
             assert isinstance(parsed, Town)
             store.town = parsed
         else:
-            store.objects[kind][name] = parsed
+            store.hold(kind, parsed, obj)
 
     def forget(self, store: TownStore, kind: str, name: str) -> None:
         """Drop an object that is gone (deleted by us, or a DELETED watch event)."""
@@ -219,7 +252,7 @@ class Store:
         if kind == "Town":
             store.town = None
         else:
-            store.objects[kind].pop(name, None)
+            store.drop(kind, name)
 
     def _observe_pod(
         self, namespace: str, obj: Mapping[str, Any], deleted: bool

@@ -192,6 +192,23 @@ class GcPolicy(Model):
     )
 
 
+class RetentionPolicy(Model):
+    """How long finished work is kept (like a Job's `ttlSecondsAfterFinished`); off by default."""
+
+    ttl_seconds_after_finished: int | None = Field(
+        default=None,
+        ge=0,
+        le=10 * 365 * _DAY,
+        description="Delete a landed or failed convoy this long after it finished (its "
+        "materialised beads, merge requests and rework go with it, by garbage collection), and "
+        "a finished issue that no existing convoy counts this long after it closed or failed "
+        "(with its merge requests). Kept whatever their age: a dependency of unfinished work, "
+        "a bead an agent is hooked to, the owner of unfinished beads, a convoy with unfinished "
+        "members, escalations. At most 100 deletions per pass. Unset (the default): finished "
+        "work is kept forever.",
+    )
+
+
 class ModelPrice(Model):
     """Price of one model, for coding agents that report tokens but no cost."""
 
@@ -300,6 +317,9 @@ class TownPolicy(Model):
     review: ReviewPolicy = Field(default_factory=ReviewPolicy, description="Review queue.")
     landing: LandingPolicy = Field(default_factory=LandingPolicy, description="Convoy landing.")
     gc: GcPolicy = Field(default_factory=GcPolicy, description="Agent garbage collection.")
+    retention: RetentionPolicy = Field(
+        default_factory=RetentionPolicy, description="Deletion of finished convoys and beads."
+    )
     budget: BudgetPolicy = Field(
         default_factory=BudgetPolicy, description="Spending limits and model prices."
     )

@@ -20,7 +20,7 @@ SPEND_RECORDED = "SpendRecorded"
 
 def evaluate_spend(ctx: Pass) -> None:
     """Build the pass's spend view (effective figures for budgets, pending writes)."""
-    ctx.spend = build_view(ctx.snap, ctx.policy.budget, ctx.now)
+    ctx.spend = build_view(ctx.snap, ctx.policy.budget, ctx.now, ctx.spendless_convoys())
 
 
 def record_spend(ctx: Pass) -> None:
@@ -28,8 +28,12 @@ def record_spend(ctx: Pass) -> None:
     for name, spend in ctx.spend.beads.items():
         if ctx.free(Kind.BEAD, name):
             _record_bead(ctx, ctx.snap.beads[name], spend)
-    for convoy in ctx.snap.convoys.values():
-        if ctx.free(Kind.CONVOY, convoy.name):
+    stored, budgets = ctx.spend.stored, ctx.convoy_budgets
+    spendless = ctx.spendless_convoys()
+    for name, convoy in ctx.snap.convoys.items():
+        if name in spendless and name not in stored and budgets.get(name) is None:
+            continue  # nothing spent, nothing to count, no budget state (most convoys)
+        if ctx.free(Kind.CONVOY, name):
             _record_convoy(ctx, convoy)
     if ctx.free(Kind.TOWN, ctx.town.name):
         _record_town(ctx)
@@ -61,9 +65,12 @@ def _record_bead(ctx: Pass, bead: Bead, spend: BeadSpend) -> None:
 def _record_convoy(ctx: Pass, convoy: Convoy) -> None:
     figures = ctx.spend.stored.get(convoy.name, {})
     old = convoy.status.spend
-    new = fold_convoy(old, figures, ctx.spend.live)
     state = ctx.convoy_budgets.get(convoy.name)
-    spend_changed = dump(new) != dump(old) and not (old is None and not figures)
+    if old is None and not figures:  # nothing spent, nothing to count (most settled convoys)
+        new, spend_changed = None, False
+    else:
+        new = fold_convoy(old, figures, ctx.spend.live)
+        spend_changed = dump(new) != dump(old) and not (old is None and not figures)
     state_changed = dump(state) != dump(convoy.status.budget_exceeded)
     if not spend_changed and not state_changed:
         return

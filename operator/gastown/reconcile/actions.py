@@ -407,6 +407,22 @@ class DeleteAgent(Action):
         )
 
 
+@dataclass(frozen=True, kw_only=True)
+class DeleteFinished(Action):
+    """Delete a finished convoy or bead past the retention TTL (see `retention`); what it owns
+    follows by garbage collection. No Event: a town may expire many objects at once."""
+
+    kind: Kind
+    name: str
+
+    @property
+    def subject(self) -> str:
+        return self.name
+
+    def writes(self) -> tuple[Write, ...]:
+        return (DeleteObject(kind=self.kind, name=self.name),)
+
+
 # --- beads -------------------------------------------------------------------------------------
 
 

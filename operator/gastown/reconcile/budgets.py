@@ -82,7 +82,11 @@ def evaluate_budgets(ctx: Pass) -> None:
     ctx.town_budgets = town_budget_states(ctx.policy.budget, ctx.spend.town, ctx.now)
     if ctx.town_budgets and ctx.dispatch_blocked_reason is None:
         ctx.dispatch_blocked_reason = BUDGET_EXCEEDED
-    for convoy in ctx.snap.convoys.values():
+    default = ctx.policy.budget.per_convoy_usd
+    skip = ctx.spendless_convoys() if default is None else set()
+    for name, convoy in ctx.snap.convoys.items():
+        if name in skip:
+            continue  # no budget at all: `convoy_budget_state` is None
         state = convoy_budget_state(ctx, convoy)
         if state is not None:
             ctx.convoy_budgets[convoy.name] = state

@@ -10,7 +10,7 @@ dependents, the per-rig review queue) see this pass's decisions and do not lag a
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 
 from gastown.model import Agent, Bead, BeadPhase, Town, TownMode, TownPolicy
@@ -18,6 +18,7 @@ from gastown.model.spend import BudgetState, RateLimitState
 from gastown.model.town import Repair
 from gastown.reconcile.actions import Action, UpdateAgent
 from gastown.reconcile.dag import Readiness
+from gastown.reconcile.finished import Layered
 from gastown.reconcile.snapshot import Index, Snapshot
 from gastown.reconcile.spend import SpendView
 from gastown.reconcile.writes import Kind
@@ -45,8 +46,8 @@ class Pass:
         self.claimed: set[Ref] = self._claimed
         self._phase: dict[str, BeadPhase] = {}
         self.planned_phases: dict[str, BeadPhase] = self._phase
-        self._phases: dict[str, BeadPhase] = self.index.phases
-        self._phase_view: dict[str, BeadPhase] | None = None  # snapshot + plan, merged
+        self._phases: Mapping[str, BeadPhase] = self.index.phases
+        self._phase_view: Mapping[str, BeadPhase] | None = None  # snapshot + plan, merged
         self._assignee: dict[str, str | None] = {}
         self._hook: dict[str, str | None] = {}
         self._hooked_by_plan: dict[str, list[str]] = {}
@@ -56,6 +57,8 @@ class Pass:
         self.releases: dict[str, UpdateAgent] = {}
         self._readiness: Readiness | None = None
         self.members_cache: dict[str, list[str]] = {}
+        self._busy: set[str] | None = None
+        self._spendless: set[str] | None = None
         # Spend, budgets and rate limits as this pass sees them (see `accounting`, `budgets`,
         # `ratelimits`); empty until evaluated at the start of the pass.
         self.spend = SpendView()
@@ -143,7 +146,7 @@ class Pass:
                 return planned
         return bead.status.phase
 
-    def phase_view(self) -> dict[str, BeadPhase]:
+    def phase_view(self) -> Mapping[str, BeadPhase]:
         """Every bead's phase after this pass's decisions so far, as one mapping (read-only).
 
         For loops that look up many beads while planning no transitions themselves: one
@@ -152,8 +155,51 @@ class Pass:
         if not self._phase:
             return self._phases
         if self._phase_view is None:
-            self._phase_view = {**self._phases, **self._phase}
+            if self.index.finished is not None:
+                # Copying every finished bead's phase would cost what the summary saves.
+                self._phase_view = Layered(self._phase, self._phases)
+            else:
+                self._phase_view = {**self._phases, **self._phase}
         return self._phase_view
+
+    def quiet_blocked(self) -> bool:
+        """True while this pass moves a finished bead (then no settled convoy is skipped)."""
+        finished = self.index.finished
+        planned = self._phase
+        return finished is not None and any(name in finished.records for name in planned)
+
+    def spendless_convoys(self) -> set[str]:
+        """Convoys with no spend, no budget state and no budget of their own in the snapshot
+        (most settled ones): the spend and budget rules skip them without reading them."""
+        if self._spendless is None:
+            finished = self.index.finished
+            known: dict[str, object] = finished.spendless if finished is not None else {}
+            found = set()
+            for name, convoy in self.snap.convoys.items():
+                if known.get(name) is convoy:
+                    found.add(name)
+                    continue
+                status = convoy.status
+                if (
+                    status.spend is None
+                    and status.budget_exceeded is None
+                    and convoy.spec.budget_usd is None
+                ):
+                    known[name] = convoy
+                    found.add(name)
+            self._spendless = found
+        return self._spendless
+
+    def busy_convoys(self) -> set[str]:
+        """Convoys with a live member (a bead that names or is listed by it and is live)."""
+        if self._busy is None:
+            live = self.index.live
+            self._busy = {
+                convoy
+                for convoy, members in self.index.members.items()
+                if any(name in live for name in members)
+            }
+        return self._busy
 
     def phase_of(self, name: str) -> BeadPhase | None:
         """Phase of a bead by name, or None if it does not exist."""

@@ -25,6 +25,7 @@ from gastown.reconcile.actions import (
 )
 from gastown.reconcile.context import Pass
 from gastown.reconcile.dag import cyclic_nodes
+from gastown.reconcile.finished import ConvoyTally
 from gastown.reconcile.writes import Kind, iso
 
 TERMINAL = (ConvoyPhase.LANDED, ConvoyPhase.FAILED)
@@ -66,19 +67,18 @@ def task_cycle(convoy: Convoy) -> set[str]:
 
 
 def member_names(ctx: Pass, convoy: Convoy) -> list[str]:
-    """Every bead of the convoy: materialised tasks (existing or not yet) and listed beads."""
+    """Every bead of the convoy: materialised tasks (existing or not yet) and listed beads,
+    then the beads that name it (in name order)."""
     cached = ctx.members_cache.get(convoy.name)
     if cached is not None:
         return cached
-    indexed = ctx.index.members.get(convoy.name, ())
-    if not convoy.spec.tasks and not convoy.spec.beads:
-        # Only beads that name the convoy: the index lists each of them once already.
-        result = list(indexed)
-        ctx.members_cache[convoy.name] = result
-        return result
+    indexed: list[str] = list(ctx.index.members.get(convoy.name, ()))
+    finished = ctx.index.finished
+    if finished is not None:
+        indexed.extend(finished.named.get(convoy.name, ()))
     result = [names.task_bead_name(convoy.name, t.key) for t in convoy.spec.tasks]
     seen = set(result)
-    for name in [*convoy.spec.beads, *indexed]:
+    for name in [*convoy.spec.beads, *sorted(indexed)]:
         if name not in seen:
             seen.add(name)
             result.append(name)
@@ -86,17 +86,95 @@ def member_names(ctx: Pass, convoy: Convoy) -> list[str]:
     return result
 
 
+def listed_names(convoy: Convoy) -> list[str]:
+    """The bead names a convoy lists itself: its tasks' beads, then `spec.beads`."""
+    listed = [names.task_bead_name(convoy.name, t.key) for t in convoy.spec.tasks]
+    return list(dict.fromkeys([*listed, *convoy.spec.beads]))
+
+
+def finished_tally(ctx: Pass, convoy: Convoy) -> ConvoyTally:
+    """The finished part of a convoy's progress, from the summary (memoised across passes for
+    the same Convoy object while none of its finished members changes)."""
+    view = ctx.index.finished
+    assert view is not None
+    key = view.tally_key(convoy.name)
+    cached = view.memo.get(key)
+    if cached is not None and cached[0] is convoy:
+        return cached[1]
+    listed = listed_names(convoy)
+    listed_set = frozenset(listed)
+    records = view.records
+    named = view.named.get(convoy.name, {})
+    finished = set(named)
+    phases = list(named.values())
+    pending: list[str] = []
+    for name in listed:
+        if name in named:
+            continue
+        record = records.get(name)
+        if record is None:
+            pending.append(name)
+        else:
+            finished.add(name)
+            phases.append(record.phase)
+    closed = sum(1 for phase in phases if phase is BeadPhase.CLOSED)
+    tally = ConvoyTally(
+        finished=frozenset(finished),
+        closed=closed,
+        failed=len(phases) - closed,
+        pending=tuple(pending),
+        listed=listed_set,
+        extra=sum(1 for name in named if name not in listed_set),
+    )
+    view.memo[key] = (convoy, tally)
+    return tally
+
+
 def reconcile_convoys(ctx: Pass) -> None:
     """Materialise tasks, then bring each convoy's status and landing up to date."""
+    quiet = quiet_convoys(ctx, "pass")
     for name in sorted(ctx.snap.convoys):
+        if name in quiet:
+            continue  # settled, and nothing it depends on changed since it needed nothing
         convoy = ctx.snap.convoys[name]
         if not ctx.free(Kind.CONVOY, name) or convoy.metadata.deletion_timestamp is not None:
             continue
-        cycle = task_cycle(convoy)
-        if convoy.status.phase not in TERMINAL and not cycle:
+        terminal = convoy.status.phase in TERMINAL
+        cycle = set() if terminal else task_cycle(convoy)  # a settled convoy ignores cycles
+        if not terminal and not cycle:
             _materialise(ctx, convoy)
         desired, expect_phase = _desired_status(ctx, convoy, cycle)
+        planned = len(ctx.actions)
         _write_status(ctx, convoy, desired, expect_phase)
+        if len(ctx.actions) == planned:
+            note_quiet(ctx, convoy, "pass")
+
+
+def quiet_convoys(ctx: Pass, purpose: str) -> set[str]:
+    """Settled (landed or failed) convoys known to need nothing for `purpose`: found so by an
+    earlier pass or check on the very same Convoy object, with the same finished members, and
+    still without live members; empty while this pass moves any finished bead."""
+    view = ctx.index.finished
+    if view is None or ctx.quiet_blocked():
+        return set()
+    convoys, versions = ctx.snap.convoys, view.versions
+    busy = ctx.busy_convoys()
+    return {
+        name
+        for name, (obj, version) in view.quiet[purpose].items()
+        if convoys.get(name) is obj and versions.get(name, 0) == version and name not in busy
+    }
+
+
+def note_quiet(ctx: Pass, convoy: Convoy, purpose: str) -> None:
+    """Record that a convoy needed nothing for `purpose`, if that finding can be reused: it is
+    settled, all its members are finished, none is missing, and this pass moves none."""
+    view = ctx.index.finished
+    if view is None or convoy.status.phase not in TERMINAL or ctx.quiet_blocked():
+        return
+    if convoy.name in ctx.busy_convoys() or finished_tally(ctx, convoy).pending:
+        return
+    view.quiet[purpose][convoy.name] = (convoy, view.versions.get(convoy.name, 0))
 
 
 def _materialise(ctx: Pass, convoy: Convoy) -> None:
@@ -149,13 +227,40 @@ def _materialise(ctx: Pass, convoy: Convoy) -> None:
         )
 
 
-def _counts(ctx: Pass, convoy: Convoy) -> tuple[int, int, int, bool]:
-    """(total, closed, failed, settled): settled means nothing in the convoy can progress."""
-    members = member_names(ctx, convoy)
+def convoy_counts(ctx: Pass, convoy: Convoy, settle: bool = True) -> tuple[int, int, int, bool]:
+    """(total, closed, failed, settled): settled means nothing in the convoy can progress
+    (computed only if `settle`)."""
+    if ctx.index.finished is None:
+        members = member_names(ctx, convoy)
+        return _count(ctx, members, len(members), 0, 0, settle)
+    tally = finished_tally(ctx, convoy)
+    total = len(tally.listed) + tally.extra
+    closed, failed = tally.closed, tally.failed
+    others = list(tally.pending)
+    listed, finished = tally.listed, tally.finished
+    for name in ctx.index.members.get(convoy.name, ()):  # live beads that name the convoy
+        if name not in listed and name not in finished:
+            total += 1
+            others.append(name)
+    if ctx.planned_phases:  # a finished member this pass moves is counted by its new phase
+        records = ctx.index.finished.records
+        for name in ctx.planned_phases:
+            if name in finished:
+                if records[name].phase is BeadPhase.CLOSED:
+                    closed -= 1
+                else:
+                    failed -= 1
+                others.append(name)
+    return _count(ctx, others, total, closed, failed, settle)
+
+
+def _count(
+    ctx: Pass, members: list[str], total: int, closed: int, failed: int, settle: bool
+) -> tuple[int, int, int, bool]:
+    """Add the members' phases to the counts; `total` already includes them."""
     phase_of = ctx.phase_view().get  # this loop sees every member and plans nothing
     closed_phase, failed_phase = BeadPhase.CLOSED, BeadPhase.FAILED
-    closed = failed = 0
-    settled = True
+    settled = settle
     for name in members:
         phase = phase_of(name)
         if phase is closed_phase:
@@ -164,7 +269,7 @@ def _counts(ctx: Pass, convoy: Convoy) -> tuple[int, int, int, bool]:
             failed += 1
         elif settled and (phase is None or not ctx.readiness.doomed(name)):
             settled = False  # one member that can still progress is enough to know
-    return len(members), closed, failed, settled
+    return total, closed, failed, settled
 
 
 def _desired_status(
@@ -172,7 +277,7 @@ def _desired_status(
 ) -> tuple[dict[str, Any], ConvoyPhase | None]:
     """The status fields the convoy should have, and the phase it must still be in."""
     status = convoy.status
-    total, closed, failed, settled = _counts(ctx, convoy)
+    total, closed, failed, settled = convoy_counts(ctx, convoy)
     desired: dict[str, Any] = {
         "total": total,
         "closed": closed,

@@ -25,6 +25,7 @@ from gastown.reconcile.gc import collect_agents
 from gastown.reconcile.gupp import apply_gupp
 from gastown.reconcile.ops import mark_applied
 from gastown.reconcile.ratelimits import evaluate_rate_limits
+from gastown.reconcile.retention import expire_finished
 from gastown.reconcile.retries import evaluate_circuit_breaker
 from gastown.reconcile.review_queue import (
     apply_pr_results,
@@ -93,6 +94,7 @@ def plan(snapshot: Snapshot, now: datetime) -> Plan:
     pop_queues(ctx)
     assign_ready_beads(ctx)
     reconcile_convoys(ctx)
+    expire_finished(ctx)
     collect_agents(ctx)
     clean_pods(ctx)
     # Last: the ledgers, on objects no rule above wrote in this pass.

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from gastown.model import AgentPhase, BeadPhase, Violation
 from gastown.reconcile.context import Pass
-from gastown.reconcile.convoys import member_names
+from gastown.reconcile.convoys import convoy_counts, note_quiet, quiet_convoys
 from gastown.reconcile.snapshot import Snapshot
 
 DUPLICATE_HOOK = "DuplicateHook"
@@ -138,28 +138,24 @@ def _reviews(ctx: Pass) -> list[Violation]:
 
 def _convoys(ctx: Pass) -> list[Violation]:
     found: list[Violation] = []
-    phases = ctx.index.phases
-    closed_phase, failed_phase = BeadPhase.CLOSED, BeadPhase.FAILED
+    quiet = quiet_convoys(ctx, "check")
     for name in sorted(ctx.snap.convoys):
         convoy = ctx.snap.convoys[name]
         if convoy.status.observed_generation is None and convoy.status.phase is None:
             continue  # never reconciled yet: nothing has been claimed about it
-        members = member_names(ctx, convoy)
-        closed = failed = 0
-        for member in members:
-            phase = phases.get(member)
-            if phase is closed_phase:
-                closed += 1
-            elif phase is failed_phase:
-                failed += 1
+        if name in quiet:
+            continue  # checked before: same convoy object, same finished members
+        total, closed, failed, _ = convoy_counts(ctx, convoy, settle=False)
         status = convoy.status
-        if (status.total, status.closed, status.failed) != (len(members), closed, failed):
+        if (status.total, status.closed, status.failed) == (total, closed, failed):
+            note_quiet(ctx, convoy, "check")
+        else:
             found.append(
                 _v(
                     CONVOY_PROGRESS,
                     name,
                     f"convoy {name} says {status.closed}/{status.total} closed, "
-                    f"{status.failed} failed; members say {closed}/{len(members)}, "
+                    f"{status.failed} failed; members say {closed}/{total}, "
                     f"{failed}",
                 )
             )

@@ -12,6 +12,7 @@ remember), and they lift on their own when the holds run out and the endings age
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from gastown.model import Agent, Bead, BeadPhase, Report
@@ -19,6 +20,7 @@ from gastown.model.policy import RateLimitPolicy
 from gastown.model.spend import RateLimitHold, RateLimitState
 from gastown.reconcile.actions import WARNING
 from gastown.reconcile.context import Pass, aware
+from gastown.reconcile.finished import BeadMap
 from gastown.reconcile.ops import release_agent, transition
 from gastown.reconcile.snapshot import Snapshot
 from gastown.reconcile.writes import iso
@@ -40,7 +42,14 @@ def rate_limit_state(snap: Snapshot, policy: RateLimitPolicy, now: datetime) -> 
     held = recent = 0
     until: datetime | None = None
     window = timedelta(seconds=policy.window_seconds)
-    for bead in snap.beads.values():
+    beads: Iterable[Bead] = snap.beads.values()
+    if isinstance(snap.beads, BeadMap):
+        # Finished beads are never held: only their recent endings count (two bisections).
+        finished = snap.beads.finished
+        recent = finished.since(finished.rate_limited, aware(now) - window)
+        live = snap.beads.live
+        beads = [live[name] for name in snap.index.rate_limited]
+    for bead in beads:
         hold = bead.status.rate_limited
         if hold is None:
             continue

@@ -12,6 +12,7 @@ on its own when failures age out of the window.
 
 from __future__ import annotations
 
+import bisect
 from datetime import datetime
 
 from gastown.model import Bead
@@ -62,6 +63,14 @@ def recent_failures(ctx: Pass) -> tuple[int, datetime | None]:
             count += 1
             if newest is None or aware(failed_at) > newest:
                 newest = aware(failed_at)
+    finished = ctx.index.finished_failures  # sorted: two bisections instead of a walk
+    if finished:
+        low = bisect.bisect_left(finished, ctx.since(window))
+        high = bisect.bisect_right(finished, ctx.now)
+        if high > low:
+            count += high - low
+            if newest is None or finished[high - 1] > newest:
+                newest = finished[high - 1]
     return count, newest
 
 

@@ -7,12 +7,14 @@ snapshot, in a single linear sweep each, so a pass over 10,000 beads stays cheap
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
+from typing import Any
 
 from gastown.model import Agent, AgentPhase, AgentRole, Bead, BeadPhase, BeadType, Convoy, Rig, Town
+from gastown.reconcile.finished import BeadMap, Chain, FinishedView
 
 # What the rules need of a live merge request, read while the sweep has it in hand (so the
 # rules do not walk the object again): (source bead, landing?, rig or "", creationTimestamp,
@@ -109,8 +111,17 @@ class Index:
         self.pods_by_agent: dict[str, list[PodView]] = defaultdict(list)
         for pod in snap.pods.values():
             self.pods_by_agent[pod.agent].append(pod)
-        self._sweep_beads(snap)
         beads = snap.beads
+        # With a summary of finished beads (the adapter's snapshots), the sweep sees only live
+        # beads and the summary answers for the rest; a plain mapping is swept whole.
+        self.finished: FinishedView | None = None
+        self.live: Mapping[str, Bead] = beads
+        if isinstance(beads, BeadMap):
+            self.finished = beads.finished
+            self.live = beads.live
+        self._sweep_beads(self.live)
+        if self.finished is not None:
+            self._merge_finished(self.finished)
         # Beads a convoy lists by name; the first convoy (by name) that lists a bead owns it,
         # unless the bead names its convoy itself (see `convoy_name`).
         self.listed_in: dict[str, str] = {}
@@ -187,10 +198,10 @@ class Index:
                 self.parked.append(name)
         self.hooked = dict(hooked)  # a plain dict: a lookup never adds an empty entry
 
-    def _sweep_beads(self, snap: Snapshot) -> None:
-        self.merge_requests_by_source: dict[str, list[str]] = defaultdict(list)
+    def _sweep_beads(self, beads: Mapping[str, Bead]) -> None:
+        self.merge_requests_by_source: Mapping[str, Sequence[str]] = defaultdict(list)
         self.members: dict[str, list[str]] = defaultdict(list)
-        self.phases: dict[str, BeadPhase] = {}  # every bead's phase in the snapshot
+        self.phases: Mapping[str, BeadPhase] = {}  # every bead's phase in the snapshot
         self.live_mrs: list[str] = []  # merge requests that are not closed or failed
         self.pr_mrs: list[str] = []  # live merge requests with a pull request URL
         self.cancels: list[str] = []  # live beads with spec.cancel
@@ -202,16 +213,20 @@ class Index:
         # open with a (possibly stale) assignee: what the repair rules look at
         self.in_review: list[str] = []  # beads of any type in phase in_review
         self.holders: list[str] = []  # the assignee of every in_progress bead that has one
-        self.assignees: dict[str, str] = {}  # bead -> assignee, for beads that have one
-        assignees = self.assignees
+        self.assignees: Mapping[str, str] = {}  # bead -> assignee, for beads that have one
+        self.finished_failures: tuple[datetime, ...] = ()  # of finished beads, if summarised
+        self.rate_limited: list[str] = []  # live beads with status.rateLimited
+        assignees: dict[str, str] = {}
+        phases: dict[str, BeadPhase] = {}
+        by_source: dict[str, list[str]] = defaultdict(list)
+        self.assignees, self.phases, self.merge_requests_by_source = assignees, phases, by_source
         closed, failed, open_ = BeadPhase.CLOSED, BeadPhase.FAILED, BeadPhase.OPEN
         in_progress, in_review = BeadPhase.IN_PROGRESS, BeadPhase.IN_REVIEW
         issue, rework, mr_type = BeadType.ISSUE, BeadType.REWORK, BeadType.MERGE_REQUEST
-        phases, graph, failures = self.phases, self.graph, self.failures
-        by_source, members = self.merge_requests_by_source, self.members
+        graph, failures, members = self.graph, self.failures, self.members
         open_work, active_work, live_mrs = self.open_work, self.active_work, self.live_mrs
         mr_facts = self.mr_facts
-        for name, bead in snap.beads.items():
+        for name, bead in beads.items():
             spec = bead.spec
             status = bead.status
             phase = status.phase
@@ -236,6 +251,8 @@ class Index:
                     members[convoy].append(name)
             if phase is closed or phase is failed:
                 continue
+            if status.rate_limited is not None:
+                self.rate_limited.append(name)
             work = kind is issue or kind is rework
             if phase is open_ and assignee is None:
                 if work and not spec.cancel and bead.metadata.deletion_timestamp is None:
@@ -263,11 +280,32 @@ class Index:
                     self.holders.append(assignee)
             elif phase is in_review:
                 self.in_review.append(name)
+        self.rate_limited.sort()
         active_work.sort()
         live_mrs.sort()
         self.pr_mrs.sort()
         self.cancels.sort()
         self.in_review.sort()
+
+    def _merge_finished(self, finished: FinishedView) -> None:
+        """Answer for finished beads from the summary: lookups fall through to it, and the
+        dependency graph gains the finished beads the live ones reach (all a readiness, cycle
+        or doom question about a live bead can touch)."""
+        records = finished.records
+        self.phases = Chain(self.phases, records, "phase")
+        self.assignees = Chain(self.assignees, records, "assignee")
+        self.merge_requests_by_source = _Sources(self.merge_requests_by_source, finished.by_source)
+        self.finished_failures = finished.failures
+        graph = self.graph
+        stack = [dep for deps in graph.values() for dep in deps if dep not in graph]
+        while stack:
+            name = stack.pop()
+            if name in graph:
+                continue
+            record = records.get(name)
+            if record is not None and record.deps:
+                graph[name] = list(record.deps)
+                stack.extend(dep for dep in record.deps if dep not in graph)
 
     def convoy_name(self, bead: Bead) -> str | None:
         """The convoy a snapshot bead belongs to: the one it names (issues), else the first
@@ -277,9 +315,45 @@ class Index:
             return spec.convoy
         return self.listed_in.get(bead.metadata.name)
 
+    def convoy_of_record(self, name: str, own: str | None) -> str | None:
+        """`convoy_name` of a bead known by name and the convoy it names (issues only)."""
+        return own if own is not None else self.listed_in.get(name)
+
     def pod(self, agent: str, generation: int) -> PodView | None:
         """The pod of one dispatch generation of an agent, if it exists."""
         for pod in self.pods_by_agent.get(agent, ()):
             if pod.generation == generation:
                 return pod
         return None
+
+
+class _Sources(Mapping[str, Sequence[str]]):
+    """Merge requests by source bead: the live ones, then the finished ones."""
+
+    __slots__ = ("finished", "live")
+
+    def __init__(
+        self, live: Mapping[str, Sequence[str]], finished: Mapping[str, Sequence[str]]
+    ) -> None:
+        self.live = live
+        self.finished = finished
+
+    def get(self, key: str, default: Any = None) -> Any:
+        live = self.live.get(key)
+        done = self.finished.get(key)
+        if done is None:
+            return default if live is None else live
+        return done if live is None else [*live, *done]
+
+    def __getitem__(self, key: str) -> Sequence[str]:
+        found = self.get(key)
+        if found is None:
+            raise KeyError(key)
+        return found  # type: ignore[no-any-return]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.live
+        yield from (k for k in self.finished if k not in self.live)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)

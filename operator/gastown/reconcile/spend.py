@@ -26,6 +26,7 @@ last in the pass, only on objects no other rule wrote in it (the next pass catch
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -42,9 +43,11 @@ from gastown.model.spend import (
     WindowSpend,
     dollars,
 )
+from gastown.reconcile.finished import FinishedBead
 from gastown.reconcile.snapshot import Snapshot
 
 MILLION = 1_000_000
+NOTHING = Spend()
 
 
 def session_key(agent: Agent, generation: int) -> str:
@@ -168,18 +171,58 @@ def pending_bead_spend(snap: Snapshot, policy: BudgetPolicy) -> dict[str, BeadSp
 
 def spend_convoy(snap: Snapshot, bead: Bead) -> str | None:
     """The convoy a bead's spend counts for: its own, or its source's (merge requests, rework)."""
-    name = snap.index.convoy_name(bead)
-    if name is not None:
-        return name
+    spec = bead.spec
+    mr, rework = spec.merge_request, spec.rework
+    return _spend_convoy(
+        snap,
+        snap.index.convoy_name(bead),
+        spec.type,
+        mr.source_bead if mr is not None else None,
+        mr is not None and mr.landing,
+        rework.source_bead if rework is not None else None,
+    )
+
+
+def _record_convoy(snap: Snapshot, record: FinishedBead) -> str | None:
+    """`spend_convoy` of a finished bead, from its summary record."""
+    return _spend_convoy(
+        snap,
+        snap.index.convoy_of_record(record.name, record.convoy),
+        record.type,
+        record.source,
+        record.landing,
+        record.rework_source,
+    )
+
+
+def _spend_convoy(
+    snap: Snapshot,
+    own: str | None,
+    kind: BeadType,
+    mr_source: str | None,
+    landing: bool,
+    rework_source: str | None,
+) -> str | None:
+    if own is not None:
+        return own
     source: str | None = None
-    if bead.spec.type is BeadType.MERGE_REQUEST and bead.spec.merge_request is not None:
-        source = bead.spec.merge_request.source_bead
-        if bead.spec.merge_request.landing:
+    if kind is BeadType.MERGE_REQUEST and mr_source is not None:
+        source = mr_source
+        if landing:
             return source if source in snap.convoys else None
-    elif bead.spec.type is BeadType.REWORK and bead.spec.rework is not None:
-        source = bead.spec.rework.source_bead
-    origin = snap.beads.get(source) if source is not None else None
-    return snap.index.convoy_name(origin) if origin is not None else None
+    elif kind is BeadType.REWORK and rework_source is not None:
+        source = rework_source
+    if source is None:
+        return None
+    index = snap.index
+    origin = index.live.get(source)
+    if origin is not None:
+        return index.convoy_name(origin)
+    record = index.finished.records.get(source) if index.finished is not None else None
+    if record is not None:
+        return index.convoy_of_record(source, record.convoy)
+    origin = snap.beads.get(source)  # a plain mapping: every bead is live
+    return index.convoy_name(origin) if origin is not None else None
 
 
 def fold_ledger(
@@ -255,36 +298,87 @@ class SpendView:
     """Keys of the beads that exist."""
 
 
-def build_view(snap: Snapshot, policy: BudgetPolicy, now: datetime) -> SpendView:
-    """Everything spend-related one pass needs, from the snapshot alone."""
+def build_view(
+    snap: Snapshot, policy: BudgetPolicy, now: datetime, spendless: AbstractSet[str] = frozenset()
+) -> SpendView:
+    """Everything spend-related one pass needs, from the snapshot alone (`spendless`: convoys
+    known to have no spend recorded, which need no fold unless a bead counts for them)."""
     view = SpendView(beads=pending_bead_spend(snap, policy))
     town_effective: dict[str, Spend] = {}
     convoy_effective: dict[str, dict[str, Spend]] = {}
-    for name, bead in snap.beads.items():
+    index = snap.index
+    for name, bead in index.live.items():
         key = bead_key(bead)
         view.live.add(key)
         stored = bead.status.spend
         pending = view.beads.get(name)
         if stored is None and pending is None:
             continue
-        convoy = spend_convoy(snap, bead)
-        if stored is not None:
-            value = figure(stored.total)
-            view.stored.setdefault("", {})[key] = value
-            if convoy is not None:
-                view.stored.setdefault(convoy, {})[key] = value
-        effective = figure((pending or stored or BeadSpend()).total)
-        view.effective_bead[name] = effective
-        town_effective[key] = effective
-        if convoy is not None:
-            convoy_effective.setdefault(convoy, {})[key] = effective
+        _count_bead(
+            view,
+            town_effective,
+            convoy_effective,
+            name,
+            key,
+            stored.total if stored is not None else None,
+            pending,
+            spend_convoy(snap, bead),
+        )
+    if index.finished is not None:
+        # Finished beads with spend, or with usage still to record (a finished bead without
+        # either has no ledger entry to keep: entries only come from figures).
+        records = index.finished.records
+        names = [*index.finished.spent, *(n for n in view.beads if n in records)]
+        for name in dict.fromkeys(names):
+            record = records[name]
+            key = record.uid or record.name
+            view.live.add(key)
+            _count_bead(
+                view,
+                town_effective,
+                convoy_effective,
+                name,
+                key,
+                record.spend,
+                view.beads.get(name),
+                _record_convoy(snap, record),
+            )
     view.town = fold_town(snap.town.status.spend, town_effective, view.live, now)
     for convoy_name, group in snap.convoys.items():
+        if convoy_name in spendless and convoy_name not in convoy_effective:
+            view.effective_convoy[convoy_name] = NOTHING  # what the fold would give
+            continue
         figures = convoy_effective.get(convoy_name, {})
+        if group.status.spend is None and not figures:
+            view.effective_convoy[convoy_name] = NOTHING  # what the fold would give
+            continue
         view.effective_convoy[convoy_name] = fold_convoy(
             group.status.spend, figures, view.live
         ).total
     return view
+
+
+def _count_bead(
+    view: SpendView,
+    town_effective: dict[str, Spend],
+    convoy_effective: dict[str, dict[str, Spend]],
+    name: str,
+    key: str,
+    stored: Usage | None,
+    pending: BeadSpend | None,
+    convoy: str | None,
+) -> None:
+    """Count one bead's stored and effective spend for the town and its convoy."""
+    if stored is not None:
+        value = figure(stored)
+        view.stored.setdefault("", {})[key] = value
+        if convoy is not None:
+            view.stored.setdefault(convoy, {})[key] = value
+    effective = figure(pending.total if pending is not None else stored or Usage())
+    view.effective_bead[name] = effective
+    town_effective[key] = effective
+    if convoy is not None:
+        convoy_effective.setdefault(convoy, {})[key] = effective
 
 
 def dump(model: Any) -> Any:

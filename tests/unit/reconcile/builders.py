@@ -19,6 +19,8 @@ from gastown.model.resources import Resource
 from gastown.reconcile import Action, PodView, Snapshot, check_invariants, names, reconcile
 from gastown.reconcile.actions import VerifyAgentClaim
 from gastown.reconcile.beads import expected_branch
+from gastown.reconcile.convoys import listed_names
+from gastown.reconcile.finished import BeadMap, FinishedBeads, is_finished
 from gastown.reconcile.names import pod_name
 from gastown.reconcile.snapshot import Fault, Verdict
 from gastown.reconcile.writes import (
@@ -322,6 +324,11 @@ class World:
     verifications: list[VerifyClaim] = field(default_factory=list)
     verify_inline: bool = True
     """Claim checks answer before the next pass (False: they stay in flight until `verify_all`)."""
+    summarise: bool = True
+    """Snapshots carry finished beads as a summary maintained incrementally (as the adapter's
+    do); False hands over a plain mapping of every bead (the index then sweeps them all)."""
+    finished: FinishedBeads = field(default_factory=FinishedBeads)
+    _seen: dict[tuple[str, str], object] = field(default_factory=dict)
     runtimes_exit_on_release: bool = True
     """A released agent's runtime ends its session and exits (its pod Succeeds) before the next
     pass, as a real one does within seconds (False: the pod keeps running, see
@@ -347,16 +354,45 @@ class World:
             self.convoys[obj.name] = obj
 
     def snapshot(self) -> Snapshot:
-        """The current state as the adapter would hand it over."""
+        """The current state as the adapter would hand it over: live beads plus the summary of
+        finished ones, kept up to date incrementally (unless `summarise` is off)."""
+        beads: Mapping[str, Bead] = dict(self.beads)
+        if self.summarise:
+            beads = self.sync_summary()
         return Snapshot(
             town=self.town,
-            beads=dict(self.beads),
+            beads=beads,
             convoys=dict(self.convoys),
             agents=dict(self.agents),
             pods=dict(self.pods),
             verdicts=dict(self.verdicts),
             faults=self.faults,
         )
+
+    def sync_summary(self) -> BeadMap:
+        """Feed the changes since the last snapshot to the finished-bead summary, as the
+        adapter's store does with watch events, and join it to the live beads."""
+        summary, seen = self.finished, self._seen
+        for kind, name in list(seen):
+            if kind == "Bead" and name not in self.beads:
+                del seen[(kind, name)]
+                summary.discard(name)
+            elif kind == "Convoy" and name not in self.convoys:
+                del seen[(kind, name)]
+                summary.forget_convoy(name)
+        for name, convoy_obj in self.convoys.items():
+            if seen.get(("Convoy", name)) is not convoy_obj:
+                seen[("Convoy", name)] = convoy_obj
+                summary.observe_convoy(name, listed_names(convoy_obj))
+        for name, bead_obj in self.beads.items():
+            if seen.get(("Bead", name)) is not bead_obj:
+                seen[("Bead", name)] = bead_obj
+                if is_finished(bead_obj):
+                    summary.add(bead_obj)
+                else:
+                    summary.discard(name)
+        live = {n: b for n, b in self.beads.items() if not is_finished(b)}
+        return BeadMap(live, summary.view())
 
     def verify_all(self) -> None:
         """Answer every claim check in flight."""

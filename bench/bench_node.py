@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -226,12 +227,25 @@ class _Expired(Exception):
 
 
 def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process so far (0 if it is gone)."""
+    """User plus system CPU time so far of a process and of its children it has reaped (the
+    CNI plugins containerd runs, the runc calls of a shim); 0 if it is gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def shims_cpu_seconds() -> float:
+    """CPU seconds so far of every containerd shim on the machine (with the runc calls each
+    reaped): shims leave containerd's process tree, one per pod."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            text = stat.read_text()
+            if "(containerd-shim" in text:
+                total += sum(int(v) for v in text.rsplit(")", 1)[1].split()[11:15])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def machine_busy_seconds() -> float:
@@ -251,16 +265,41 @@ def pods_cpu_seconds(node: Node) -> float:
 
 
 def cpu_split(plane: ControlPlane, node: Node, operator_pid: int | None) -> dict[str, float]:
-    """CPU seconds so far: operator, control plane, node processes, pods, the whole machine.
-
-    containerd's shims and runc leave containerd's process tree: they are only in `machine`
-    (which also holds whatever else the machine runs)."""
+    """CPU seconds so far: operator, control plane, node processes, shims, pods, this bench
+    (with its git server), and `rest`: the machine's busy time that none of those account for
+    (other processes on the machine, the kernel's own work)."""
     split = {"operator": cpu_seconds(operator_pid)} if operator_pid else {}
     split |= {name: cpu_seconds(pid) for name, pid in plane.pids.items()}
     split |= {name: cpu_seconds(pid) for name, pid in node.pids.items()}
+    split["shims"] = shims_cpu_seconds()
+    # This process: the watch, the creates of the floor, the git server and its git children.
+    split["bench"] = cpu_seconds(os.getpid())
     split["pods"] = pods_cpu_seconds(node)
-    split["machine"] = machine_busy_seconds()
+    split["rest"] = machine_busy_seconds() - sum(split.values())
     return split
+
+
+QUIET_CORES = 0.3
+"""Below this CPU use (in cores) the cluster's own processes count as idle before a burst."""
+
+
+def settle(
+    plane: ControlPlane, node: Node, operator_pid: int | None, timeout: float = 60.0
+) -> float | None:
+    """Wait until the operator, control plane, node, shims and pods together use under
+    `QUIET_CORES` over one second: the previous burst's teardown and the operator's start must
+    not run into the next burst. Returns the seconds waited, or None if the deadline passed
+    (the burst then starts anyway; other processes on the machine are not waited for)."""
+    started = time.monotonic()
+    deadline = started + timeout
+    while time.monotonic() < deadline:
+        before = cpu_split(plane, node, operator_pid)
+        time.sleep(1.0)  # the measurement window, not a synchronisation
+        after = cpu_split(plane, node, operator_pid)
+        used = sum(after[k] - before[k] for k in after if k not in ("rest", "bench"))
+        if used < QUIET_CORES:
+            return round(time.monotonic() - started, 1)
+    return None
 
 
 def spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
@@ -358,14 +397,13 @@ def bench_dispatch(
     node: Node,
     api: Api,
     image: str,
-    server: GitServer,
+    rig: HttpRig,
     ns: str,
     count: int,
     log_dir: Path,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Ready beads -> agent containers Running through the operator; returns the figures and
     one agent pod (the floor's template). Leaves the namespace without pods."""
-    rig = served_rig(server, api, ns)
     proc = operator(plane, ns, log_dir)
     proc.start()
     try:
@@ -391,6 +429,7 @@ def bench_dispatch(
         watch = StartWatch(api, ns)
         watch.start()
         assert proc.proc is not None
+        quiet = settle(plane, node, proc.proc.pid)
         before = cpu_split(plane, node, proc.proc.pid)
         t0, t0_wall = time.monotonic(), time.time()
         assert api.merge_patch("Town", ns, "demo", {"spec": {"mode": "active"}}).status == 200
@@ -399,7 +438,7 @@ def bench_dispatch(
         after = cpu_split(plane, node, proc.proc.pid)
         watch.done.set()
         result = burst_result(watch, t0, t0_wall, count)
-        result |= {"wall_s": round(wall, 2), "cpu_s": spent(before, after)}
+        result |= {"wall_s": round(wall, 2), "settled_s": quiet, "cpu_s": spent(before, after)}
         template = api.call("GET", f"/api/v1/namespaces/{ns}/pods").body["items"][0]
     finally:
         proc.stop()
@@ -442,6 +481,7 @@ def bench_floor(
         finally:
             await kube.close()
 
+    quiet = settle(plane, node, None)
     before = cpu_split(plane, node, None)
     t0, t0_wall = time.monotonic(), time.time()
     asyncio.run(create_all())
@@ -450,7 +490,7 @@ def bench_floor(
     after = cpu_split(plane, node, None)
     watch.done.set()
     result = burst_result(watch, t0, t0_wall, count)
-    result |= {"wall_s": round(wall, 2), "cpu_s": spent(before, after)}
+    result |= {"wall_s": round(wall, 2), "settled_s": quiet, "cpu_s": spent(before, after)}
     clear_pods(api, node, ns)
     return result
 
@@ -465,7 +505,10 @@ def report(run: int, dispatch: dict[str, Any], floor: dict[str, Any]) -> None:
         )
 
     for name, result in (("dispatch", dispatch), ("floor", floor)):
-        print(f"run {run} {name} (wall {result['wall_s']:.2f} s):")
+        print(
+            f"run {run} {name} (wall {result['wall_s']:.2f} s; cluster quiet after "
+            f"{result['settled_s']} s):"
+        )
         print("  " + line("-> container Running (watch)", result["running"]))
         print("  " + line("-> container startedAt (whole seconds)", result["started_at"]))
         print("  " + line("-> pod created", result["pod_created"]))
@@ -481,7 +524,9 @@ def report(run: int, dispatch: dict[str, Any], floor: dict[str, Any]) -> None:
 def dispatch_runs(
     plane: ControlPlane, node: Node, api: Api, count: int, runs: int, log_dir: Path
 ) -> None:
-    """Measurement 3, `runs` times: a dispatch burst and its floor each time."""
+    """Measurement 3, `runs` times: a dispatch burst and its floor each time, in alternating
+    order (odd runs dispatch first, even runs the floor first: the second burst of a pair must
+    not always be the one that follows a teardown)."""
     plane.install_crds(REPO / "crds")
     # The node's first sandbox also sets up the CNI bridge: take it out of the first burst.
     start_one(api, "warm-up", node.pause_image)
@@ -492,15 +537,45 @@ def dispatch_runs(
         f"{time.monotonic() - started:.1f} s"
     )
     root = node.directory.parent / "git"
+    template: dict[str, Any] | None = None
+    pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
     with GitServer(root, "bench", secrets.token_urlsafe(18), host=node.gateway) as server:
         for run in range(1, runs + 1):
             ns = f"bench-dispatch-{run}"
             new_namespace(api, ns)
+            rig = served_rig(server, api, ns)
             eventually(lambda: not running_containers(node), 300, "an idle node")
-            dispatch, template = bench_dispatch(plane, node, api, image, server, ns, count, log_dir)
-            floor = bench_floor(plane, node, api, ns, template, count)
+            floor: dict[str, Any] | None = None
+            print(f"run {run}: {'the floor' if run % 2 == 0 else 'dispatch'} first", flush=True)
+            if run % 2 == 0 and template is not None:
+                floor = bench_floor(plane, node, api, ns, template, count)
+            dispatch, template = bench_dispatch(plane, node, api, image, rig, ns, count, log_dir)
+            if floor is None:
+                floor = bench_floor(plane, node, api, ns, template, count)
             report(run, dispatch, floor)
-            print(json.dumps({"run": run, "dispatch": dispatch, "floor": floor}))
+            print(json.dumps({"run": run, "dispatch": dispatch, "floor": floor}), flush=True)
+            pairs.append((dispatch, floor))
+    summary(pairs)
+
+
+def summary(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+    """Ranges over the runs: the figures of both bursts and their ratios."""
+
+    def span(values: list[float], unit: str = " s") -> str:
+        return f"{min(values):.2f}-{max(values):.2f}{unit}"
+
+    for i, name in enumerate(("dispatch", "floor")):
+        runs = [pair[i]["running"] for pair in pairs]
+        created = [pair[i]["pod_created"]["p50_ms"] / 1000 for pair in pairs]
+        print(
+            f"{name} over {len(pairs)} runs, -> container Running: "
+            f"p50 {span([r['p50_ms'] / 1000 for r in runs])}, "
+            f"p99 {span([r['p99_ms'] / 1000 for r in runs])}, "
+            f"max {span([r['max_ms'] / 1000 for r in runs])}; pod created p50 {span(created)}"
+        )
+    for q in ("p50_ms", "p99_ms"):
+        ratios = [d["running"][q] / f["running"][q] for d, f in pairs]
+        print(f"ratio dispatch / floor, {q[:3]}: {span(ratios, '')} (target: at most 1.20)")
 
 
 def main() -> int:

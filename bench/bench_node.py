@@ -34,6 +34,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import secrets
 import statistics
@@ -112,9 +113,10 @@ def start_one(api: Api, name: str, image: str, timeout: float = 120.0) -> float:
 
 
 def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile."""
+    """Nearest-rank percentile: the smallest value with at least `q` of them at or below it
+    (p99 of 100 values is the 99th, not the maximum)."""
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered) - 1e-9) - 1))]
 
 
 def bench_pods(api: Api, node: Node, count: int, concurrency: int) -> None:

@@ -21,11 +21,13 @@ Starts its own control plane and node (Linux, root; installs and builds what is 
    (`gastown.kube.apply.CONCURRENCY`), no record written first, timed by the same watch. Both
    print p50 / p99 / max, the time to the Pod's creation, and the CPU seconds each process
    (and the node's pods) spent in the burst; pods are deleted and gone from the node between
-   bursts. `--runs R` repeats the pair;
+   bursts, and each burst starts once the cluster is quiet. `--runs R` repeats the pair, in
+   alternating order (odd runs dispatch first), and prints the ranges over the runs;
 4. node stop: `Node.stop()` with nothing left behind.
 
 Run: `.venv/bin/python bench/bench_node.py [--pods 100] [--concurrency 1] [--dispatch 100]
-[--runs 1]` (about 5 min with a cached agent image; `--pods 0` or `--dispatch 0` skips one).
+[--runs 1]` (about 2 min plus 4 min per run with a cached agent image; `--pods 0` or
+`--dispatch 0` skips one; `--log-dir DIR` keeps the operator logs).
 """
 
 from __future__ import annotations

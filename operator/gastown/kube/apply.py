@@ -127,6 +127,8 @@ class Applier:
         self._limit = asyncio.Semaphore(CONCURRENCY)
         self._emits: list[Emit] = []
         self._identity_requests: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self._batch_agents: set[str] = set()
+        """The Agents of the dispatch batch being applied (named in the town's Role together)."""
 
     async def apply(self, actions: Sequence[Lowerable]) -> ApplyResult:
         """Apply every action: its state writes in order, then (if they all held) its effects.
@@ -172,6 +174,9 @@ class Applier:
         In a burst the API server is the bottleneck; creating all pods before any record
         means the median pod waits for half of the claims and pods, not half of all writes.
         """
+        # The town's agent Role names every Agent by name: name the whole batch at once (one
+        # Role write per burst, not one per pod that happens to find itself missing).
+        self._batch_agents = {d.agent for d in dispatches}
         started = await asyncio.gather(
             *(self._bounded(self._claim_and_start, d) for d in dispatches)
         )
@@ -477,7 +482,7 @@ class Applier:
             return town.spec.agent.service_account_name, []  # the user's own, not ours to make
         town_uid = self.town.uids.get(("Town", town.name))
         if self.town_identity and town_uid:
-            agents = [*self.town.objects["Agent"], agent.name]
+            agents = sorted({*self.town.objects["Agent"], *self._batch_agents, agent.name})
             return town_identity_name(town.name), build_town_identity(
                 town, town_uid, self.ns, agents
             )
@@ -488,8 +493,8 @@ class Applier:
 
         The Role lists the town's Agents by name (RBAC `resourceNames`), so a pod cannot read
         or write the Agents of another town in the namespace. A new Agent costs one Role patch
-        (not every dispatch): the patch names every Agent the store holds, so the dispatches
-        of a burst mostly find themselves named already. Patches are serialised per town, so
+        (not every dispatch): the patch names every Agent the store holds and every Agent of
+        the dispatch batch, so a burst costs one write (the Role's creation names the batch). Patches are serialised per town, so
         a slower patch never drops a name a later one added.
         """
         if agent in self.town.role_agents:
@@ -497,7 +502,7 @@ class Applier:
         async with self.town.role_lock:
             if agent in self.town.role_agents:
                 return
-            names = sorted({*self.town.objects["Agent"], agent})
+            names = sorted({*self.town.objects["Agent"], *self._batch_agents, agent})
             patch = {"rules": town_role_rules(town, names)}
             await self.kube.patch_core("Role", self.ns, town_identity_name(town), patch)
             self._count("Role")
@@ -521,6 +526,8 @@ class Applier:
             try:
                 await self.kube.create_core(kind, self.ns, body)
                 self._count(kind)
+                if kind == "Role":
+                    self.town.role_agents = set(_role_names(body))
             except Conflict:
                 pass  # made by an earlier pass or a previous run of the operator
             self.town.identities.add(key)
@@ -625,6 +632,16 @@ def _batches(actions: Sequence[Lowerable]) -> list[tuple[list[Lowerable], bool]]
         else:
             batches.append(([action], concurrent))
     return batches
+
+
+def _role_names(role: dict[str, Any]) -> list[str]:
+    """The Agent names a town's agent Role grants (its rules on agents)."""
+    return [
+        name
+        for rule in role.get("rules", [])
+        if any(r.startswith("agents") for r in rule.get("resources", []))
+        for name in rule.get("resourceNames", [])
+    ]
 
 
 GUPP_TIER_OF_REASON = {

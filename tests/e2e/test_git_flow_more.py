@@ -7,13 +7,15 @@ tests/support/node.py).
 
 from __future__ import annotations
 
+import random
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from gastown.devtools.node import Node
-from gastown.model import BeadType, ConvoyPhase
+from gastown.model import BeadPhase, BeadType, ConvoyPhase
 from tests.support.api import Api
 from tests.support.git import HttpRig, files_on, git, log, show
 from tests.support.node import (
@@ -207,3 +209,57 @@ def test_agent_container_killed_mid_bead_is_redone_once(
     assert seen.phase == "Failed" or seen.name not in {p["metadata"]["name"] for p in view.pods()}
     merges = git("log", "--merges", "--format=%s", "main", cwd=node_rig.path)
     assert merges.count("kill-slow") <= 2  # once into the feature branch, landed once
+
+
+def test_agent_containers_killed_at_random_lose_and_duplicate_nothing(
+    real_node: Node,
+    lean_agent_image: str,
+    api: Api,
+    namespace: str,
+    node_rig: HttpRig,
+    pod_watch: PodWatch,
+    operator_proc: Process,
+    view: TownView,
+) -> None:
+    """Chaos on the node: agent containers (polecats and refineries alike) SIGKILLed at random,
+    from a seed, while a six-bead diamond convoy runs; it lands with every bead merged once."""
+    rng = random.Random(1402)
+    assert api.create(namespace, node_town(lean_agent_image, node_rig)).status == 201
+    tasks = [{**task, "description": "[scripted: sleep=3]"} for task in DIAMOND6]
+    assert api.create(namespace, convoy("chaos", tasks)).status == 201
+    killed: list[str] = []
+
+    def running_victim() -> dict[str, Any] | None:
+        running = [
+            p
+            for p in view.pods()
+            if p.get("status", {}).get("phase") == "Running"
+            and p["status"].get("containerStatuses", [{}])[0].get("containerID")
+            and p["metadata"]["name"] not in killed
+        ]
+        return rng.choice(sorted(running, key=lambda p: p["metadata"]["name"])) if running else None
+
+    for _ in range(3):
+        victim = view.wait(running_victim, LAND_TIMEOUT, "a running agent container")
+        kill_container(real_node, victim)
+        killed.append(victim["metadata"]["name"])
+    result = landed(view, "chaos", LAND_TIMEOUT)
+    assert result.status.phase is ConvoyPhase.LANDED, f"{result.status}\n{town_state(view)}"
+    beads = view.beads()
+    issues = [b for b in beads if b.spec.type is BeadType.ISSUE]
+    assert len(issues) == len(DIAMOND6)
+    # Every pod the watcher saw belongs to a distinct agent generation (names are per
+    # generation), and each issue was merged exactly once into the feature branch.
+    merged = Counter(
+        b.spec.merge_request.source_bead
+        for b in beads
+        if b.spec.merge_request is not None
+        and not b.spec.merge_request.landing
+        and b.status.phase is BeadPhase.CLOSED
+    )
+    assert merged == Counter({b.name: 1 for b in issues}), merged
+    branch = result.status.feature_branch
+    assert branch, result.status
+    merges = git("log", "--merges", "--format=%s", branch, cwd=node_rig.path).splitlines()
+    assert len(merges) == len(issues), merges  # one merge commit per issue, none redone
+    assert view.town()["status"].get("violations", []) == []

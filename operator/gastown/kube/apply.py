@@ -494,8 +494,9 @@ class Applier:
         The Role lists the town's Agents by name (RBAC `resourceNames`), so a pod cannot read
         or write the Agents of another town in the namespace. A new Agent costs one Role patch
         (not every dispatch): the patch names every Agent the store holds and every Agent of
-        the dispatch batch, so a burst costs one write (the Role's creation names the batch). Patches are serialised per town, so
-        a slower patch never drops a name a later one added.
+        the dispatch batch, so a burst costs one write (the Role's creation names the batch).
+        Patches are serialised per town, so a slower patch never drops a name a later one
+        added.
         """
         if agent in self.town.role_agents:
             return

@@ -132,6 +132,33 @@ def _maybe_restore(ctx: Pass, agent: Agent) -> None:
     )
 
 
+def finish_releases(ctx: Pass) -> None:
+    """Finish releases cut in two: a working agent without a hook.
+
+    A release writes the unhook (spec) and then the idle phase (status); an operator that dies
+    between the two, or whose status write loses a conflict to the agent's own status write,
+    leaves the agent working without a hook. The second half is written now (its pod, if any,
+    is then stopped by `clean_pods` as a session that is over).
+    """
+    for name in ctx.index.unhooked_working:
+        if not ctx.free(Kind.AGENT, name):
+            continue
+        agent = ctx.snap.agents[name]
+        ctx.add(
+            UpdateAgent(
+                agent=name,
+                generation=agent.spec.generation,
+                hook=None,
+                from_phase=AgentPhase.WORKING,
+                to_phase=AgentPhase.IDLE,
+                now=ctx.now,
+                reason="Released",
+                message=f"the release of {name} is complete (it had no hook)",
+            ),
+            (Kind.AGENT, name),
+        )
+
+
 def repair_hooks(ctx: Pass) -> None:
     """Unhook agents whose bead is missing, terminal, or assigned to someone else."""
     agents, facts, claimed = ctx.snap.agents, ctx.index.agent_facts, ctx.claimed

@@ -9,7 +9,12 @@ from gastown.model import AgentRole
 from gastown.model.town import Repair
 from gastown.reconcile.accounting import evaluate_spend, record_spend
 from gastown.reconcile.actions import Action
-from gastown.reconcile.agents import apply_session_facts, clean_pods, repair_hooks
+from gastown.reconcile.agents import (
+    apply_session_facts,
+    clean_pods,
+    finish_releases,
+    repair_hooks,
+)
 from gastown.reconcile.beads import (
     apply_polecat_report,
     assign_ready_beads,
@@ -84,6 +89,7 @@ def plan(snapshot: Snapshot, now: datetime) -> Plan:
     apply_pr_results(ctx)
     # Rules.
     enforce_budgets(ctx)
+    finish_releases(ctx)
     repair_hooks(ctx)
     apply_gupp(ctx)
     repair_merge_requests(ctx)

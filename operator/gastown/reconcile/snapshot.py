@@ -149,6 +149,7 @@ class Index:
         self.reporting: list[str] = []  # with a report newer than appliedReportSeq
         self.parked: list[str] = []  # hooked, not working, not being deleted
         self.unhooked_idle: list[str] = []  # idle, no hook, not being deleted
+        self.unhooked_working: list[str] = []  # working, no hook: a release cut in two
         self.agent_facts: dict[str, AgentFacts] = {}  # of every agent, the mayor too
         facts = self.agent_facts
         polecat, refinery, mayor = AgentRole.POLECAT, AgentRole.REFINERY, AgentRole.MAYOR
@@ -190,6 +191,8 @@ class Index:
             if hook is None:
                 if phase is idle_phase and agent.metadata.deletion_timestamp is None:
                     self.unhooked_idle.append(name)
+                elif phase is working_phase:
+                    self.unhooked_working.append(name)
                 continue
             self.hooked_workers.append(name)
             if phase is working_phase:

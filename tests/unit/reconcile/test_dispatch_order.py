@@ -15,7 +15,7 @@ from gastown.reconcile.actions import DispatchAgent
 from gastown.reconcile.core import plan
 from gastown.reconcile.repairs import HOOK_MISMATCH
 from gastown.reconcile.writes import CreateObject, Emit, Kind, PatchSpec, PatchStatus, StartPod
-from tests.unit.reconcile.builders import T0, World, agent, bead, seconds, town
+from tests.unit.reconcile.builders import T0, World, agent, bead, pod, seconds, town
 
 
 def _dispatches(world: World) -> list[DispatchAgent]:
@@ -81,3 +81,26 @@ def test_an_operator_dying_between_pod_and_records_spends_no_attempt() -> None:
     assert holder.status.phase is AgentPhase.WORKING
     assert holder.status.pod == live[0].name
     assert crashed.violations() == []
+
+
+def test_a_release_cut_in_two_is_finished_without_a_repair() -> None:
+    # The unhook (spec) landed, the idle phase (status) did not: the operator died between the
+    # two writes, or the agent's own status write won the race.
+    cut = agent(
+        "demo-polecat-app-1",
+        hook=None,
+        generation=2,
+        phase="working",
+        phaseSince=T0,
+        dispatchedAt=T0,
+        pod="demo-polecat-app-1-g2",
+    )
+    world = World.of(town(), cut)
+    world.pods["demo-polecat-app-1-g2"] = pod("demo-polecat-app-1", 2, phase="Running")
+    assert "WorkingWithoutHook" in world.violations()
+    decided = plan(world.snapshot(), world.now + seconds(1))
+    assert decided.repairs == []  # a crash window, not an impossible state
+    world.settle(advance=seconds(31))
+    assert world.agents["demo-polecat-app-1"].status.phase is AgentPhase.IDLE
+    assert not [p for p in world.pods.values() if p.live]
+    assert world.violations() == []

@@ -119,6 +119,11 @@ def naive_check(snap: Snapshot) -> None:
         and agents[n].status.phase is AgentPhase.IDLE
         and agents[n].metadata.deletion_timestamp is None
     ]
+    assert index.unhooked_working == [
+        n
+        for n in workers
+        if agents[n].spec.hook is None and agents[n].status.phase is AgentPhase.WORKING
+    ]
     assert index.reporting == [
         n
         for n in workers

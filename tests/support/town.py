@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gastown.agent.channel import ReportDraft
+from gastown.agent.channel import ReportDraft, StaleGenerationError
 from gastown.agent.identity import Identity
 from gastown.kube.agent_channel import KubeAgentChannel
 from gastown.kube.rest import RestClient
@@ -198,7 +198,12 @@ class AgentPlayer:
             draft = self.decide(agent, bead)
             if draft is None:
                 continue
-            self.channel(agent).append_report(draft)
+            try:
+                self.channel(agent).append_report(draft)
+            except StaleGenerationError:
+                # The operator re-dispatched the agent meanwhile: this generation's pod would
+                # find itself stale and exit; the next generation is played on a later step.
+                continue
             self.played.add(key)
             done += 1
         return done

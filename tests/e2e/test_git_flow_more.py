@@ -263,3 +263,58 @@ def test_agent_containers_killed_at_random_lose_and_duplicate_nothing(
     merges = git("log", "--merges", "--format=%s", branch, cwd=node_rig.path).splitlines()
     assert len(merges) == len(issues), merges  # one merge commit per issue, none redone
     assert view.town()["status"].get("violations", []) == []
+
+
+def test_agent_node_lost_with_its_pods_loses_and_duplicates_nothing(
+    real_node: Node,
+    lean_agent_image: str,
+    api: Api,
+    namespace: str,
+    node_rig: HttpRig,
+    pod_watch: PodWatch,
+    operator_proc: Process,
+    view: TownView,
+) -> None:
+    """The agent's node dies with its pods (kubelet and containers killed) while a bead runs,
+    stays down until the control plane marks it NotReady, and comes back: the work is redone
+    once, the convoy lands, nothing is merged twice."""
+    assert api.create(namespace, node_town(lean_agent_image, node_rig)).status == 201
+    tasks = [
+        {"key": "slow", "title": "Slow", "description": "[scripted: sleep=20]"},
+        {"key": "after", "title": "After", "dependsOn": ["slow"]},
+    ]
+    assert api.create(namespace, convoy("lost", tasks)).status == 201
+
+    def slow_running() -> bool:
+        return any(
+            p["metadata"]["labels"].get("gastown.dev/bead") == "lost-slow"
+            and p.get("status", {}).get("phase") == "Running"
+            for p in view.pods()
+        )
+
+    view.wait(slow_running, LAND_TIMEOUT, "the slow bead's container to run")
+    real_node.lose()
+    try:
+
+        def not_ready() -> bool:
+            node = api.call("GET", f"/api/v1/nodes/{real_node.name}").body
+            ready = [c for c in node["status"]["conditions"] if c["type"] == "Ready"]
+            return bool(ready) and ready[0]["status"] != "True"
+
+        view.wait(not_ready, 120, "the control plane to mark the lost node NotReady")
+    finally:
+        real_node.revive()
+    result = landed(view, "lost", LAND_TIMEOUT)
+    assert result.status.phase is ConvoyPhase.LANDED, f"{result.status}\n{town_state(view)}"
+    beads = view.beads()
+    slow = next(b for b in beads if b.name == "lost-slow")
+    assert slow.status.attempts == 2, slow.status  # the lost session, then one redo
+    merged = Counter(
+        b.spec.merge_request.source_bead
+        for b in beads
+        if b.spec.merge_request is not None
+        and not b.spec.merge_request.landing
+        and b.status.phase is BeadPhase.CLOSED
+    )
+    assert merged == Counter({"lost-slow": 1, "lost-after": 1}), merged
+    assert view.town()["status"].get("violations", []) == []

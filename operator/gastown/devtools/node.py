@@ -30,6 +30,7 @@ their NAT rules), mounts under the node directory, cgroups, the bridge and our N
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import fcntl
 import gzip
 import hashlib
@@ -272,6 +273,26 @@ def _run(argv: list[str], check: bool = True) -> str:
     return proc.stdout
 
 
+def _cgroup_files(root: Path, name: str) -> list[Path]:
+    """Files `name` under a cgroup tree; cgroups vanish while it is walked (a dying container),
+    so a walk that loses a directory is walked again."""
+    for _ in range(5):
+        if not root.exists():
+            return []
+        try:
+            return list(root.rglob(name))
+        except FileNotFoundError:
+            continue
+    return []
+
+
+def _epoch(stamp: object) -> float:
+    """Seconds since the epoch of an RFC 3339 timestamp of the API (0 if absent)."""
+    if not isinstance(stamp, str) or not stamp:
+        return 0.0
+    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
 def _cgroup_mounts() -> list[Path]:
     """Mount points of every cgroup hierarchy (v1 controllers and the unified one)."""
     mounts = []
@@ -492,6 +513,38 @@ class Node:
                 self.stop()
             raise
         self.startup_seconds = time.monotonic() - started
+        self._save_state()
+
+    def lose(self) -> None:
+        """The node dies with its pods (chaos tests): the kubelet is SIGKILLed and every process
+        of every container is killed; containerd and its images stay (the disk survives)."""
+        pid = self.pids.pop("kubelet", None)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            _terminate(pid, timeout=5)
+        for mount in _cgroup_mounts():
+            for procs in _cgroup_files(mount / self.cgroup_root.lstrip("/"), "cgroup.procs"):
+                with contextlib.suppress(OSError):
+                    for process in procs.read_text().split():
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(int(process), signal.SIGKILL)
+        self._save_state()
+
+    def revive(self) -> None:
+        """Start the kubelet of a lost node again (same name, address and port); wait until the
+        node is Ready."""
+        if "kubelet" in self.pids:
+            raise NodeError(f"node {self.name} is not lost")
+        revived = time.time()
+        self._start_kubelet(self.plane.node_token(self.name))
+        # The Node may still say Ready from before it was lost: wait for a fresh heartbeat.
+        _wait(
+            lambda: self._ready(heartbeat_after=revived - 1),
+            START_TIMEOUT,
+            f"node {self.name} to be Ready again",
+            interval=0.5,
+        )
         self._save_state()
 
     def stop(self) -> None:
@@ -929,13 +982,18 @@ state = "{base / "state"}"
             ],
         )
 
-    def _ready(self) -> bool:
+    def _ready(self, heartbeat_after: float = 0.0) -> bool:
         node = self._get(f"/api/v1/nodes/{self.name}")
         if not node:
             return False
         status = node.get("status")
         conditions = status.get("conditions", []) if isinstance(status, dict) else []
-        return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+        return any(
+            c.get("type") == "Ready"
+            and c.get("status") == "True"
+            and _epoch(c.get("lastHeartbeatTime")) >= heartbeat_after
+            for c in conditions
+        )
 
     def _get(self, path: str) -> dict[str, object] | None:
         token = self.plane.admin_token or _admin_token(self.plane)

@@ -13,7 +13,9 @@ bare remote). Every `--fault-interval` seconds (jittered from the seed) one faul
 
 At the end every convoy must have landed; the run reports landed beads, duplicates (pods per
 agent generation, merged MRs per source, hooks per bead, merges per MR on the remote: all must
-be 0), the most invariant violations any Town status showed (must be 0), faults injected, the
+be 0), the invariant violations on the Town at the end (must be 0) and the most any Town status
+showed during the run, with their codes (a fault between two writes of one action can leave a
+state the next pass repairs), faults injected, the
 time from each fault to the next bead closing (recovery p50 / max), the operator API writes
 (both replicas, over every restart) and the replicas' RSS over time.
 
@@ -72,6 +74,8 @@ class Soak:
     writes_by_start: dict[tuple[str, int], float] = field(default_factory=dict)
     rss: list[tuple[float, str, int]] = field(default_factory=list)
     most_violations: int = 0
+    violations_now: int = 0
+    violation_codes: set[str] = field(default_factory=set)
     closed_seen: int = 0
     failing_since: float | None = None
     round: list[str] = field(default_factory=list)
@@ -162,7 +166,10 @@ class Soak:
         found = self.cluster.api.get("Town", self.cluster.namespace, "demo")
         if found.status == 200:
             status = found.body.get("status") or {}
-            self.most_violations = max(self.most_violations, len(status.get("violations") or []))
+            violations = status.get("violations") or []
+            self.most_violations = max(self.most_violations, len(violations))
+            self.violation_codes.update(v.get("code", "?") for v in violations)
+            self.violations_now = len(violations)
         closed = sum(1 for b in self.cluster.view.beads() if b.status.phase is BeadPhase.CLOSED)
         if closed > self.closed_seen:
             for fault_at in self.fault_times[len(self.recoveries) :]:
@@ -277,7 +284,9 @@ def run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
                 "max": round(max(soak.recoveries), 1) if soak.recoveries else None,
             },
             "duplicates": duplicates(cluster),
-            "max_violations": soak.most_violations,
+            "violations_at_end": soak.violations_now,
+            "max_violations_seen": soak.most_violations,
+            "violation_codes_seen": sorted(soak.violation_codes),
             "operator_restarts": sum(r.proc.starts - 1 for r in cluster.replicas.values()),
             "api_writes": int(sum(soak.writes_by_start.values())),
             "rss_mb": {
@@ -316,7 +325,7 @@ def main() -> int:
     ok = (
         report["landed"] == report["beads"] == args.beads
         and not any(report["duplicates"].values())
-        and report["max_violations"] == 0
+        and report["violations_at_end"] == 0
     )
     return 0 if ok else 1
 

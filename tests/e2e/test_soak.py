@@ -26,5 +26,5 @@ def test_short_soak_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     assert report["landed"] == report["beads"] == 30
     assert set(report["faults"]) == {"kill", "freeze", "apiserver", "etcd", "partition"}
     assert report["duplicates"] == dict.fromkeys(report["duplicates"], 0)
-    assert report["max_violations"] == 0
+    assert report["violations_at_end"] == 0
     assert report["operator_restarts"] >= 1

@@ -200,29 +200,16 @@ class Applier:
 
     async def _claim_and_start(self, action: DispatchAgent) -> bool:
         """The dispatch's claim (Agent hook and generation), then its pod if the claim held."""
-        for write in action.before_pod():
-            assert not isinstance(write, Emit | StartPod | StopPod | PollPR | VerifyClaim)
-            if not await self._state_write(write):
-                self.result.conflicts += 1
-                metrics.CONFLICTS.labels(self.town.name).inc()
-                return False
-        await self._side_effect(action.start_pod())
-        return True
+        held, _, _ = await self._hold(action.before_pod())
+        if held:
+            await self._side_effect(action.start_pod())
+        return held
 
     async def _record(self, action: DispatchAgent) -> bool:
         """The dispatch's records (Agent status, Bead), and its Event if they all held."""
-        emits: list[Emit] = []
-        for write in action.after_pod():
-            if isinstance(write, Emit):
-                emits.append(write)
-            elif isinstance(write, StartPod | StopPod | PollPR | VerifyClaim):
-                raise AssertionError(f"a dispatch record cannot be a side effect: {write}")
-            elif not await self._state_write(write):
-                self.result.conflicts += 1
-                metrics.CONFLICTS.labels(self.town.name).inc()
-                return False
+        held, _, emits = await self._hold(action.after_pod())
         self._emits.extend(emits)
-        return True
+        return held
 
     async def _run(self, action: Lowerable) -> None:
         if isinstance(action, DispatchAgent):
@@ -235,19 +222,8 @@ class Applier:
             CAUSE.reset(cause)
 
     async def _run_action(self, action: Lowerable) -> None:
-        effects: list[StartPod | StopPod | PollPR | VerifyClaim] = []
-        emits: list[Emit] = []
-        held = True
-        for write in action.writes():
-            if isinstance(write, Emit):
-                emits.append(write)
-            elif isinstance(write, StartPod | StopPod | PollPR | VerifyClaim):
-                effects.append(write)
-            elif held:
-                held = await self._state_write(write)
+        held, effects, emits = await self._hold(action.writes())
         if not held:
-            self.result.conflicts += 1
-            metrics.CONFLICTS.labels(self.town.name).inc()
             return
         self._emits.extend(emits)  # only what really happened is announced
         if isinstance(action, RecordBeadSpend):
@@ -255,6 +231,27 @@ class Applier:
         count_outcome(self.town, action)
         for effect in effects:
             await self._side_effect(effect)
+
+    async def _hold(
+        self, writes: Sequence[Write]
+    ) -> tuple[bool, list[StartPod | StopPod | PollPR | VerifyClaim], list[Emit]]:
+        """Write the state writes in order, setting side effects and Events aside for the caller.
+
+        The first write that does not hold ends it (a conflict of the action, counted here);
+        then nothing is returned to run or announce.
+        """
+        effects: list[StartPod | StopPod | PollPR | VerifyClaim] = []
+        emits: list[Emit] = []
+        for write in writes:
+            if isinstance(write, Emit):
+                emits.append(write)
+            elif isinstance(write, StartPod | StopPod | PollPR | VerifyClaim):
+                effects.append(write)
+            elif not await self._state_write(write):
+                self.result.conflicts += 1
+                metrics.CONFLICTS.labels(self.town.name).inc()
+                return False, [], []
+        return True, effects, emits
 
     # -- state writes ----------------------------------------------------------------------
 

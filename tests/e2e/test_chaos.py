@@ -10,11 +10,13 @@ one merged merge request per source, one hook per bead, and no invariant violati
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from gastown.kube.client import USER_AGENT
 from gastown.model import ConvoyPhase
 from tests.e2e.test_operator_flow import DIAMOND, assert_no_duplicates, drive
 from tests.support.api import eventually
@@ -56,10 +58,26 @@ def run_convoy_with(cluster: Cluster, fault: Callable[[Cluster], None], after: i
 
 
 def test_api_server_restart_mid_convoy(cluster: Cluster) -> None:
+    restarted: list[float] = []
+
     def restart(c: Cluster) -> None:
+        restarted.append(time.time())
         c.plane.restart("kube-apiserver", down_seconds=2.0, kill=True)
 
     run_convoy_with(cluster, restart)
+    # Watches resume without a relist storm: each replica re-lists each kind it watches once
+    # (a second time at most, should a resumed watch be told its version is gone), and no town
+    # is primed again (the operator's own client lists only when a town's loop starts).
+    lists = Counter(
+        (r.user_agent.split("/")[0], r.resource)
+        for r in cluster.plane.audited()
+        if r.verb == "list" and r.code == 200 and r.received >= restarted[0]
+    )
+    print("LISTs after the API server restart:", dict(sorted(lists.items())))
+    relists = {resource: n for (client, resource), n in lists.items() if client == "kopf"}
+    assert set(relists) >= {"towns", "beads", "convoys", "agents", "pods"}, relists
+    assert max(relists.values()) <= 2 * len(cluster.replicas), relists
+    assert not [key for key in lists if key[0] == USER_AGENT.split("/")[0]], lists
 
 
 def test_etcd_restart_mid_convoy(cluster: Cluster) -> None:

@@ -110,7 +110,7 @@ def chaos_cluster(
     directory: Path, replicas: int = 2, namespace: str = "chaos"
 ) -> Iterator[Cluster]:
     """Start everything under `directory`; stop everything on the way out."""
-    plane = ControlPlane(directory=directory / "control-plane")
+    plane = ControlPlane(directory=directory / "control-plane", audit_reads=True)
     plane.start()
     started: dict[str, Replica] = {}
     try:

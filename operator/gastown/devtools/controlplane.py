@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime
 import functools
 import json
 import os
@@ -34,6 +35,25 @@ STOP_TIMEOUT = 15.0
 # The Service CIDR; its first address is the `kubernetes` Service, which pods on a local node
 # reach through a NAT to the loopback API server (see devtools/node.py).
 SERVICE_CIDR = "10.0.0.0/24"
+# With `ControlPlane(audit_reads=True)` the API server records every list and watch (who, what,
+# when; no bodies) so tests can count the reads a client makes, e.g. relists after a restart.
+AUDIT_READS_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [{"level": "Metadata", "verbs": ["list", "watch"]}, {"level": "None"}],
+}
+
+
+@dataclass(frozen=True)
+class AuditedRequest:
+    """One request the API server's audit log recorded."""
+
+    verb: str
+    resource: str
+    user_agent: str
+    code: int
+    received: float  # seconds since the epoch
 
 
 class ControlPlaneError(RuntimeError):
@@ -89,6 +109,8 @@ class ControlPlane:
     startup_seconds: float = 0.0
     # Kubelets that may join (each gets a node token); fixed before start, see pki.generate.
     node_names: tuple[str, ...] = ()
+    # Record every list and watch in `logs/audit.log` (see `audited`); off by default.
+    audit_reads: bool = False
     _keys: pki.Pki | None = field(default=None, repr=False)
     _crds_installed: bool = False
 
@@ -248,9 +270,40 @@ class ControlPlane:
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
                 f"--cert-dir={self.directory / 'certs'}",
+                *self._audit_arguments(),
                 "-v=1",
             ],
         )
+
+    def _audit_arguments(self) -> list[str]:
+        if not self.audit_reads:
+            return []
+        policy = self.directory / "audit-policy.yaml"
+        policy.write_text(yaml.safe_dump(AUDIT_READS_POLICY))
+        return [f"--audit-policy-file={policy}", f"--audit-log-path={self.logs / 'audit.log'}"]
+
+    def audited(self) -> list[AuditedRequest]:
+        """The requests recorded so far (a restarted API server appends to the same log)."""
+        path = self.logs / "audit.log"
+        if not path.exists():
+            return []
+        found = []
+        for line in path.read_text().splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue  # the line being written
+            received = datetime.datetime.fromisoformat(event["requestReceivedTimestamp"])
+            found.append(
+                AuditedRequest(
+                    verb=event["verb"],
+                    resource=event.get("objectRef", {}).get("resource", ""),
+                    user_agent=event.get("userAgent", ""),
+                    code=int(event.get("responseStatus", {}).get("code", 0)),
+                    received=received.timestamp(),
+                )
+            )
+        return found
 
     def _start_controller_manager(self, keys: pki.Pki) -> None:
         self._spawn(

@@ -19,6 +19,7 @@ import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from gastown import __version__
 from gastown.kube.errors import ERRORS, ApiError, Conflict, Forbidden, Invalid, NotFound
 from gastown.model.common import GROUP, VERSION
 from gastown.model.resources import PLURALS
@@ -59,6 +60,8 @@ CORE_PATHS = {
 METADATA_PATHS = {"Secret": "secrets", "ServiceAccount": "serviceaccounts"}
 """Core kinds whose metadata the operator reads (opt-in labels, see `gastown.kube.deputy`)."""
 PARTIAL_METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+USER_AGENT = f"gastown/{__version__}"
+"""How the operator's own requests name themselves (API server audit logs, metrics)."""
 
 
 class NotLeading(ApiError):
@@ -88,7 +91,9 @@ async def connect() -> client.ApiClient:
     configuration = client.Configuration.get_default_copy()
     # Concurrent dispatches share this pool (see kube.apply.CONCURRENCY).
     configuration.connection_pool_maxsize = 64
-    return client.ApiClient(configuration)
+    api = client.ApiClient(configuration)
+    api.user_agent = USER_AGENT
+    return api
 
 
 class Kube:
@@ -142,7 +147,7 @@ class Kube:
         if fenced and method != "GET" and self.fence is not None and not self.fence():
             raise NotLeading()
         configuration = self.api.configuration
-        headers = {"Accept": accept, "Content-Type": content_type}
+        headers = {"Accept": accept, "Content-Type": content_type, "User-Agent": USER_AGENT}
         auth = (await configuration.auth_settings()).get("BearerToken")
         if auth and auth.get("value"):
             headers["Authorization"] = auth["value"]

@@ -11,13 +11,19 @@ bare remote). Every `--fault-interval` seconds (jittered from the seed) one faul
 - etcd: restart etcd (SIGKILL, 2 s down);
 - partition: cut the leader off from the API server for `--partition-seconds`.
 
+The Town deletes finished convoys `--retention-seconds` after they land (as a long-lived town
+would, `policy.retention`), so the live set stays bounded and memory can settle; landings,
+closed beads and merged merge requests are therefore counted as they are seen, not at the end.
+
 At the end every convoy must have landed; the run reports landed beads, duplicates (pods per
 agent generation, merged MRs per source, hooks per bead, merges per MR on the remote: all must
 be 0), the invariant violations on the Town at the end (must be 0) and the most any Town status
 showed during the run, with their codes (a fault between two writes of one action can leave a
 state the next pass repairs), faults injected, the
 time from each fault to the next bead closing (recovery p50 / max), the operator API writes
-(both replicas, over every restart) and the replicas' RSS over time.
+(both replicas, over every restart) and the replicas' RSS over time: per operator process that
+lived long enough, its RSS after warm-up, at its end, and the least-squares growth after
+warm-up in MB per minute.
 
 Run: `.venv/bin/python bench/soak.py` (20 minutes, 500 beads; `make soak`), or e.g.
 `--minutes 2 --beads 40` for a short run (the test suite runs one: tests/e2e/test_soak.py).
@@ -55,6 +61,10 @@ RIGS = ("app", "api", "web")
 FAULTS = ("kill", "freeze", "apiserver", "etcd", "partition")
 FREEZE_SECONDS = 8.0
 TRANSIENT_SECONDS = 120.0
+WARMUP_SECONDS = 180.0
+"""RSS samples of a process this young are warm-up (caches and pools filling)."""
+MIN_LIFETIME_SECONDS = 300.0
+"""A process whose samples after warm-up span less than this gives no growth figure."""
 GRACE_SECONDS = 600.0
 """How long after the last submission every convoy may take to land."""
 
@@ -72,12 +82,23 @@ class Soak:
     pending: list[tuple[float, str, Replica]] = field(default_factory=list)
     """Scheduled ends of faults: (when, what, replica)."""
     writes_by_start: dict[tuple[str, int], float] = field(default_factory=dict)
-    rss: list[tuple[float, str, int]] = field(default_factory=list)
+    rss: list[tuple[str, int, float, int]] = field(default_factory=list)
+    """(replica, process start number, seconds since that process started, MB)."""
+    landed: dict[str, int] = field(default_factory=dict)
+    """Convoys seen landed: name -> member beads."""
+    closed: set[str] = field(default_factory=set)
+    """Beads seen closed (they may be deleted later by retention)."""
+    merged: dict[str, set[str]] = field(default_factory=dict)
+    """Source bead -> closed merge requests seen for it."""
+    failed_convoys: set[str] = field(default_factory=set)
+    vanished: set[str] = field(default_factory=set)
+    """Convoys deleted (finished) before a look saw them landed or failed."""
+    seen: set[str] = field(default_factory=set)
     most_violations: int = 0
     violations_now: int = 0
     violation_codes: set[str] = field(default_factory=set)
-    closed_seen: int = 0
     failing_since: float | None = None
+    born: dict[tuple[str, int], float] = field(default_factory=dict)
     round: list[str] = field(default_factory=list)
 
     def tolerate(self, step: Callable[[], object], now: float) -> None:
@@ -152,14 +173,17 @@ class Soak:
         self.writes_by_start[(replica.name, replica.proc.starts)] = total
 
     def sample_rss(self, now: float) -> None:
+        """One RSS sample of every running replica, keyed by its process."""
         for replica in self.cluster.replicas.values():
-            if replica.proc.proc is None or replica.proc.proc.poll() is not None:
+            proc = replica.proc.proc
+            if proc is None or proc.poll() is not None:
                 continue
-            status = Path(f"/proc/{replica.proc.proc.pid}/status").read_text()
+            status = Path(f"/proc/{proc.pid}/status").read_text()
             kib = next(
                 int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS")
             )
-            self.rss.append((now, replica.name, kib // 1024))
+            born = self.born.setdefault((replica.name, replica.proc.starts), now)
+            self.rss.append((replica.name, replica.proc.starts, now - born, kib // 1024))
 
     def observe(self, now: float) -> None:
         """Violations on the Town, and recovery: the first bead closed after each fault."""
@@ -170,11 +194,26 @@ class Soak:
             self.most_violations = max(self.most_violations, len(violations))
             self.violation_codes.update(v.get("code", "?") for v in violations)
             self.violations_now = len(violations)
-        closed = sum(1 for b in self.cluster.view.beads() if b.status.phase is BeadPhase.CLOSED)
-        if closed > self.closed_seen:
+        present = _convoys(self.cluster)
+        names = {c.metadata.name for c in present}
+        self.vanished |= self.seen - names - set(self.landed) - self.failed_convoys
+        self.seen |= names
+        for c in present:
+            if c.status.phase is ConvoyPhase.LANDED:
+                self.landed[c.metadata.name] = c.status.total
+            elif c.status.phase is ConvoyPhase.FAILED:
+                self.failed_convoys.add(c.metadata.name)
+        closed_before = len(self.closed)
+        for b in self.cluster.view.beads():
+            if b.status.phase is not BeadPhase.CLOSED:
+                continue
+            self.closed.add(b.metadata.name)
+            if b.spec.merge_request is not None:
+                source = b.spec.merge_request.source_bead
+                self.merged.setdefault(source, set()).add(b.metadata.name)
+        if len(self.closed) > closed_before:
             for fault_at in self.fault_times[len(self.recoveries) :]:
                 self.recoveries.append(now - fault_at)
-            self.closed_seen = closed
 
 
 def random_convoy(rng: random.Random, index: int, size: int) -> dict[str, Any]:
@@ -190,8 +229,8 @@ def random_convoy(rng: random.Random, index: int, size: int) -> dict[str, Any]:
     return convoy(f"c{index:03d}", tasks, mode="review-and-merge", rig=rng.choice(RIGS))
 
 
-def duplicates(cluster: Cluster) -> dict[str, int]:
-    """Everything that exists more than once but must exist once."""
+def duplicates(cluster: Cluster, merged_seen: dict[str, set[str]]) -> dict[str, int]:
+    """Everything that exists (or existed, for merged MRs) more than once but must exist once."""
     view = cluster.view
     pods = Counter(
         (
@@ -200,18 +239,12 @@ def duplicates(cluster: Cluster) -> dict[str, int]:
         )
         for p in view.pods()
     )
-    beads = view.beads()
-    merged = Counter(
-        b.spec.merge_request.source_bead
-        for b in beads
-        if b.spec.merge_request and b.status.phase is BeadPhase.CLOSED
-    )
     hooks = Counter(a.spec.hook for a in view.agents() if a.spec.hook)
     log = git("log", "--format=%s", "main", cwd=cluster.player.repo)
     merges = Counter(line for line in log.splitlines() if line.startswith("Merge "))
     return {
         "pods per agent generation": sum(n - 1 for n in pods.values()),
-        "merged MRs per source": sum(n - 1 for n in merged.values()),
+        "merged MRs per source": sum(len(mrs) - 1 for mrs in merged_seen.values()),
         "hooks per bead": sum(n - 1 for n in hooks.values()),
         "merges per MR on the remote": sum(n - 1 for n in merges.values()),
     }
@@ -224,6 +257,9 @@ def run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         body = town(git_url=cluster.player.git_url)
         body["spec"]["rigs"] = rigs
         body["spec"]["limits"] = {"maxPolecatsPerRig": 4, "maxPolecats": 12}
+        if args.retention_seconds is not None:
+            retention = {"ttlSecondsAfterFinished": args.retention_seconds}
+            body["spec"].setdefault("policy", {})["retention"] = retention
         assert cluster.api.create(cluster.namespace, body).status == 201
         soak = Soak(cluster, rng, args.partition_seconds)
         started = time.monotonic()
@@ -260,41 +296,65 @@ def run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
                 for replica in cluster.replicas.values():
                     soak.scrape(replica)
                 next_sample = now + 10
-            if submitted == convoys and now >= end_submitting and not soak.pending:
-                phases = [c.status.phase for c in _convoys(cluster)]
-                if len(phases) == convoys and all(p is ConvoyPhase.LANDED for p in phases):
-                    break
-                failed = [p for p in phases if p is ConvoyPhase.FAILED]
-                assert not failed, f"{len(failed)} convoys failed\n{cluster.logs()}"
+            failed = soak.failed_convoys
+            assert not failed, f"convoys failed: {sorted(failed)}\n{cluster.logs()}"
+            finished = len(soak.landed) + len(soak.vanished)
+            done = submitted == convoys and now >= end_submitting and not soak.pending
+            if done and finished == convoys:
+                break
         for replica in cluster.replicas.values():
             soak.scrape(replica)
         soak.observe(time.monotonic())
         wall = time.monotonic() - started
-        beads = [b for b in cluster.view.beads() if b.spec.merge_request is None]
-        landed = sum(1 for b in beads if b.status.phase is BeadPhase.CLOSED)
-        warm = [mb for t, _, mb in soak.rss if t >= min(120.0, wall / 4)]
         return {
             "seed": args.seed,
             "minutes": round(wall / 60, 1),
-            "beads": len(beads),
-            "landed": landed,
+            "beads": args.beads,
+            "landed": sum(soak.landed.values()),
+            "convoys_finished_unseen": len(soak.vanished),
             "faults": dict(soak.faults),
             "recovery_s": {
                 "p50": round(statistics.median(soak.recoveries), 1) if soak.recoveries else None,
                 "max": round(max(soak.recoveries), 1) if soak.recoveries else None,
             },
-            "duplicates": duplicates(cluster),
+            "duplicates": duplicates(cluster, soak.merged),
             "violations_at_end": soak.violations_now,
             "max_violations_seen": soak.most_violations,
             "violation_codes_seen": sorted(soak.violation_codes),
             "operator_restarts": sum(r.proc.starts - 1 for r in cluster.replicas.values()),
             "api_writes": int(sum(soak.writes_by_start.values())),
-            "rss_mb": {
-                "after_warmup_first": warm[0] if warm else None,
-                "last": warm[-1] if warm else None,
-                "max": max(warm) if warm else None,
-            },
+            "rss_mb": rss_report(soak.rss),
         }
+
+
+def rss_report(samples: list[tuple[str, int, float, int]]) -> dict[str, Any]:
+    """RSS of every operator process: the largest seen, and for each process that lived long
+    enough after warm-up, its first and last RSS after warm-up and its growth per minute
+    (least squares, so one noisy sample does not decide it)."""
+    lives: dict[tuple[str, int], list[tuple[float, int]]] = {}
+    for name, start, age, mb in samples:
+        lives.setdefault((name, start), []).append((age, mb))
+    long_lived = []
+    for (name, start), points in sorted(lives.items()):
+        warm = [(age, mb) for age, mb in points if age >= WARMUP_SECONDS]
+        if len(warm) < 3 or warm[-1][0] - warm[0][0] < MIN_LIFETIME_SECONDS:
+            continue
+        ages = [age / 60 for age, _ in warm]
+        sizes = [float(mb) for _, mb in warm]
+        slope = statistics.linear_regression(ages, sizes).slope
+        long_lived.append(
+            {
+                "process": f"{name}#{start}",
+                "minutes_after_warmup": round(ages[-1] - ages[0], 1),
+                "after_warmup": warm[0][1],
+                "last": warm[-1][1],
+                "growth_mb_per_min": round(slope, 2),
+            }
+        )
+    return {
+        "max": max((mb for *_, mb in samples), default=None),
+        "processes": long_lived,
+    }
 
 
 def _convoys(cluster: Cluster) -> list[Convoy]:
@@ -313,8 +373,16 @@ def main() -> int:
         "--fault-interval", type=float, default=45.0, help="mean seconds between faults"
     )
     parser.add_argument("--partition-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--retention-seconds",
+        type=int,
+        default=60,
+        help="the Town's policy.retention.ttlSecondsAfterFinished (-1: keep everything)",
+    )
     parser.add_argument("--dir", type=Path, default=None, help="keep logs here")
     args = parser.parse_args()
+    if args.retention_seconds < 0:
+        args.retention_seconds = None
     if args.dir is not None:
         args.dir.mkdir(parents=True, exist_ok=True)
         report = run(args, args.dir)
@@ -326,6 +394,7 @@ def main() -> int:
         report["landed"] == report["beads"] == args.beads
         and not any(report["duplicates"].values())
         and report["violations_at_end"] == 0
+        and report["convoys_finished_unseen"] == 0
     )
     return 0 if ok else 1
 

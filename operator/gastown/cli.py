@@ -110,6 +110,7 @@ def _run(args: argparse.Namespace) -> int:
 
     import gastown.handlers  # noqa: F401 - registers the handlers
     from gastown.agent.redaction import install_log_redaction
+    from gastown.kube.labels import parse_selector
     from gastown.kube.redaction import log_redactor
 
     if args.metrics_port:
@@ -123,6 +124,12 @@ def _run(args: argparse.Namespace) -> int:
             os.environ["GASTOWN_LEASE_NAME"] = args.lease_name
     if args.allow_insecure_provider_urls:
         os.environ["GASTOWN_ALLOW_INSECURE_PROVIDER_URLS"] = "1"  # read by gastown.kube.deputy
+    try:
+        parse_selector(args.town_selector)
+    except ValueError as err:
+        print(f"gastown run: invalid --town-selector: {err}", file=sys.stderr)
+        return 2
+    os.environ["GASTOWN_TOWN_SELECTOR"] = args.town_selector  # read by gastown.handlers.towns
     kopf.configure(
         verbose=args.verbose,
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
@@ -201,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--lease-name",
         default=os.environ.get("GASTOWN_LEASE_NAME", ""),
         help="name of the leader Lease (default gastown-operator; one per operator release)",
+    )
+    run.add_argument(
+        "--town-selector",
+        default=os.environ.get("GASTOWN_TOWN_SELECTOR", ""),
+        help="reconcile only Towns whose labels match this selector (e.g. gastown.dev/shard=a), "
+        "to split the towns of shared namespaces over several operator releases; default: all",
     )
     run.add_argument(
         "--allow-insecure-provider-urls",

@@ -26,6 +26,8 @@ from tests.support.town import AgentPlayer, TownView, convoy, town
 
 pytestmark = pytest.mark.cluster
 
+SHARD = "gastown.dev/shard"
+
 
 @pytest.fixture
 def replicas(
@@ -164,3 +166,64 @@ def test_two_releases_shard_towns_by_namespace_each_with_its_own_lease(
         for proc in shards.values():
             proc.stop()
         api.call("DELETE", f"/api/v1/namespaces/{other}")
+
+
+def test_two_releases_shard_the_towns_of_one_namespace_by_label(
+    api: Api, namespace: str, control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    """The sharding path inside one namespace: each release reconciles the Towns its
+    --town-selector matches, with its own Lease; a Town relabelled to the other shard is handed
+    over (the old shard stops its loop, the new one starts one)."""
+    shards: dict[str, Process] = {}
+    try:
+        for shard in ("a", "b"):
+            log_dir = tmp_path / shard
+            log_dir.mkdir()
+            shards[shard] = operator(
+                control_plane,
+                namespace,
+                log_dir,
+                GASTOWN_TOWN_SELECTOR=f"{SHARD}={shard}",
+                GASTOWN_LEASE_NAME=f"shard-{shard}",
+                GASTOWN_LEASE_IDENTITY=f"shard-{shard}-0",
+                GASTOWN_LEASE_NAMESPACE=namespace,
+                **LEASE_SECONDS,
+            )
+            shards[shard].start()
+        for proc in shards.values():
+            wait_started(proc, "Initial authentication has finished")
+        for shard in ("a", "b"):
+            body = town(f"town-{shard}")
+            body["metadata"]["labels"] = {SHARD: shard}
+            assert api.create(namespace, body).status == 201
+
+        def reconciled_by(name: str) -> str | None:
+            status = api.get("Town", namespace, name).body.get("status") or {}
+            found = [c for c in status.get("conditions", []) if c["type"] == "Leader"]
+            return found[0]["message"] if found else None
+
+        for shard in ("a", "b"):
+            eventually(
+                lambda s=shard: reconciled_by(f"town-{s}") == f"reconciled by shard-{s}-0",
+                60,
+                f"town-{shard} to be reconciled by shard {shard}",
+            )
+        assert f"town {namespace}/town-b" not in shards["a"].log.read_text()
+        assert f"town {namespace}/town-a" not in shards["b"].log.read_text()
+
+        patch = {"metadata": {"labels": {SHARD: "b"}}}
+        assert api.merge_patch("Town", namespace, "town-a", patch).status == 200
+        eventually(
+            lambda: f"stopped reconciling town {namespace}/town-a" in shards["a"].log.read_text(),
+            30,
+            "shard a to stop reconciling town-a",
+        )
+        eventually(
+            lambda: reconciled_by("town-a") == "reconciled by shard-b-0",
+            60,
+            "town-a to be reconciled by shard b",
+        )
+        assert shards["a"].log.read_text().count(f"started reconciling town {namespace}/town-a") == 1
+    finally:
+        for proc in shards.values():
+            proc.stop()

@@ -27,4 +27,5 @@ def test_short_soak_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     assert set(report["faults"]) == {"kill", "freeze", "apiserver", "etcd", "partition"}
     assert report["duplicates"] == dict.fromkeys(report["duplicates"], 0)
     assert report["violations_at_end"] == 0
+    assert report["convoys_finished_unseen"] == 0
     assert report["operator_restarts"] >= 1

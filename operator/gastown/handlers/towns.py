@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
 from gastown.kube.client import ApiError, Kube
+from gastown.kube.labels import Selector, parse_selector
 from gastown.kube.loop import LoopSettings, TownLoop, report_loop_failure
 from gastown.kube.prime import prime_town
 from gastown.kube.prpoll import make_pr_poller
@@ -22,7 +25,19 @@ PRIME_RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
 """Waits between attempts to prime a town's store; the last one repeats."""
 
 
-@kopf.daemon(GROUP, VERSION, "towns", cancellation_timeout=2.0)
+@functools.cache
+def town_selector() -> Selector:
+    """The towns this operator reconciles (`--town-selector`; read once, after the CLI set it)."""
+    return parse_selector(os.environ.get("GASTOWN_TOWN_SELECTOR", ""))
+
+
+def selected(labels: Mapping[str, str], **_: Any) -> bool:
+    """Whether a Town belongs to this operator's shard. kopf re-checks it on every Town event:
+    a Town relabelled out of the shard has its loop stopped, one relabelled into it gets one."""
+    return town_selector().matches(labels)
+
+
+@kopf.daemon(GROUP, VERSION, "towns", cancellation_timeout=2.0, when=selected)
 async def town_loop(
     name: str, namespace: str | None, memo: Any, stopped: kopf.DaemonStopped, **_: Any
 ) -> None:
@@ -44,7 +59,12 @@ async def town_loop(
         verifier=memo.verifier,
         leadership=getattr(memo, "leadership", None),
     )
-    await loop.run(lambda: bool(stopped))
+    log.info("started reconciling town %s/%s", namespace, name, extra={"town": name})
+    try:
+        await loop.run(lambda: bool(stopped))
+    finally:
+        # Deleted, relabelled out of this shard (--town-selector), or the operator stopping.
+        log.info("stopped reconciling town %s/%s", namespace, name, extra={"town": name})
 
 
 async def prime_until_done(

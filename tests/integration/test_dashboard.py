@@ -4,11 +4,18 @@ The user's kubeconfig holds a ServiceAccount token bound to a Role in namespace 
 kinds, agent pods and Events). The dashboard shows A's town, never namespace B's, not even
 when pointed at B (the API server refuses, and the page says so). Changes reach an open page
 through the server-sent events fed by the watches, and a bead's timeline lists its dispatches
-(with generation and pod) and reports. No operator runs: states are written as it would.
+(with generation and pod) and reports. A Role without pods and Events still gets every page,
+saying what it could not read. The `kubectl-gastown dashboard` command itself serves as that
+user and exits cleanly on Ctrl-C. No operator runs: states are written as it would.
 """
 
 from __future__ import annotations
 
+import queue
+import re
+import signal
+import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -33,6 +40,8 @@ CONVOY_TASKS = [
     {"key": "top", "title": "Top", "dependsOn": ["left"]},
 ]
 POLECAT = "demo-polecat-app-1"
+ENTRY_POINT = Path(sys.executable).parent / "kubectl-gastown"
+DEADLINE = 30.0
 
 
 def create(api: Api, ns: str, obj: dict[str, Any], status: dict[str, Any] | None = None) -> None:
@@ -55,13 +64,16 @@ def bead(name: str, **spec: Any) -> dict[str, Any]:
     }
 
 
-def restricted_kubeconfig(api: Api, plane: ControlPlane, namespace: str, path: Path) -> Path:
-    """A kubeconfig whose token may only read the town's objects in `namespace`."""
+def restricted_kubeconfig(
+    api: Api, plane: ControlPlane, namespace: str, path: Path, *, pods_and_events: bool = True
+) -> Path:
+    """A kubeconfig whose token may only read the town's objects in `namespace` (and, if
+    `pods_and_events`, its pods and Events)."""
     core = f"/api/v1/namespaces/{namespace}"
     rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
     account = {"metadata": {"name": "viewer"}}
     assert api.call("POST", f"{core}/serviceaccounts", account).status == 201
-    role = {
+    role: dict[str, Any] = {
         "metadata": {"name": "gastown-reader"},
         "rules": [
             {
@@ -69,9 +81,12 @@ def restricted_kubeconfig(api: Api, plane: ControlPlane, namespace: str, path: P
                 "resources": ["towns", "beads", "convoys", "agents"],
                 "verbs": ["get", "list", "watch"],
             },
-            {"apiGroups": [""], "resources": ["pods", "events"], "verbs": ["get", "list", "watch"]},
         ],
     }
+    if pods_and_events:
+        role["rules"].append(
+            {"apiGroups": [""], "resources": ["pods", "events"], "verbs": ["get", "list", "watch"]}
+        )
     assert api.call("POST", f"{rbac}/roles", role).status == 201
     binding = {
         "metadata": {"name": "gastown-reader"},
@@ -271,3 +286,76 @@ def test_convoy_page_updates_live_and_bead_timeline_lists_dispatches(
         assert "need a hand" in timeline
     finally:
         running.stop()
+
+
+def test_without_pods_and_events_the_pages_say_so_and_still_render(
+    api: Api, control_plane: ControlPlane, town_ns: str, tmp_path: Path
+) -> None:
+    """A Role without pods and events: the town page names the Pod kind as not readable (403),
+    and a bead's timeline shows what was readable, without the Events (which exist)."""
+    config = restricted_kubeconfig(
+        api, control_plane, town_ns, tmp_path / "no-core.kubeconfig", pods_and_events=False
+    )
+    running = Running(config, None)
+    try:
+        status, html = running.get("/town/demo")
+        assert status == 200
+        assert "Not readable with your credentials" in html
+        assert "<li>Pod: 403: " in html
+        assert 'href="/convoy/feat"' in html  # the town itself is still there
+        status, timeline = running.get("/bead/feat-left")
+        assert status == 200, timeline
+        assert 'data-kind="dispatch"' not in timeline
+        assert 'data-kind="event"' not in timeline
+        assert "need a hand" in timeline  # the agent's report: readable, so shown
+    finally:
+        running.stop()
+    listed = api.call("GET", f"/api/v1/namespaces/{town_ns}/events")
+    assert any(e["reason"] == "Dispatched" for e in listed.body["items"])  # hidden, not absent
+
+
+def test_the_dashboard_command_serves_until_interrupted(viewer: Path) -> None:
+    """`kubectl-gastown dashboard --port 0` as the restricted user: it prints its URL, serves
+    the town, and exits 0 on Ctrl-C (SIGINT)."""
+    proc = subprocess.Popen(
+        [str(ENTRY_POINT), "dashboard", "--port", "0", "--kubeconfig", str(viewer)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # As in a terminal: a test runner started in the background may ignore SIGINT, and
+        # exec would pass that on.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        assert proc.stdout is not None
+        lines: queue.Queue[str] = queue.Queue()
+        stdout = proc.stdout
+
+        def pump() -> None:
+            for printed in stdout:
+                lines.put(printed)
+
+        threading.Thread(target=pump, daemon=True).start()
+        try:
+            line = lines.get(timeout=DEADLINE)
+        except queue.Empty:
+            pytest.fail(f"the dashboard printed no URL within {DEADLINE}s", pytrace=False)
+        match = re.search(r"(http://127\.0\.0\.1:\d+/)$", line.strip())
+        assert match is not None, line
+        url = match.group(1)
+
+        def town_listed() -> bool:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return response.status == 200 and 'href="/town/demo"' in response.read().decode()
+
+        eventually(town_listed, DEADLINE, "the dashboard to list town demo")
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=DEADLINE)
+        assert proc.stderr is not None
+        err = proc.stderr.read()  # the process has exited: read to the end at once
+        assert code == 0, err
+        assert "Traceback" not in err, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=DEADLINE)

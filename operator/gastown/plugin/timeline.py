@@ -1,9 +1,9 @@
 """A bead's life as a timeline: creation, dispatches, pods, reports, reviews, rework, merge, Events.
 
 Pure: built from the town's state (as the dashboard's watches hold it) and the Events about the
-bead and its merge requests (listed by the caller). The operator's dispatch Events say "<role>
-<agent> dispatched (attempt N, pod P)"; the pod name ends in `-g<generation>`, which gives the
-dispatch generation even after the pod itself is gone.
+bead, its merge requests and their rework beads (listed by the caller for `timeline_subjects`).
+The operator's dispatch Events say "<role> <agent> dispatched (attempt N, pod P)"; the pod name
+ends in `-g<generation>`, which gives the dispatch generation even after the pod is gone.
 """
 
 from __future__ import annotations
@@ -46,11 +46,9 @@ def bead_timeline(
     state: TownState, bead_name: str, events: Iterable[Mapping[str, Any]] = ()
 ) -> list[Entry]:
     """Every known moment of the bead, its merge requests and rework beads, oldest first."""
-    bead = state.beads.get(bead_name)
-    if bead is None:
+    related = _related(state, bead_name)
+    if not related:
         return []
-    related = [bead, *_merge_requests(state, bead_name)]
-    related += _reworks(state, {b.name for b in related[1:]})
     entries: list[Entry] = []
     for item in related:
         entries += _lifecycle(item, bead_name)
@@ -75,6 +73,20 @@ def bead_timeline(
             )
     entries += [_event(e) for e in events if _about(e) in subjects]
     return sorted(entries, key=lambda e: aware(e.at) if e.at else _LATEST)
+
+
+def timeline_subjects(state: TownState, bead_name: str) -> list[str]:
+    """The names a bead's timeline is about: the bead, its merge requests and their rework
+    beads (the Events to list for it)."""
+    return [b.name for b in _related(state, bead_name)]
+
+
+def _related(state: TownState, bead_name: str) -> list[Bead]:
+    bead = state.beads.get(bead_name)
+    if bead is None:
+        return []
+    merge_requests = _merge_requests(state, bead_name)
+    return [bead, *merge_requests, *_reworks(state, {b.name for b in merge_requests})]
 
 
 def _merge_requests(state: TownState, source: str) -> list[Bead]:

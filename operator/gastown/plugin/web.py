@@ -28,7 +28,7 @@ from gastown.plugin import pages
 from gastown.plugin.fetch import agent_pods
 from gastown.plugin.mirror import Mirror
 from gastown.plugin.state import TownState
-from gastown.plugin.timeline import bead_timeline
+from gastown.plugin.timeline import bead_timeline, timeline_subjects
 
 log = logging.getLogger(__name__)
 
@@ -140,12 +140,7 @@ def _bead(views: Views, match: re.Match[str], now: datetime) -> tuple[str, str] 
     state = views.state(bead.spec.town)
     if state is None:
         return None
-    subjects = [bead.name] + [
-        b.name
-        for b in state.beads.values()
-        if b.spec.merge_request is not None and b.spec.merge_request.source_bead == bead.name
-    ]
-    entries = bead_timeline(state, bead.name, views.events(subjects))
+    entries = bead_timeline(state, bead.name, views.events(timeline_subjects(state, bead.name)))
     return f"Bead {bead.name}", pages.bead_body(bead, entries, now)
 
 

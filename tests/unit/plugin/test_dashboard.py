@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import http.client
+import ipaddress
+import re
+import shutil
+import socket
+import subprocess
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -13,7 +22,7 @@ import pytest
 from gastown.plugin import dag, pages, web
 from gastown.plugin.mirror import KINDS, Mirror
 from gastown.plugin.state import TownState
-from gastown.plugin.timeline import bead_timeline, dispatches
+from gastown.plugin.timeline import bead_timeline, dispatches, timeline_subjects
 from gastown.reconcile.snapshot import PodView
 from gastown.reconcile.writes import iso
 from tests.unit.reconcile.builders import (
@@ -258,6 +267,89 @@ def test_timeline_orders_dispatches_pods_reports_review_and_merge() -> None:
     assert merged.subject == "a-mr-1"
 
 
+def rework(name: str, merge_request: str, source: str, **status: Any) -> Any:
+    """A rework bead the refinery's request-changes on `merge_request` created."""
+    spec = {
+        "rework": {
+            "mergeRequest": merge_request,
+            "sourceBead": source,
+            "branch": f"gt/{source}",
+            "feedback": "fix it",
+        }
+    }
+    return bead(name, type="rework", spec=spec, created=T0 + minutes(12), **status)
+
+
+def reworked_state() -> TownState:
+    """Bead a under review, its MR sent back for rework (done); bead b's MR has rework too."""
+    return TownState.of(
+        town(),
+        beads=[
+            bead("a", phase="in_review"),
+            merge_request(
+                "a-mr-1",
+                "a",
+                created=T0 + minutes(9),
+                review={"refinery": "t-refinery-rig-1", "startedAt": iso(T0 + minutes(10))},
+            ),
+            rework("a-rework-1", "a-mr-1", "a", phase="closed", closedAt=T0 + minutes(16)),
+            bead("b", phase="in_review"),
+            merge_request("b-mr-1", "b"),
+            rework("b-rework-1", "b-mr-1", "b", phase="open"),
+        ],
+        agents=[
+            agent(
+                POLECAT,
+                generation=3,
+                hook="a-rework-1",
+                reports=[
+                    {
+                        "seq": 1,
+                        "generation": 3,
+                        "type": "done",
+                        "at": iso(T0 + minutes(15)),
+                        "bead": "a-rework-1",
+                        "summary": "fixed the review's point",
+                    }
+                ],
+            )
+        ],
+    )
+
+
+REWORK_EVENTS = [
+    event("a-rework-1", "Dispatched", f"polecat {POLECAT} dispatched (attempt 1, pod x-g3)", 13),
+    event("b-rework-1", "Dispatched", "polecat y dispatched (attempt 1, pod y-g1)", 13),
+]
+
+
+def test_timeline_lists_the_rework_of_the_beads_merge_requests() -> None:
+    """Rework beads of the bead's merge requests join its timeline: their creation, their
+    closing, the reports and Events about them; rework of another bead's MR does not."""
+    state = reworked_state()
+    assert timeline_subjects(state, "a") == ["a", "a-mr-1", "a-rework-1"]
+    entries = bead_timeline(state, "a", REWORK_EVENTS)
+    about = [(e.kind, e.subject) for e in entries]
+    assert about == [
+        ("created", "a"),
+        ("merge_request", "a-mr-1"),
+        ("review", "a-mr-1"),
+        ("rework", "a-rework-1"),
+        ("dispatch", "a-rework-1"),
+        ("report", "a-rework-1"),
+        ("closed", "a-rework-1"),
+    ]
+    created = next(e for e in entries if e.kind == "rework")
+    assert created.text == "rework a-rework-1 created"
+    assert created.at == T0 + minutes(12)
+    (dispatch,) = dispatches(entries)
+    assert (dispatch.agent, dispatch.generation, dispatch.pod) == (POLECAT, 3, "x-g3")
+    assert "b-rework-1" not in " ".join(e.text + e.subject for e in entries)
+    html = pages.bead_body(state.beads["a"], entries, NOW)
+    assert 'data-kind="rework"' in html
+    assert 'href="/bead/a-rework-1"' in html
+
+
 def test_timeline_of_a_missing_bead_is_empty() -> None:
     assert bead_timeline(reviewed_state(), "nope") == []
 
@@ -322,6 +414,37 @@ def test_towns_page_shows_health_counts_and_repairs() -> None:
     html = pages.towns_body([state], NOW)
     assert 'href="/town/t"' in html
     assert "1 open" in html
+    row = towns_row(html)
+    assert row["repairs"] == "1"
+    assert row["violations"] == "0"
+    assert row["spend"] == "$0.00 today · $0.00"
+
+
+def towns_row(html: str) -> dict[str, str]:
+    """The towns table's only row, by column header."""
+    headers = re.findall(r"<th>(.*?)</th>", html)
+    cells = re.findall(r"<td>(.*?)</td>", html)
+    assert len(cells) == len(headers), (headers, cells)
+    return dict(zip(headers, cells, strict=True))
+
+
+def test_towns_page_shows_spend_today_and_in_total_and_counts_repairs() -> None:
+    """Spend of today's window (yesterday's rolls over to nothing) and in total; the repairs
+    column counts the Town's recent repairs."""
+    repairs = [
+        {"code": "DuplicateHook", "subject": s, "message": "m", "at": iso(T0)} for s in "abc"
+    ]
+    spend = {
+        "total": {"costUsd": 12.5, "tokens": 900},
+        "today": {"window": NOW.strftime("%Y-%m-%d"), "costUsd": 3.25, "tokens": 100},
+        "month": {"window": NOW.strftime("%Y-%m"), "costUsd": 12.5, "tokens": 900},
+    }
+    state = TownState.of(town(status={"lastRepairs": repairs, "spend": spend}))
+    row = towns_row(pages.towns_body([state], NOW))
+    assert row["spend"] == "$3.25 today · $12.50"
+    assert row["repairs"] == "3"
+    tomorrow = towns_row(pages.towns_body([state], NOW + timedelta(days=1)))
+    assert tomorrow["spend"] == "$0.00 today · $12.50"
 
 
 # --- the server ---------------------------------------------------------------------------------
@@ -374,23 +497,41 @@ class FakeClient:
 @pytest.fixture
 def served() -> Iterator[web.DashboardServer]:
     """A server over a mirror holding the diamond convoy's objects (no watches running)."""
-    mirror = Mirror(FakeClient(), "ns")  # type: ignore[arg-type]
-    state = diamond()
+    with serving("127.0.0.1", allow_remote=False) as server:
+        yield server
+
+
+@contextmanager
+def serving(
+    address: str,
+    *,
+    allow_remote: bool,
+    state: TownState | None = None,
+    client: FakeClient | None = None,
+) -> Iterator[web.DashboardServer]:
+    """Serve a state's objects (default: the diamond convoy's) on `address`; Events come from
+    `client`."""
+    client = client or FakeClient()
+    mirror = Mirror(client, "ns")  # type: ignore[arg-type]
+    state = state or diamond()
     for kind, objects in (
         ("Town", [state.town]),
         ("Bead", list(state.beads.values())),
         ("Convoy", list(state.convoys.values())),
+        ("Agent", list(state.agents.values())),
     ):
         for obj in objects:
             mirror._apply(kind, "ADDED", obj.to_api())
     mirror._listed.update(KINDS)
-    views = web.Views(mirror, FakeClient(), "ns")  # type: ignore[arg-type]
-    server = web.DashboardServer(("127.0.0.1", 0), views, allow_remote=False)
+    views = web.Views(mirror, client, "ns")  # type: ignore[arg-type]
+    server = web.DashboardServer((address, 0), views, allow_remote=allow_remote)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield server
-    server.close()
-    thread.join(timeout=10)
+    try:
+        yield server
+    finally:
+        server.close()
+        thread.join(timeout=10)
 
 
 def get(server: web.DashboardServer, path: str, host: str | None = None) -> tuple[int, str]:
@@ -431,6 +572,87 @@ def test_server_refuses_non_loopback_clients(
     assert get(served, "/")[0] == 403
     served.allow_remote = True
     assert get(served, "/")[0] == 200
+
+
+def non_loopback_ipv4() -> str:
+    """This machine's IPv4 address on its default route (a UDP socket's connect picks the
+    source address and sends nothing), else the first global one `ip -4 addr` lists. Fails
+    (never skips) on a machine without one: the refusal cannot be shown there."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("198.51.100.1", 9))  # TEST-NET-2: routed like any remote address
+            found = probe.getsockname()[0]
+        except OSError:
+            found = ""
+    if found and not ipaddress.ip_address(found).is_loopback:
+        return str(found)
+    ip = shutil.which("ip")
+    listed = ""
+    if ip is not None:
+        listed = subprocess.run(
+            [ip, "-4", "-o", "addr", "show", "scope", "global"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout
+        for match in re.finditer(r"\binet (\d+\.\d+\.\d+\.\d+)/", listed):
+            if not ipaddress.ip_address(match.group(1)).is_loopback:
+                return match.group(1)
+    pytest.fail(
+        f"this machine has no non-loopback IPv4 address to connect from (ip: {listed!r})",
+        pytrace=False,
+    )
+
+
+def get_from(server: web.DashboardServer, source: str, target: str) -> int:
+    """GET / connecting from `source` to `target`, with a Host header naming the loopback, so
+    that only the peer address can make the server refuse."""
+    port = server.server_address[1]
+    conn = http.client.HTTPConnection(target, port, timeout=10, source_address=(source, 0))
+    try:
+        conn.request("GET", "/", headers={"Host": f"127.0.0.1:{port}"})
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("allow_remote", [False, True])
+def test_a_connection_from_a_non_loopback_address(allow_remote: bool) -> None:
+    """Bound to every address, the server refuses a client connecting from the machine's own
+    non-loopback address (403) unless remote clients are allowed; loopback clients pass."""
+    address = non_loopback_ipv4()
+    with serving("0.0.0.0", allow_remote=allow_remote) as server:
+        assert get_from(server, "127.0.0.1", "127.0.0.1") == 200
+        assert get_from(server, address, address) == (200 if allow_remote else 403)
+
+
+class EventsClient(FakeClient):
+    """Answers each Event LIST with the given Events about the field selector's object."""
+
+    def __init__(self, events: list[dict[str, Any]]) -> None:
+        self.events = events
+        self.asked: list[str] = []
+
+    def request(self, method: str, path: str) -> dict[str, Any]:
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
+        name = query["fieldSelector"][0].removeprefix("involvedObject.name=")
+        self.asked.append(name)
+        return {"items": [e for e in self.events if e["involvedObject"]["name"] == name]}
+
+
+def test_bead_page_lists_the_events_of_its_rework_beads() -> None:
+    """The page asks for the Events of the bead, its MR and the MR's rework bead, and shows the
+    rework's dispatch."""
+    client = EventsClient(REWORK_EVENTS)
+    with serving("127.0.0.1", allow_remote=False, state=reworked_state(), client=client) as server:
+        status, html = get(server, "/bead/a")
+    assert status == 200
+    assert client.asked == ["a", "a-mr-1", "a-rework-1"]
+    assert 'data-kind="dispatch"' in html
+    assert "pod x-g3" in html
 
 
 def test_event_stream_reports_a_change(served: web.DashboardServer) -> None:

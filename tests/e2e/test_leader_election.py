@@ -223,7 +223,8 @@ def test_two_releases_shard_the_towns_of_one_namespace_by_label(
             60,
             "town-a to be reconciled by shard b",
         )
-        assert shards["a"].log.read_text().count(f"started reconciling town {namespace}/town-a") == 1
+        started = f"started reconciling town {namespace}/town-a"
+        assert shards["a"].log.read_text().count(started) == 1
     finally:
         for proc in shards.values():
             proc.stop()

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Install (once) the real coding-agent CLIs for tests and the demo, and print their bin folder.
+# Install (once) the real coding-agent CLIs on the host, to run them by hand (e.g. to record new
+# CLI output against the scripted model server), and print their bin folder. No test uses it:
+# the tests run the CLIs inside the agent image.
 #
 #   hack/install-clis.sh            -> prints e.g. ~/.cache/gastown/clis/<key>/bin
 #   hack/install-clis.sh claude     -> only Claude Code (names: claude codex opencode aider)

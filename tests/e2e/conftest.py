@@ -95,34 +95,6 @@ def rig_repo(tmp_path: Path) -> Path:
     return make_bare_repo(tmp_path / "remote" / "app.git")
 
 
-@pytest.fixture(scope="session")
-def git_server_host() -> str:
-    """The address the e2e git server listens on, and the host in its URLs.
-
-    Loopback reaches it from the operator and from pods run as local processes. Pods on a real
-    node reach the host at the node's bridge gateway: override this fixture to return it.
-    """
-    return "127.0.0.1"
-
-
-@pytest.fixture(scope="session")
-def git_server(
-    git_server_host: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[GitServer]:
-    """A smart-HTTP git server with basic auth, as hosted git is reached (one per session)."""
-    root = tmp_path_factory.mktemp("git-http")
-    with GitServer(root, "gastown-e2e", secrets.token_urlsafe(18), host=git_server_host) as server:
-        yield server
-
-
-@pytest.fixture
-def http_rig_repo(git_server: GitServer, api: Api, namespace: str) -> HttpRig:
-    """A bare repository with one commit on main served by `git_server`, and a Secret
-    `git-credentials` in the test's namespace holding its username and password, labelled for
-    the town `demo` (the operator reads only Secrets labelled for the town naming them)."""
-    return _served_rig(git_server, api, namespace)
-
-
 def _served_rig(server: GitServer, api: Api, namespace: str) -> HttpRig:
     """A bare repository served by `server` under the namespace, and its credentials Secret."""
     name = f"{namespace}/app.git"

@@ -6,9 +6,10 @@ ever pulled. Pods reach the rig's remote over authenticated smart HTTP on the no
 gateway, as they would reach hosted git. The operator runs on the host (tests/e2e/test_chart_pod.py
 runs it as a Pod). With the lean agent image (the runtime, `gt` and git; the scripted coding
 agent): a review-then-land convoy lands, a request-changes review goes through one rework, and a
-cancelled bead's running container is stopped. The other flows on the node: test_git_flow_more.py
-(diamond, conflict, pull requests, a killed container), test_gupp.py (a nudge into a live
-session) and test_real_clis.py (the real coding-agent CLIs).
+cancelled bead's running container is stopped. The other flows on the node: test_git_flow.py
+(one bead over HTTP), test_git_flow_more.py (diamond, conflict, pull requests, a killed
+container), test_gupp.py (a nudge into a live session) and test_real_clis.py (the real
+coding-agent CLIs).
 
 A background watcher records, for every pod, when it was first seen and first ran (pod created
 -> Running latency), the node it was bound to, and its logs while it exists (the operator deletes

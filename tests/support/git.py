@@ -27,7 +27,7 @@ def git(*args: str, cwd: Path | None = None) -> str:
 
 @dataclass(frozen=True)
 class HttpRig:
-    """A rig's remote served over authenticated smart HTTP (see the `http_rig_repo` fixture)."""
+    """A rig's remote served over authenticated smart HTTP (see the `node_rig` fixture)."""
 
     path: Path
     """The bare repository on disk (for assertions)."""

@@ -74,7 +74,13 @@ class Activity(Model):
     last_event_type: str | None = Field(default=None, max_length=64, description="Last event.")
     last_event_at: datetime | None = Field(default=None, description="Last progress event.")
     active_tools: list[ToolName] = Field(
-        default_factory=list, max_length=32, description="Tool calls in flight."
+        default_factory=list,
+        max_length=32,
+        description=(
+            "Tool calls in flight. Claude Code and Codex report a tool while it runs; OpenCode "
+            "reports a tool only once it has finished and Aider reports no tool calls, so for "
+            "those two this stays empty (their output still moves lastEventAt)."
+        ),
     )
 
 

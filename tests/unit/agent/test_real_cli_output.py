@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -100,6 +101,31 @@ def test_claude_refuses_root_unless_sandboxed() -> None:
     assert event.fatal
     assert event.error is not None
     assert "root" in event.error
+
+
+def test_claude_as_root_fails_with_the_reason_before_starting(
+    start: Callable[..., Agent],  # noqa: F811 - the imported fixture
+    remote: Remote,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Mismatch 1 through the runtime: the real `claude` program (no command override) as root
+    # without IS_SANDBOX ends in one FAILED report that says why, not the CLI's bare exit 1.
+    # The runtime is a separate process: a sitecustomize on its path makes it see uid 0, so
+    # this holds when the tests do not run as root too.
+    shim = tmp_path / "as-root"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text("import os\nos.getuid = lambda: 0\n")
+    monkeypatch.delenv("IS_SANDBOX", raising=False)
+    path = os.pathsep.join(p for p in (str(shim), os.environ.get("PYTHONPATH", "")) if p)
+    coding = CodingAgent(kind=CodingAgentKind.CLAUDE_CODE)
+    agent = start(issue_order(remote, coding_agent=coding), env={"PYTHONPATH": path})
+    assert agent.wait() == 126, agent.output()
+    [report] = agent.view().status.reports
+    assert report.type is ReportType.FAILED
+    assert report.message is not None
+    assert "root" in report.message
+    assert "IS_SANDBOX=1" in report.message
 
 
 def test_claude_queued_turn_keeps_the_session_open(

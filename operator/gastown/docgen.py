@@ -58,9 +58,12 @@ def _type(node: dict[str, Any]) -> str:
 
 def _bounds(node: dict[str, Any]) -> str:
     parts = []
+    # OpenAPI v3 marks an exclusive bound (pydantic's gt/lt) with a boolean next to it.
+    low = ">" if node.get("exclusiveMinimum") is True else "≥"
+    high = "<" if node.get("exclusiveMaximum") is True else "≤"
     for key, label in (
-        ("minimum", "≥"),
-        ("maximum", "≤"),
+        ("minimum", low),
+        ("maximum", high),
         ("minLength", "min length "),
         ("maxLength", "max length "),
         ("minItems", "min items "),

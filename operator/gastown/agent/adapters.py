@@ -51,10 +51,10 @@ tests/unit/agent/data/*-usage* and *-429*):
 - Claude Code: each `result` carries `model_usage_since_last_result` (per model: inputTokens,
   outputTokens, cacheReadInputTokens, cacheCreationInputTokens, costUSD) for the turns since the
   previous result, `num_turns` (the model turns of that result) and `total_cost_usd` for the
-  whole process; `usage` and `modelUsage` are cumulative and left out of some results. A rate limit is retried by the CLI
-  (`system.api_retry` with `error_status` 429 and its `retry_delay_ms`, which honours the
-  provider's retry-after) and then ends the turn with a `result` with `is_error` and
-  `api_error_status` 429.
+  whole process; `usage` and `modelUsage` are cumulative and left out of some results. A rate
+  limit is retried by the CLI (`system.api_retry` with `error_status` 429 and its
+  `retry_delay_ms`, which honours the provider's retry-after) and then ends the turn with a
+  `result` with `is_error` and `api_error_status` 429.
 - Codex: `turn.completed.usage` (input_tokens includes cached_input_tokens; no cost). A rate
   limit is retried five times ("Reconnecting... n/5 (... last status: 429 ...)") and ends in
   `turn.failed` whose message names the 429; no retry-after is printed.

@@ -384,6 +384,22 @@ def test_a_rate_limited_ending_spends_no_attempt_and_holds_the_bead_until_retry_
     assert w.bead("a").status.attempts == 1
 
 
+def test_the_pass_that_applies_a_rate_limited_ending_starts_nothing_else() -> None:
+    w = World.of(town(), bead("a"), bead("b"))
+    w.settle()
+    w.report(w.agent_on("a").name, "failed", bead="a", message="tests fail")
+    w.settle()
+    # a's backoff runs out while no pass runs; then b's session ends on a rate limit.
+    w.now += timedelta(minutes=3)
+    rate_limited(w, "b", 60)
+    actions = w.step()
+    assert w.bead("b").status.rate_limited is not None
+    assert not any(isinstance(a, DispatchAgent) for a in actions)
+    assert w.bead("a").status.phase is BeadPhase.OPEN
+    w.settle(advance=seconds(61))
+    assert w.bead("a").status.phase is BeadPhase.IN_PROGRESS
+
+
 def test_without_retry_after_the_policy_backoff_applies() -> None:
     w = World.of(town(policy={"rateLimits": {"backoffSeconds": [45, 90]}}), bead("a"))
     w.settle()

@@ -30,10 +30,13 @@ Every field is also shown by `kubectl explain <kind>.spec.<field>`.
   operator's clock; a window that has rolled over counts as empty.
 - **Budgets** (`policy.budget`, and `budgetUsd` on a Convoy): a bead over `perBeadUsd` fails with
   reason `BudgetExceeded` and its agent is stopped. At a convoy budget no new work of the convoy
-  is dispatched; at `perDayUsd` or `perMonthUsd` nothing new is dispatched in the town. Running
-  agents finish their bead (`onExceeded: finish`) or are stopped with their attempt given back
-  (`stop`). The condition `BudgetExceeded` (Town, Convoy) shows the figures; dispatch resumes by
-  itself when the window rolls over or the budget is raised.
+  is dispatched; at `perDayUsd` or `perMonthUsd` nothing new is dispatched in the town. With
+  `onExceeded: finish` running agents finish their bead, and finishing means merging: the merge
+  requests of beads whose coding is done still go to the refinery, only new coding waits. With
+  `stop` running polecats are stopped with their attempt given back and merge requests wait too
+  (a review already under way completes). Rate-limit holds and breakers hold merge requests in
+  either mode. The condition `BudgetExceeded` (Town, Convoy) shows the figures; dispatch resumes
+  by itself when the window rolls over or the budget is raised.
 - **Rate-limit holds** (`policy.rateLimits`): a session that ends on the provider's rate limit
   (HTTP 429) spends no attempt; the bead is held (`status.rateLimited`, condition `RateLimited`)
   for the retry-after the provider gave, else `backoffSeconds[n-1]` (at most `maxHoldSeconds`),
@@ -55,9 +58,12 @@ def _type(node: dict[str, Any]) -> str:
 
 def _bounds(node: dict[str, Any]) -> str:
     parts = []
+    # OpenAPI v3 marks an exclusive bound (pydantic's gt/lt) with a boolean next to it.
+    low = ">" if node.get("exclusiveMinimum") is True else "≥"
+    high = "<" if node.get("exclusiveMaximum") is True else "≤"
     for key, label in (
-        ("minimum", "≥"),
-        ("maximum", "≤"),
+        ("minimum", low),
+        ("maximum", high),
         ("minLength", "min length "),
         ("maxLength", "max length "),
         ("minItems", "min items "),

@@ -1,4 +1,5 @@
-"""Metrics carry counts only, the liveness endpoint answers, logs are JSON with the town key."""
+"""Metrics carry counts only (and the agents' reported spend), the liveness endpoint answers,
+logs are JSON with the town key."""
 
 from __future__ import annotations
 
@@ -7,21 +8,44 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from gastown.devtools.controlplane import ControlPlane, free_port
 from gastown.model import BeadPhase
+from gastown.model.spend import Usage
 from tests.support.api import Api
 from tests.support.procs import operator, wait_started
 from tests.support.town import AgentPlayer, TownView, town
 
 pytestmark = pytest.mark.cluster
 SECRET_TITLE = "Rotate the launch codes"
+# What the polecat's `done` report says its session used (a Claude Code session's figures).
+USAGE = Usage(
+    input_tokens=1200,
+    output_tokens=300,
+    cache_read_tokens=5000,
+    cache_write_tokens=800,
+    cost_usd=0.0632,
+    cost_reported=True,
+    turns=4,
+    model="claude-opus-5-5",
+)
+SPEND_LABELS = {"town": "demo", "rig": "app", "role": "polecat", "model": "claude-opus-5-5"}
 
 
 def fetch(url: str) -> str:
     """GET a local URL."""
     with urllib.request.urlopen(url, timeout=10) as response:
         return str(response.read().decode())
+
+
+def sample(text: str, name: str, labels: dict[str, str]) -> float | None:
+    """The value of the sample `name` with exactly `labels` in a /metrics page, if any."""
+    for family in text_string_to_metric_families(text):
+        for found in family.samples:
+            if found.name == name and found.labels == labels:
+                return float(found.value)
+    return None
 
 
 def test_metrics_liveness_and_json_logs(
@@ -47,6 +71,7 @@ def test_metrics_liveness_and_json_logs(
                 "description": "top secret body",
             },
         }
+        player.usage["b"] = USAGE
         assert api.create(namespace, bead).status == 201
 
         def merged() -> bool:
@@ -66,6 +91,17 @@ def test_metrics_liveness_and_json_logs(
             assert name in text, name
         assert 'gastown_actions_total{action="DispatchAgent",town="demo"}' in text
         assert SECRET_TITLE not in text
+
+        # The usage of the done report is counted once, by town, rig, role and model.
+        def spend_counted() -> str | None:
+            page = fetch(f"http://127.0.0.1:{metrics_port}/metrics")
+            found = sample(page, "gastown_tokens_total", SPEND_LABELS)
+            return page if found is not None else None
+
+        text = view.wait(spend_counted, 30, "the spend counters")
+        assert sample(text, "gastown_tokens_total", SPEND_LABELS) == USAGE.tokens == 7300
+        cost = sample(text, "gastown_cost_usd_total", SPEND_LABELS)
+        assert cost == pytest.approx(0.0632)
         assert "top secret" not in text
         view.wait(
             lambda: fetch(f"http://127.0.0.1:{live_port}/healthz") is not None,

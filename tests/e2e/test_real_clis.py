@@ -2,10 +2,10 @@
 
 The full agent image (built locally with the pinned CLIs of images/cli-versions.env) runs on the
 local node as uid 1000. Claude Code lands a bead (polecat and reviewing refinery both) and goes
-through one rework; Codex, OpenCode and Aider each land one bead. Pods reach the model server on
-the node's bridge gateway like a real provider: its base URLs and keys are in the Town's agent
-env. The CLIs come from the image's PATH (the adapter adds its flags).
-"""
+through one rework; Codex, OpenCode and Aider each land one bead. Every landed bead shows the
+tokens its sessions used (the scripted model server reports usage in every API). Pods reach the
+model server on the node's bridge gateway like a real provider: its base URLs and keys are in
+the Town's agent env. The CLIs come from the image's PATH (the adapter adds its flags)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ from tests.support.town import TownView, bead, convoy, landed, town_state
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(2400)]
 
 LAND_TIMEOUT = 360.0
+SPEND_TIMEOUT = 60.0
+"""The polecat's last usage report follows its `done` (written as its CLI exits)."""
 
 
 def cli_town(
@@ -60,6 +62,18 @@ def closed(view: TownView, name: str) -> Any:
     return view.wait(done, LAND_TIMEOUT, f"bead {name} to be merged")
 
 
+def spent(view: TownView, name: str) -> Any:
+    """Wait until the bead's status shows tokens its sessions used (the CLI's usage, as the
+    runtime read it from the CLI's output); return its spend."""
+
+    def recorded() -> Any:
+        found = [b for b in view.beads() if b.name == name]
+        spend = found[0].status.spend if found else None
+        return spend if spend is not None and spend.total.tokens > 0 else None
+
+    return view.wait(recorded, SPEND_TIMEOUT, f"bead {name} to show its spend")
+
+
 def land_one(
     api: Api,
     namespace: str,
@@ -68,7 +82,8 @@ def land_one(
     rig: HttpRig,
     server: ModelServer,
 ) -> float:
-    """Create the town and one bead; wait until it is merged into main; return the seconds."""
+    """Create the town and one bead; wait until it is merged into main and shows its spend;
+    return the seconds to the merge."""
     started = time.monotonic()
     assert api.create(namespace, body).status == 201
     assert api.create(namespace, bead("hello", description="Add a greeting.")).status == 201
@@ -77,7 +92,12 @@ def land_one(
         f"{result.status}\n{town_state(view)}\n{server.model_calls()}"
     )
     assert "beads/hello.md" in files_on(rig.path), log(rig.path)
-    return time.monotonic() - started
+    elapsed = time.monotonic() - started
+    # The model server reports usage in every API; the CLI prints it and the bead counts it.
+    spend = spent(view, "hello")
+    assert spend.total.tokens > 0, spend
+    assert spend.sessions, spend
+    return elapsed
 
 
 def test_claude_code_lands_a_bead_reviewed_by_claude_code(

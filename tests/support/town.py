@@ -16,6 +16,7 @@ from gastown.agent.identity import Identity
 from gastown.kube.agent_channel import KubeAgentChannel
 from gastown.kube.rest import RestClient
 from gastown.model import Agent, AgentRole, Bead, Convoy, ConvoyPhase, ReportType
+from gastown.model.spend import Usage
 from gastown.reconcile.names import work_branch
 from tests.support.api import Api, eventually
 from tests.support.git import git, run_git
@@ -170,6 +171,8 @@ class AgentPlayer:
         self.fail_beads: set[str] = set()
         self.leave: set[str] = set()
         """Beads whose agents the player never plays (the test reports for them itself)."""
+        self.usage: dict[str, Usage] = {}
+        """Per bead: the session usage its polecat's `done` report carries."""
 
     def channel(self, agent: Agent) -> KubeAgentChannel:
         """The channel the agent's pod would use at its current generation."""
@@ -244,6 +247,7 @@ class AgentPlayer:
             branch=branch,
             head_sha=head,
             summary=f"did {bead.spec.title}",
+            usage=self.usage.get(bead.name),
         )
 
 

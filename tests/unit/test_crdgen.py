@@ -71,6 +71,17 @@ def test_configuration_reference_is_up_to_date() -> None:
     assert path.read_text() == docgen.render(), "docs/configuration.md is stale: `make manifests`"
 
 
+def test_the_reference_shows_exclusive_bounds_as_strict() -> None:
+    from gastown import docgen
+
+    text = docgen.render()
+    assert "| `spec.policy.budget.perDayUsd` | number |" in text
+    row = next(line for line in text.splitlines() if "`spec.policy.budget.perDayUsd`" in line)
+    assert row.endswith("| >0 |"), row  # gt=0: zero is not a budget
+    assert docgen._bounds({"maximum": 2, "exclusiveMaximum": True}) == "<2"
+    assert docgen._bounds({"minimum": 1, "maximum": 5}) == "≥1; ≤5"
+
+
 @pytest.mark.parametrize(
     ("bound", "value", "expected"),
     [

@@ -50,11 +50,11 @@ tests/unit/agent/data/*-usage* and *-429*):
 
 - Claude Code: each `result` carries `model_usage_since_last_result` (per model: inputTokens,
   outputTokens, cacheReadInputTokens, cacheCreationInputTokens, costUSD) for the turns since the
-  previous result, and `total_cost_usd` for the whole process; `usage` and `modelUsage` are
-  cumulative and left out of some results. A rate limit is retried by the CLI
-  (`system.api_retry` with `error_status` 429 and its `retry_delay_ms`, which honours the
-  provider's retry-after) and then ends the turn with a `result` with `is_error` and
-  `api_error_status` 429.
+  previous result, `num_turns` (the model turns of that result) and `total_cost_usd` for the
+  whole process; `usage` and `modelUsage` are cumulative and left out of some results. A rate
+  limit is retried by the CLI (`system.api_retry` with `error_status` 429 and its
+  `retry_delay_ms`, which honours the provider's retry-after) and then ends the turn with a
+  `result` with `is_error` and `api_error_status` 429.
 - Codex: `turn.completed.usage` (input_tokens includes cached_input_tokens; no cost). A rate
   limit is retried five times ("Reconnecting... n/5 (... last status: 429 ...)") and ends in
   `turn.failed` whose message names the 429; no retry-after is printed.
@@ -554,10 +554,16 @@ def parse_opencode_event(doc: dict[str, Any]) -> list[AgentEvent]:
 
 
 def claude_usage(doc: dict[str, Any]) -> UsageSample | None:
-    """Usage in a Claude Code `result`: the turns since the previous result, or the totals."""
+    """Usage in a Claude Code `result`: the turns since the previous result, or the totals.
+
+    `num_turns` counts the model turns of this result alone (4, then 1 after a nudge), like
+    `model_usage_since_last_result`, so it is taken with the increment; a cumulative reading
+    has no matching total of turns and reports none.
+    """
     since = doc.get("model_usage_since_last_result")
     if isinstance(since, dict) and since:
-        sample = _claude_models(since, cumulative=False)
+        turns = _int(doc.get("num_turns")) or 1  # an older CLI without it: one result, one turn
+        sample = _claude_models(since, cumulative=False, turns=turns)
         return sample if sample is not None else None
     models = doc.get("modelUsage")
     if isinstance(models, dict) and models:
@@ -577,7 +583,9 @@ def claude_usage(doc: dict[str, Any]) -> UsageSample | None:
     )
 
 
-def _claude_models(models: dict[str, Any], *, cumulative: bool) -> UsageSample | None:
+def _claude_models(
+    models: dict[str, Any], *, cumulative: bool, turns: int = 0
+) -> UsageSample | None:
     """Sum Claude Code's per-model figures (`model_usage_since_last_result`, `modelUsage`)."""
     rows = [row for row in models.values() if isinstance(row, dict)]
     if not rows:
@@ -591,7 +599,7 @@ def _claude_models(models: dict[str, Any], *, cumulative: bool) -> UsageSample |
         cost_usd=sum(float(c) for c in costs if isinstance(c, int | float))
         if any(isinstance(c, int | float) for c in costs)
         else None,
-        turns=1 if not cumulative else 0,
+        turns=0 if cumulative else turns,
         model=str(next(iter(models)))[:128],
         cumulative=cumulative,
     )

@@ -263,8 +263,11 @@ class BudgetPolicy(Model):
     )
     on_exceeded: BudgetAction = Field(
         default=BudgetAction.FINISH,
-        description="At a town or convoy budget: finish (running agents finish their bead) or "
-        "stop (running agents are stopped and their beads reopened, no attempt spent).",
+        description="At a town or convoy budget: finish (running agents finish their bead, and "
+        "the review and merge of beads whose coding is done go on, since finishing a bead means "
+        "merging it; only new coding waits) or stop (running polecats are stopped and their "
+        "beads reopened, no attempt spent, and merge requests wait too). Rate-limit holds and "
+        "breakers hold merge requests in either mode.",
     )
     prices: list[ModelPrice] = Field(
         default_factory=list,

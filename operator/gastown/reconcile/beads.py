@@ -281,15 +281,17 @@ def redispatch_or_give_up(
     role: str,
     cooldown: int,
     give_up: Callable[[Pass, Bead, str], None],
+    allowed: bool | None = None,
 ) -> None:
     """A parked agent's hooked bead: give up after the last attempt, else dispatch it again once
-    dispatch is allowed, the bead's backoff is over and the agent has cooled down."""
+    dispatch is allowed (`allowed`, else `ctx.dispatch_allowed`), the bead's backoff is over and
+    the agent has cooled down."""
     if attempts_exhausted(ctx, bead):
         release_agent(ctx, agent, MAX_ATTEMPTS, stop_pod=True, event=WARNING)
         give_up(ctx, bead, MAX_ATTEMPTS)
         return
     if (
-        ctx.dispatch_allowed
+        (ctx.dispatch_allowed if allowed is None else allowed)
         and backoff_over(ctx, bead)
         and ctx.older_than(agent.status.phase_since, cooldown)
     ):
@@ -366,7 +368,7 @@ def _candidates(ctx: Pass) -> Iterator[Bead]:
             yield beads[name]
 
 
-def _surface(ctx: Pass, bead: Bead, reason: str, message: str) -> None:
+def surface_hold(ctx: Pass, bead: Bead, reason: str, message: str) -> None:
     """Say once, on the bead, why it is held (a write only when the reason changes)."""
     if bead.status.reason == reason:
         return
@@ -394,13 +396,13 @@ def ready_beads(ctx: Pass, readiness: Readiness) -> list[Bead]:
         if (Kind.BEAD, name) in claimed or planned.get(name, open_) is not open_:
             continue
         if rig is None or rig not in rigs:
-            _surface(ctx, beads[name], "UnknownRig", f"rig {rig!r} is not in the town")
+            surface_hold(ctx, beads[name], "UnknownRig", f"rig {rig!r} is not in the town")
             continue
         hold = hold_of(name, deps)
         if hold is not None:
             if hold is not waiting:
                 bead = beads[name]
-                _surface(ctx, bead, hold.value, _hold_message(hold, bead))
+                surface_hold(ctx, bead, hold.value, _hold_message(hold, bead))
             continue
         bead = beads[name]
         if in_staged_convoy(ctx, bead):
@@ -414,7 +416,7 @@ def ready_beads(ctx: Pass, readiness: Readiness) -> list[Bead]:
         if convoy is not None:
             state = ctx.convoy_budgets[convoy]
             spent = f"${state.spent_usd:.2f} of ${state.budget_usd:.2f}"
-            _surface(ctx, bead, BUDGET_EXCEEDED, f"convoy {convoy} is at its budget: {spent}")
+            surface_hold(ctx, bead, BUDGET_EXCEEDED, f"convoy {convoy} is at its budget: {spent}")
             continue
         ready.append(bead)
     ready.sort(key=lambda b: _urgency(ctx, b))

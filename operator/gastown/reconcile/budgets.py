@@ -8,9 +8,12 @@
   in the town (`TownStatus.budgetExceeded`, condition BudgetExceeded).
 
 At a town or convoy budget, running agents finish their bead (`onExceeded: finish`) or are
-stopped (`stop`: the bead reopens and the attempt is given back). Nothing has to be undone to
-resume: when the window rolls over or the budget is raised, the next pass finds the scope under
-its budget and dispatches again.
+stopped (`stop`: the bead reopens and the attempt is given back). Finishing a bead means
+merging it, so with `finish` the review and merge of work whose coding is done go on (the
+refinery is dispatched to its merge requests); with `stop` merge requests wait for the budget
+too (a review already under way completes). Nothing has to be undone to resume: when the window
+rolls over or the budget is raised, the next pass finds the scope under its budget and
+dispatches again.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from gastown.model.spend import BudgetState, TownSpend
 from gastown.reconcile.actions import WARNING
 from gastown.reconcile.context import Pass
 from gastown.reconcile.ops import release_agent, transition
-from gastown.reconcile.spend import day_window, month_window, rolled
+from gastown.reconcile.spend import day_window, month_window, rolled, spend_convoy
 from gastown.reconcile.writes import Kind
 
 BUDGET_EXCEEDED = "BudgetExceeded"
@@ -97,6 +100,34 @@ def over_budget_convoy(ctx: Pass, bead: Bead) -> str | None:
     if not ctx.convoy_budgets:
         return None
     name = ctx.index.convoy_name(bead)
+    return name if name is not None and name in ctx.convoy_budgets else None
+
+
+def review_allowed(ctx: Pass, mr: Bead) -> bool:
+    """May a refinery be dispatched to `mr` (a merge request) in this pass?
+
+    As new dispatch, except for budgets in `onExceeded: finish` mode: the merge request carries
+    work whose coding is done, and finishing that work means merging it. A town budget then
+    holds only new coding; everything else that holds new dispatch (paused or draining mode, a
+    fault of the town's configuration, the failure breaker, rate-limit holds and the rate-limit
+    breaker) still holds merge requests. With `stop`, a merge request waits while the town or
+    the convoy its work counts for is at its budget.
+    """
+    finish = ctx.policy.budget.on_exceeded is BudgetAction.FINISH
+    if not ctx.dispatch_allowed:
+        if not finish or ctx.dispatch_blocked_reason != BUDGET_EXCEEDED or not ctx.town_open:
+            return False
+        # The budget took the pass's hold first: rate limits still hold merge requests.
+        limits = ctx.rate_limits
+        return not limits.breaker_open and limits.until is None
+    return finish or held_review_convoy(ctx, mr) is None
+
+
+def held_review_convoy(ctx: Pass, mr: Bead) -> str | None:
+    """The convoy (at its budget) that the work of merge request `mr` counts for, or None."""
+    if not ctx.convoy_budgets:
+        return None
+    name = spend_convoy(ctx.snap, mr)
     return name if name is not None and name in ctx.convoy_budgets else None
 
 

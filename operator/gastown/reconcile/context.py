@@ -244,10 +244,14 @@ class Pass:
     # --- town-wide switches ------------------------------------------------------------------
 
     @property
+    def town_open(self) -> bool:
+        """The town's mode (active or shadow) and configuration (no fault, see
+        `Snapshot.faults`) allow dispatch; the pass's own holds aside."""
+        mode = self.town.spec.mode
+        return mode not in (TownMode.PAUSED, TownMode.DRAINING) and not self.snap.faults
+
+    @property
     def dispatch_allowed(self) -> bool:
         """New dispatch happens only in active/shadow mode with the circuit breaker closed and
         no fault of the town's configuration (`Snapshot.faults`)."""
-        mode = self.town.spec.mode
-        if mode in (TownMode.PAUSED, TownMode.DRAINING) or self.snap.faults:
-            return False
-        return self.dispatch_blocked_reason is None
+        return self.town_open and self.dispatch_blocked_reason is None

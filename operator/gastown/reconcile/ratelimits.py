@@ -101,6 +101,7 @@ def apply_rate_limited(ctx: Pass, agent: Agent, bead: Bead, report: Report) -> N
         retry_after_seconds=retry_after,
         message=(report.message or "")[:1024],
     )
+    _back_off_now(ctx, until)
     release_agent(ctx, agent, RATE_LIMITED, message, event=WARNING)
     record = hold.model_dump(mode="json", by_alias=True, exclude_none=True)
     record["at"], record["until"] = iso(ctx.now), iso(until)
@@ -119,3 +120,15 @@ def apply_rate_limited(ctx: Pass, agent: Agent, bead: Bead, report: Report) -> N
         expect={"attempts": bead.status.attempts},
         event=WARNING,
     )
+
+
+def _back_off_now(ctx: Pass, until: datetime) -> None:
+    """The town backs off from this pass on: the holds were read at its start, and a dispatch
+    later in the same pass would start a session into the limit just reported."""
+    limits = ctx.rate_limits
+    later = until if limits.until is None or until > limits.until else limits.until
+    ctx.rate_limits = limits.model_copy(
+        update={"held_beads": limits.held_beads + 1, "until": later}
+    )
+    if ctx.dispatch_blocked_reason is None:
+        ctx.dispatch_blocked_reason = RATE_LIMITED

@@ -32,7 +32,13 @@ from gastown.model import (
 )
 from gastown.reconcile import names
 from gastown.reconcile.actions import WARNING, AnnotateBead, PollPullRequest
-from gastown.reconcile.beads import dispatch, hooked_in_progress, redispatch_or_give_up
+from gastown.reconcile.beads import (
+    dispatch,
+    hooked_in_progress,
+    redispatch_or_give_up,
+    surface_hold,
+)
+from gastown.reconcile.budgets import BUDGET_EXCEEDED, held_review_convoy, review_allowed
 from gastown.reconcile.capacity import session_ending
 from gastown.reconcile.claims import refuse, verdict
 from gastown.reconcile.context import Pass
@@ -509,7 +515,8 @@ def redispatch_refineries(ctx: Pass) -> None:
             release_agent(ctx, agent, "ReworkPending")
             transition(ctx, mr, BeadPhase.OPEN, "ReworkPending", set={"assignee": None})
             continue
-        redispatch_or_give_up(ctx, agent, mr, "refinery", cooldown, fail_merge_request)
+        allowed = review_allowed(ctx, mr)
+        redispatch_or_give_up(ctx, agent, mr, "refinery", cooldown, fail_merge_request, allowed)
 
 
 def pop_queues(ctx: Pass) -> None:
@@ -563,8 +570,16 @@ def _pop(ctx: Pass, rig: str, mr: Bead) -> bool:
         return False
     if not backoff_over(ctx, mr):
         return False
-    if not ctx.dispatch_allowed:
-        return True
+    if not review_allowed(ctx, mr):
+        convoy = held_review_convoy(ctx, mr) if ctx.dispatch_allowed else None
+        if convoy is None:
+            return True  # the whole town holds: no MR of the rig starts
+        # `onExceeded: stop` at the convoy's budget: MRs of other convoys may go first.
+        state = ctx.convoy_budgets[convoy]
+        spent = f"${state.spent_usd:.2f} of ${state.budget_usd:.2f}"
+        message = f"convoy {convoy} is at its budget ({spent}): the merge waits"
+        surface_hold(ctx, mr, BUDGET_EXCEEDED, message)
+        return False
     name = ctx.index.refineries.get(rig) or names.refinery_name(ctx.town.name, rig)
     refinery = ctx.snap.agents.get(name)
     if refinery is not None and (

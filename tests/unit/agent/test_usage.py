@@ -7,6 +7,7 @@ cache-write tokens per model call) or `fail=429, retry-after=7` (`*-429*`: every
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +46,7 @@ def test_claude_code_reports_tokens_and_cost_per_result() -> None:
     assert usage.cost_reported
     assert usage.cost_usd == pytest.approx(0.0632)
     assert usage.model == "claude-opus-5-5"
+    assert usage.turns == 4  # the result's num_turns: four model calls in one prompt
 
 
 def test_claude_code_results_are_increments_across_queued_turns() -> None:
@@ -52,7 +54,22 @@ def test_claude_code_results_are_increments_across_queued_turns() -> None:
     # is the running total (0.00096, then 0.0012): the meter adds the increments.
     usage = metered(CodingAgentKind.CLAUDE_CODE, "claude-nudge.jsonl")
     assert usage.cost_usd == pytest.approx(0.0012)
-    assert usage.turns == 2
+    # num_turns is per result as well (4 for the task, 1 for the nudge): they add up.
+    assert usage.turns == 5
+
+
+def test_claude_code_turns_without_num_turns_count_one_per_result() -> None:
+    line = next(
+        line
+        for line in (DATA / "claude-usage.jsonl").read_text().splitlines()
+        if '"type":"result"' in line.replace(" ", "")
+    )
+    doc = json.loads(line)
+    assert doc["num_turns"] == 4
+    del doc["num_turns"]
+    adapter = adapter_for(CodingAgent(kind=CodingAgentKind.CLAUDE_CODE))
+    samples = [e.usage for e in adapter.parse(json.dumps(doc)) if e.usage is not None]
+    assert [s.turns for s in samples] == [1]
 
 
 def test_codex_input_tokens_include_the_cached_ones() -> None:

@@ -190,6 +190,169 @@ def test_stop_mode_stops_running_agents_and_gives_the_attempt_back() -> None:
     assert len(w.stopped) == 2
 
 
+def dispatches(w: World, since: int = 0) -> list[DispatchAgent]:
+    """Every DispatchAgent of the passes from `since` on."""
+    return [a for pass_ in w.history[since:] for a in pass_ if isinstance(a, DispatchAgent)]
+
+
+def test_finish_mode_over_the_day_budget_merges_done_work_and_starts_no_new_coding() -> None:
+    w = spend_world({"perDayUsd": 1.0}, bead("a"), bead("b"), total=1, per_rig=1)
+    w.settle()
+    assert w.bead("b").status.phase is BeadPhase.OPEN  # no capacity for it yet
+    polecat = report_usage(w, "a", 1.2)
+    w.report(polecat, "done", bead="a", summary="did a")
+    since = len(w.history)
+    w.settle(advance=seconds(5))
+    # The finished bead gets to land: its merge request is dispatched to the refinery...
+    mr = w.bead("a").status.merge_request
+    assert mr is not None
+    assert w.bead(mr).status.phase is BeadPhase.IN_PROGRESS
+    assert [(d.role, d.bead) for d in dispatches(w, since)] == [("refinery", mr)]
+    refinery = w.agent_on(mr).name
+    w.report(refinery, "merged", mergeCommit="c0ffee")
+    w.settle(advance=seconds(5))
+    assert w.bead(mr).status.phase is BeadPhase.CLOSED
+    assert w.bead("a").status.phase is BeadPhase.CLOSED
+    # ...while the free polecat takes no new bead: the town is still over its day budget.
+    assert w.bead("b").status.phase is BeadPhase.OPEN
+    assert w.bead("b").status.assignee is None
+    assert [d.role for d in dispatches(w, since)] == ["refinery"]
+    assert w.town.status.spend is not None
+    assert w.town.status.spend.today.cost_usd == 1.2
+
+
+def test_stop_mode_over_the_day_budget_holds_the_merge_request_too() -> None:
+    w = spend_world({"perDayUsd": 1.0, "onExceeded": "stop"}, bead("a"))
+    w.settle()
+    polecat = report_usage(w, "a", 1.2)
+    w.report(polecat, "done", bead="a", summary="did a")
+    since = len(w.history)
+    w.settle(advance=seconds(5))
+    mr = w.bead("a").status.merge_request
+    assert mr is not None
+    assert w.bead(mr).status.phase is BeadPhase.OPEN
+    assert w.bead("a").status.phase is BeadPhase.IN_REVIEW
+    assert dispatches(w, since) == []
+    # The next UTC day the merge request goes to the refinery.
+    w.now = T0.replace(hour=0) + timedelta(days=1)
+    w.settle()
+    assert w.bead(mr).status.phase is BeadPhase.IN_PROGRESS
+
+
+def test_finish_mode_rate_limit_holds_still_hold_merge_requests() -> None:
+    w = spend_world({"perDayUsd": 1.0}, bead("a"), bead("b"))
+    w.settle()
+    report_usage(w, "a", 1.2)
+    rate_limited(w, "b", 60)
+    polecat = w.agent_on("a").name
+    w.report(polecat, "done", bead="a", summary="did a")
+    w.settle(advance=seconds(5))
+    mr = w.bead("a").status.merge_request
+    assert mr is not None
+    assert w.bead(mr).status.phase is BeadPhase.OPEN  # the provider's limit is in force
+    w.settle(advance=seconds(60))  # the hold is over: the merge goes on, b stays held
+    assert w.bead(mr).status.phase is BeadPhase.IN_PROGRESS
+    assert w.bead("b").status.phase is BeadPhase.OPEN
+
+
+def test_convoy_budget_in_finish_mode_merges_done_work() -> None:
+    w = spend_world(None, convoy("c", [task("a"), task("b")]))
+    w.patch_spec(Kind.CONVOY, "c", {"budgetUsd": 1.0})
+    w.settle()
+    polecat = report_usage(w, "c-a", 1.2)
+    w.report(polecat, "done", bead="c-a", summary="did a")
+    w.settle(advance=seconds(5))
+    mr = w.bead("c-a").status.merge_request
+    assert mr is not None
+    assert w.bead(mr).status.phase is BeadPhase.IN_PROGRESS
+
+
+def test_convoy_budget_in_stop_mode_holds_its_merge_requests_but_not_others() -> None:
+    w = spend_world({"onExceeded": "stop"}, convoy("c", [task("a")]), bead("x"))
+    w.patch_spec(Kind.CONVOY, "c", {"budgetUsd": 1.0})
+    w.settle()
+    polecat = report_usage(w, "c-a", 1.2)
+    w.report(polecat, "done", bead="c-a", summary="did a")
+    w.settle(advance=seconds(5))
+    w.report(w.agent_on("x").name, "done", bead="x", summary="did x")
+    w.settle(advance=seconds(5))
+    held = w.bead("c-a").status.merge_request
+    other = w.bead("x").status.merge_request
+    assert held is not None
+    assert other is not None
+    assert w.bead(held).status.phase is BeadPhase.OPEN
+    assert w.bead(held).status.reason == "BudgetExceeded"
+    assert w.bead(other).status.phase is BeadPhase.IN_PROGRESS  # another convoy's work merges
+    w.patch_spec(Kind.CONVOY, "c", {"budgetUsd": 5.0})
+    w.report(w.agent_on(other).name, "merged", mergeCommit="c0ffee")
+    w.settle(advance=seconds(5))
+    assert w.bead(held).status.phase is BeadPhase.IN_PROGRESS
+
+
+def test_month_budget_holds_new_dispatch_until_the_first_of_the_next_month() -> None:
+    w = spend_world({"perMonthUsd": 10.0}, bead("a"), total=1, per_rig=1)
+    w.settle()
+    agent = report_usage(w, "a", 10.5)
+    w.settle()
+    assert w.agents[agent].spec.hook == "a"  # onExceeded: finish
+    w.put(bead("b"))
+    w.report(agent, "failed", bead="a", message="gave up")
+    w.settle()
+    assert w.town.status.spend is not None
+    assert w.town.status.spend.month.window == "2026-03"
+    # Days later, still in March: the month's budget still holds (the day's would not).
+    w.now = T0.replace(day=31, hour=23, minute=59)
+    since = len(w.history)
+    w.settle()
+    assert dispatches(w, since) == []
+    assert w.bead("a").status.phase is BeadPhase.OPEN
+    assert w.bead("b").status.phase is BeadPhase.OPEN
+    # The 1st of April (UTC): the month rolls over and dispatch resumes by itself.
+    w.now = T0.replace(month=4, day=1, hour=0, minute=0)
+    w.settle()
+    assert dispatches(w, since)
+    assert BeadPhase.IN_PROGRESS in (w.bead("a").status.phase, w.bead("b").status.phase)
+
+
+def test_raising_the_town_budget_resumes_dispatch() -> None:
+    w = spend_world({"perDayUsd": 1.0}, bead("a"), total=1, per_rig=1)
+    w.settle()
+    agent = report_usage(w, "a", 1.2)
+    w.settle()
+    w.put(bead("b"))
+    w.report(agent, "failed", bead="a", message="gave up")
+    w.settle(advance=timedelta(minutes=5))
+    assert w.bead("a").status.phase is BeadPhase.OPEN
+    assert w.bead("b").status.phase is BeadPhase.OPEN
+    since = len(w.history)
+    w.patch_spec(Kind.TOWN, w.town.name, {"policy": {"budget": {"perDayUsd": 2.0}}})
+    w.settle()
+    assert dispatches(w, since)
+    assert BeadPhase.IN_PROGRESS in (w.bead("a").status.phase, w.bead("b").status.phase)
+
+
+def test_convoy_budget_in_stop_mode_stops_its_running_work_only() -> None:
+    w = spend_world({"onExceeded": "stop"}, convoy("c", [task("a"), task("b")]), bead("x"))
+    w.patch_spec(Kind.CONVOY, "c", {"budgetUsd": 1.0})
+    w.settle()
+    report_usage(w, "c-a", 1.0)
+    w.settle()
+    for name in ("c-a", "c-b"):
+        status = w.bead(name).status
+        assert (status.phase, status.attempts, status.reason) == (
+            BeadPhase.OPEN,
+            0,
+            "BudgetExceeded",
+        )
+    # Work outside the convoy goes on.
+    assert w.bead("x").status.phase is BeadPhase.IN_PROGRESS
+    assert len(w.stopped) == 2
+    w.patch_spec(Kind.CONVOY, "c", {"budgetUsd": 5.0})
+    w.settle()
+    assert w.bead("c-a").status.phase is BeadPhase.IN_PROGRESS
+    assert w.bead("c-b").status.phase is BeadPhase.IN_PROGRESS
+
+
 # --- rate limits ----------------------------------------------------------------------------
 
 
@@ -219,6 +382,22 @@ def test_a_rate_limited_ending_spends_no_attempt_and_holds_the_bead_until_retry_
     w.settle(advance=seconds(25))
     assert w.bead("a").status.phase is BeadPhase.IN_PROGRESS
     assert w.bead("a").status.attempts == 1
+
+
+def test_the_pass_that_applies_a_rate_limited_ending_starts_nothing_else() -> None:
+    w = World.of(town(), bead("a"), bead("b"))
+    w.settle()
+    w.report(w.agent_on("a").name, "failed", bead="a", message="tests fail")
+    w.settle()
+    # a's backoff runs out while no pass runs; then b's session ends on a rate limit.
+    w.now += timedelta(minutes=3)
+    rate_limited(w, "b", 60)
+    actions = w.step()
+    assert w.bead("b").status.rate_limited is not None
+    assert not any(isinstance(a, DispatchAgent) for a in actions)
+    assert w.bead("a").status.phase is BeadPhase.OPEN
+    w.settle(advance=seconds(61))
+    assert w.bead("a").status.phase is BeadPhase.IN_PROGRESS
 
 
 def test_without_retry_after_the_policy_backoff_applies() -> None:

@@ -1,11 +1,16 @@
-"""Property tests of spend accounting: never decreases, exactly once, no dispatch over budget."""
+"""Property tests of spend accounting (never decreases, exactly once, no dispatch over budget)
+and of rate-limit holds (no attempt spent, no dispatch into a hold or an open breaker)."""
 
 from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gastown.model import BeadPhase
 from gastown.reconcile import reconcile
 from gastown.reconcile.actions import DispatchAgent
 from gastown.reconcile.budgets import town_budget_states
@@ -87,3 +92,108 @@ def test_a_town_over_its_budget_never_starts_a_dispatch(costs: list[int], budget
             key = f"{agent.name}/{agent.spec.generation}"
             spent[key] = spent.get(key, 0) + cents
             w.report(agent.name, "usage", bead=agent.spec.hook, usage=usage(spent[key] / 100))
+
+
+# --- rate-limit holds -------------------------------------------------------------------------
+
+BACKOFF, MAX_HOLD, THRESHOLD, WINDOW = [30, 90], 120, 3, 300
+RATE_LIMITS = {
+    "backoffSeconds": BACKOFF,
+    "maxHoldSeconds": MAX_HOLD,
+    "breakerThreshold": THRESHOLD,
+    "windowSeconds": WINDOW,
+}
+BEADS = 4
+# One step: (bead index, how its session ends, retry-after the provider gave, seconds to wait).
+ENDINGS = st.lists(
+    st.tuples(
+        st.integers(0, BEADS - 1),
+        st.sampled_from(["rate-limited", "rate-limited", "done", "failed"]),
+        st.none() | st.integers(1, 200),
+        st.integers(0, 200),
+    ),
+    min_size=1,
+    max_size=15,
+)
+
+
+class HoldOracle:
+    """What the rate-limit rules promise, kept apart from the code that keeps them."""
+
+    def __init__(self) -> None:
+        self.until: dict[str, datetime] = {}
+        self.count: dict[str, int] = {}
+        self.last_at: dict[str, datetime] = {}
+
+    def rate_limited(self, bead_name: str, now: datetime, retry_after: int | None) -> None:
+        count = self.count.get(bead_name, 0) + 1
+        wait = retry_after if retry_after is not None else BACKOFF[min(count, len(BACKOFF)) - 1]
+        wait = max(1, min(wait, MAX_HOLD))
+        self.count[bead_name] = count
+        self.until[bead_name] = now + seconds(wait)
+        self.last_at[bead_name] = now
+
+    def breaker_open(self, now: datetime) -> bool:
+        """The last rate-limited ending of each bead, counted while inside the window."""
+        recent = sum(1 for at in self.last_at.values() if now - at <= seconds(WINDOW))
+        return recent >= THRESHOLD
+
+
+def checked_pass(w: World, oracle: HoldOracle) -> list[Any]:
+    """One pass; no dispatch of a held bead before its hold ends, none while the breaker is open,
+    and none at all while any hold is in force (the town backs off)."""
+    actions = reconcile(w.snapshot(), w.now)
+    for action in actions:
+        if not isinstance(action, DispatchAgent):
+            continue
+        assert not oracle.breaker_open(w.now), f"{action.bead} dispatched, breaker open"
+        until = oracle.until.get(action.bead)
+        assert until is None or until <= w.now, f"{action.bead} dispatched before {until}"
+        holding = sorted(name for name, end in oracle.until.items() if end > w.now)
+        assert not holding, f"{action.bead} dispatched while {holding} are held"
+    w.apply(actions)
+    w.history.append(actions)
+    return actions
+
+
+@SETTINGS
+@given(ENDINGS)
+def test_rate_limit_holds_spend_no_attempt_and_hold_dispatch(
+    endings: list[tuple[int, str, int | None, int]],
+) -> None:
+    the_town = town(policy={"rateLimits": RATE_LIMITS}, total=BEADS, per_rig=BEADS)
+    w = World.of(the_town, *(bead(f"b{i}") for i in range(BEADS)))
+    oracle = HoldOracle()
+    checked_pass(w, oracle)
+    for index, ending, retry_after, wait in endings:
+        # Time passes, with a pass on the way; the ending comes in before the next pass.
+        w.now += seconds(wait / 2)
+        checked_pass(w, oracle)
+        w.now += seconds(wait / 2)
+        name = f"b{index}"
+        hooked = [a for a in w.agents.values() if a.spec.hook == name]
+        if hooked and w.bead(name).status.phase is BeadPhase.IN_PROGRESS:
+            agent = hooked[0].name
+            attempts = w.bead(name).status.attempts
+            if ending == "rate-limited":
+                limit = {"status": 429} | (
+                    {"retryAfterSeconds": retry_after} if retry_after is not None else {}
+                )
+                w.report(agent, ending, bead=name, message="429", rateLimit=limit)
+                oracle.rate_limited(name, w.now, retry_after)
+            elif ending == "failed":
+                w.report(agent, ending, bead=name, message="tests fail")
+            else:
+                w.report(agent, ending, bead=name, summary="did it")
+            checked_pass(w, oracle)
+            status = w.bead(name).status
+            if ending == "rate-limited":
+                # The attempt is given back, never spent; the hold is the one promised.
+                assert status.attempts == attempts - 1
+                assert status.phase is BeadPhase.OPEN
+                assert status.rate_limited is not None
+                assert status.rate_limited.until == oracle.until[name]
+            else:
+                assert status.attempts == attempts
+        else:
+            checked_pass(w, oracle)

@@ -15,6 +15,7 @@ Semantics (see `gastown.reconcile.writes`):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import time
@@ -354,9 +355,23 @@ class Applier:
             )
         except NotFound:
             return False
+        except Conflict:
+            await self._refresh(kind, write.name)
+            raise
         self._count(kind)
         self.store.observe(kind, result)
         return True
+
+    async def _refresh(self, kind: str, name: str) -> None:
+        """Re-read an object whose write conflicted, so the next pass plans on its current state.
+
+        Normally the watch brings the newer version within milliseconds; but a watch that is
+        reconnecting (after an API server restart, kopf backs off for up to a minute) would
+        leave the store stale and every pass conflicting on the same object. One GET per
+        conflict ends that; the store keeps whichever version is newer.
+        """
+        with contextlib.suppress(ApiError):
+            self.store.observe(kind, await self.kube.get(kind, self.ns, name))
 
     def _add_conditions(self, kind: str, held: Any, patch: dict[str, Any]) -> None:
         """Put derived conditions into the same status patch when the new state changes them.

@@ -40,6 +40,17 @@ log = logging.getLogger(__name__)
 
 FAILURES_BEFORE_REPORT = 3
 """Consecutive failed passes after which the Town's status says that its loop cannot run."""
+CONFLICT_BACKOFF_SECONDS = (0.0, 0.1, 0.2, 0.5, 1.0, 2.0)
+"""Wait before the next pass after 1, 2, 3… consecutive passes that ended on a conflict (the
+last one repeats). One conflict is routine (another writer got there first; the conflicting
+object is re-read) and is retried at once; a run of them backs off instead of spinning."""
+
+
+def conflict_backoff(streak: int) -> float:
+    """Seconds to wait after `streak` consecutive passes that ended on a conflict."""
+    if streak <= 0:
+        return 0.0
+    return CONFLICT_BACKOFF_SECONDS[min(streak, len(CONFLICT_BACKOFF_SECONDS)) - 1]
 
 
 @dataclass(frozen=True)
@@ -117,6 +128,8 @@ class TownLoop:
         self.secrets = TownSecrets(kube, namespace, name)
         self._reported_faults: set[str] = set()
         self._failures = 0
+        self._conflicts = 0
+        """Consecutive passes that ended on a conflict (see `conflict_backoff`)."""
         self.store = store
         self.town: TownStore = store.town(namespace, name)
         self.settings = settings or LoopSettings()
@@ -173,6 +186,9 @@ class TownLoop:
                 await asyncio.sleep(2.0)
                 continue
             self._failures = 0
+            conflicted = report is not None and report.result.conflicts > 0
+            self._conflicts = self._conflicts + 1 if conflicted else 0
+            await asyncio.sleep(conflict_backoff(self._conflicts))
             if report is not None and report.actions.total():
                 # Our own writes are already in the store: go again at once until quiet.
                 self.town.wake.set()

@@ -39,6 +39,10 @@ class NoEssenceDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
 log = logging.getLogger(__name__)
 
 
+WATCH_RETRY_SECONDS = (0.5, 1.0, 1.0, 2.0, 2.0, 3.0, 5.0, 5.0, 5.0, 10.0, 10.0)
+"""Delays between retries of a failed API request of kopf's (watches), then it gives up."""
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Keep kopf's bookkeeping under gastown.dev and open our own client."""
@@ -51,6 +55,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     watch_only_agent_pods(settings)
     settings.watching.server_timeout = int(os.environ.get("GASTOWN_WATCH_TIMEOUT", "300"))
     settings.watching.client_timeout = settings.watching.server_timeout + 30
+    # A watch that fails (the API server restarting) is retried sooner and more often than kopf's
+    # default (1, 1, 2, 3, 5, 8, 13, 21 s): a town's store is stale until its watches resume.
+    settings.networking.error_backoffs = WATCH_RETRY_SECONDS
     settings.execution.max_workers = 4
     memo.kube = Kube(await connect())
     memo.leadership = None

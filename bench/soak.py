@@ -76,6 +76,8 @@ class Soak:
     cluster: Cluster
     rng: random.Random
     partition_seconds: float
+    kinds: tuple[str, ...] = FAULTS
+    """The fault kinds to inject (all by default)."""
     faults: Counter[str] = field(default_factory=Counter)
     fault_times: list[float] = field(default_factory=list)
     recoveries: list[float] = field(default_factory=list)
@@ -120,7 +122,7 @@ class Soak:
         """One fault, chosen by the seed: every kind once in a shuffled round, round after round
         (so that even a short run meets each kind)."""
         if not self.round:
-            self.round = self.rng.sample(FAULTS, k=len(FAULTS))
+            self.round = self.rng.sample(self.kinds, k=len(self.kinds))
         kind = self.round.pop()
         leader = self.cluster.leader()
         self.scrape(leader)  # its counters die with it
@@ -261,7 +263,7 @@ def run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
             retention = {"ttlSecondsAfterFinished": args.retention_seconds}
             body["spec"].setdefault("policy", {})["retention"] = retention
         assert cluster.api.create(cluster.namespace, body).status == 201
-        soak = Soak(cluster, rng, args.partition_seconds)
+        soak = Soak(cluster, rng, args.partition_seconds, tuple(args.faults.split(",")))
         started = time.monotonic()
         end_submitting = started + args.minutes * 60
         per_convoy = 10
@@ -374,6 +376,12 @@ def main() -> int:
     )
     parser.add_argument("--partition-seconds", type=float, default=30.0)
     parser.add_argument(
+        "--faults",
+        default=",".join(FAULTS),
+        help="comma-separated fault kinds to inject (e.g. leave out kill to keep both operator "
+        "processes alive for the whole run and watch their memory)",
+    )
+    parser.add_argument(
         "--retention-seconds",
         type=int,
         default=60,
@@ -381,6 +389,9 @@ def main() -> int:
     )
     parser.add_argument("--dir", type=Path, default=None, help="keep logs here")
     args = parser.parse_args()
+    unknown = set(args.faults.split(",")) - set(FAULTS)
+    if unknown:
+        parser.error(f"unknown fault kinds {sorted(unknown)}; known: {', '.join(FAULTS)}")
     if args.retention_seconds < 0:
         args.retention_seconds = None
     if args.dir is not None:

@@ -195,14 +195,21 @@ def dispatches(w: World, since: int = 0) -> list[DispatchAgent]:
     return [a for pass_ in w.history[since:] for a in pass_ if isinstance(a, DispatchAgent)]
 
 
+def finish_coding_over_budget(w: World, name: str, cost: float) -> int:
+    """The polecat on `name` reports `cost` spent, then done; returns where the passes after
+    that begin in `w.history`."""
+    polecat = report_usage(w, name, cost)
+    w.report(polecat, "done", bead=name, summary=f"did {name}")
+    since = len(w.history)
+    w.settle(advance=seconds(5))
+    return since
+
+
 def test_finish_mode_over_the_day_budget_merges_done_work_and_starts_no_new_coding() -> None:
     w = spend_world({"perDayUsd": 1.0}, bead("a"), bead("b"), total=1, per_rig=1)
     w.settle()
     assert w.bead("b").status.phase is BeadPhase.OPEN  # no capacity for it yet
-    polecat = report_usage(w, "a", 1.2)
-    w.report(polecat, "done", bead="a", summary="did a")
-    since = len(w.history)
-    w.settle(advance=seconds(5))
+    since = finish_coding_over_budget(w, "a", 1.2)
     # The finished bead gets to land: its merge request is dispatched to the refinery...
     mr = w.bead("a").status.merge_request
     assert mr is not None
@@ -224,10 +231,7 @@ def test_finish_mode_over_the_day_budget_merges_done_work_and_starts_no_new_codi
 def test_stop_mode_over_the_day_budget_holds_the_merge_request_too() -> None:
     w = spend_world({"perDayUsd": 1.0, "onExceeded": "stop"}, bead("a"))
     w.settle()
-    polecat = report_usage(w, "a", 1.2)
-    w.report(polecat, "done", bead="a", summary="did a")
-    since = len(w.history)
-    w.settle(advance=seconds(5))
+    since = finish_coding_over_budget(w, "a", 1.2)
     mr = w.bead("a").status.merge_request
     assert mr is not None
     assert w.bead(mr).status.phase is BeadPhase.OPEN

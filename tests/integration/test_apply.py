@@ -86,6 +86,32 @@ async def test_a_conflict_stops_the_pass_before_later_actions(
     assert api.get("Bead", namespace, "b1").body["status"]["phase"] == "in_review"
 
 
+async def test_a_write_to_an_object_gone_unseen_drops_it_from_the_store(
+    api: Api, namespace: str, kube: Kube
+) -> None:
+    """A watch that resumed by relisting never reports what was deleted meanwhile: the first
+    write that finds the object gone drops it, so the next pass no longer plans on it."""
+    for body in (town(), bead("b1")):
+        assert api.create(namespace, body).status == 201
+    store = Store()
+    for kind, name in (("Town", "demo"), ("Bead", "b1")):
+        store.observe(kind, api.get(kind, namespace, name).body)
+    assert api.delete("Bead", namespace, "b1").status == 200  # the store never hears of it
+    plan = [
+        TransitionBead(
+            bead="b1",
+            from_phase=BeadPhase.OPEN,
+            to_phase=BeadPhase.IN_PROGRESS,
+            now=datetime.now(UTC),
+            reason="Dispatched",
+        )
+    ]
+    town_store = store.town(namespace, "demo")
+    result = await Applier(kube, store, town_store).apply(plan)
+    assert result.stopped_early
+    assert town_store.get("Bead", "b1") is None
+
+
 class CountingKube(Kube):
     """The real client, counting the identity requests it sends."""
 

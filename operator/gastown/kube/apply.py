@@ -15,7 +15,6 @@ Semantics (see `gastown.reconcile.writes`):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
 import time
@@ -354,6 +353,10 @@ class Applier:
                 kind, self.ns, write.name, patch, status=isinstance(write, PatchStatus)
             )
         except NotFound:
+            # Gone, though the store still holds it: its DELETED event was lost (a watch that
+            # resumed by relisting reports what exists, never what vanished meanwhile). Drop
+            # it, or every pass would plan on it again.
+            self.store.forget(self.town, kind, write.name)
             return False
         except Conflict:
             await self._refresh(kind, write.name)
@@ -370,8 +373,12 @@ class Applier:
         leave the store stale and every pass conflicting on the same object. One GET per
         conflict ends that; the store keeps whichever version is newer.
         """
-        with contextlib.suppress(ApiError):
+        try:
             self.store.observe(kind, await self.kube.get(kind, self.ns, name))
+        except NotFound:
+            self.store.forget(self.town, kind, name)
+        except ApiError:
+            pass  # the next pass tries again
 
     def _add_conditions(self, kind: str, held: Any, patch: dict[str, Any]) -> None:
         """Put derived conditions into the same status patch when the new state changes them.
